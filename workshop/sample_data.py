@@ -1,0 +1,245 @@
+"""A small SQuAD-v1.1-format data set about an invented world, generated from templates.
+
+The workshop must also run where the Hugging Face Hub cannot be reached (a laptop, an offline compute node,
+the test suite), so it carries its own question-answering sample. None of it is SQuAD text: towns, rivers,
+guilds, inventors and instruments are made up from the word lists below. Each paragraph states a few facts
+and asks 1-3 questions whose answer is an exact, unique span of that paragraph, so a tiny model can learn
+the one skill the lesson needs: find the right span and copy it.
+
+    python -m workshop.sample_data sample.json --seed 0 --paragraphs 200
+
+The same seed always gives byte-identical JSON.
+"""
+
+import argparse
+import json
+import random
+
+# Names are glued from syllables so that short lists still give hundreds of distinct names.
+TOWN_STARTS = ("Ash", "Bram", "Cor", "Dun", "Elm", "Fen", "Gal", "Hol", "Ivel", "Kest", "Lor", "Marr", "Nor",
+               "Oak", "Pell", "Quen", "Ros", "Sel", "Tam", "Ulm", "Vey", "Wick", "Yar", "Zen", "Brin", "Cald",
+               "Drey", "Orm", "Thorn", "Wend")
+TOWN_ENDS = ("ford", "holm", "mere", "wick", "by", "stead", "haven", "ton", "moor", "gate", "field", "brook",
+             "combe", "ness")
+RIVER_STARTS = ("Ar", "Bel", "Cal", "Dar", "El", "Fir", "Gor", "Har", "Il", "Jen", "Kal", "Lem", "Mor", "Nel",
+                "Or", "Per", "Sar", "Tel", "Ur", "Vel")
+RIVER_ENDS = ("ine", "ova", "andel", "isk", "ent", "urn", "ay", "ith")
+FIRST_NAMES = ("Ada", "Bertil", "Carys", "Dorian", "Edda", "Florin", "Greta", "Hale", "Ines", "Joran", "Kaia",
+               "Lucan", "Mirela", "Nils", "Odile", "Piet", "Runa", "Silas", "Tova", "Urban", "Vesna", "Wilmot",
+               "Ysolde", "Zoran")
+FAMILY_STARTS = ("Abel", "Brack", "Corm", "Dal", "Eber", "Frey", "Gund", "Hask", "Ingle", "Jass", "Kor", "Lind",
+                 "Mott", "Nyl", "Osk", "Pren", "Rask", "Stav", "Tulk", "Varn")
+FAMILY_ENDS = ("er", "ley", "wood", "stone", "by", "mark", "ham", "ridge")
+INSTRUMENT_STARTS = ("kor", "vel", "tam", "lir", "zen", "bor", "sha", "mal", "dru", "fen")
+INSTRUMENT_ENDS = ("rin", "dola", "bane", "tuk", "ello", "vash", "mira", "pon")
+GUILD_WORDS = ("Lantern", "Anvil", "Shuttle", "Kiln", "Compass", "Bellows", "Spindle", "Chisel", "Quill",
+               "Ladle", "Plumb", "Tiller")
+PROVINCES = ("Westmarch", "Hollowreach", "the Amber Coast", "Greyvale", "Lowfold", "the Northern Shires",
+             "Brightwater", "Stonecross")
+HILLS = ("Crowberry", "Windle", "Harrow", "Morrow", "Silverback", "Fallowmere", "Cairnfell", "Dimmock")
+SEAS = ("Glass", "Pearl", "Salt", "Tern", "Murmur", "Lantern")
+HALLS = ("the Old Corn Exchange", "the Weavers' Hall", "the Bell Tower", "the Riverside Chapel",
+         "the Market Loft", "the Granary")
+STREETS = ("Tallow", "Copper", "Mill", "Rook", "Lantern", "Cobble", "Anchor", "Juniper", "Saddler", "Wharf")
+NEIGHBOURS = ("the town well", "the cloth market", "the ferry steps", "the old mill", "the grain store",
+              "the watch house")
+COLOURS = ("amber", "crimson", "ochre", "teal", "violet", "saffron", "slate grey", "olive", "indigo",
+           "rust red", "pale blue", "emerald")
+TRADES = ("clockmaker", "glassblower", "weaver", "cooper", "tanner", "potter", "ropemaker", "bell founder",
+          "miller", "mapmaker")
+MATERIALS = ("brass", "copper", "glass", "oak", "tin", "silver", "bone", "walnut")
+DEVICES = ("loom", "lantern", "compass", "pump", "barometer", "kiln", "printing press", "music box",
+           "water clock", "telescope")
+# An instrument's kind decides what it has a number of.
+INSTRUMENT_KINDS = {"harp": "strings", "fiddle": "strings", "lute": "strings", "zither": "strings",
+                    "flute": "finger holes", "pipe": "finger holes", "horn": "valves", "drum": "tuning pegs"}
+ANIMALS = ("heron", "otter", "stag", "badger", "kingfisher", "fox", "owl", "salmon", "hare", "swan")
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+SEASONS = ("spring", "summer", "autumn", "winter")
+FAIRS = ("lantern", "harvest", "kite", "cheese", "boat", "apple", "candle", "ribbon")
+CARGOES = ("salt", "timber", "wool", "slate", "barley", "copper ore", "cider", "peat", "flax", "marble")
+SIZES = ("small", "busy", "quiet", "walled", "hill", "market")
+COUNTS = ("three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
+PRONOUNS = (("She", "she", "Her"), ("He", "he", "His"))
+
+WORD_LISTS = (TOWN_STARTS, TOWN_ENDS, RIVER_STARTS, RIVER_ENDS, FIRST_NAMES, FAMILY_STARTS, FAMILY_ENDS,
+              INSTRUMENT_STARTS, INSTRUMENT_ENDS, GUILD_WORDS, PROVINCES, HILLS, SEAS, HALLS, STREETS, NEIGHBOURS,
+              COLOURS, TRADES, MATERIALS, DEVICES, tuple(INSTRUMENT_KINDS), tuple(INSTRUMENT_KINDS.values()),
+              ANIMALS, WEEKDAYS, SEASONS, FAIRS, CARGOES, SIZES, COUNTS)
+
+
+def all_words():
+    """Every entry of every word list, sorted (the tokenizer trains on these too)."""
+    return sorted({word for words in WORD_LISTS for word in words})
+
+
+def _town(rng):
+    return rng.choice(TOWN_STARTS) + rng.choice(TOWN_ENDS)
+
+
+def _person(rng):
+    return f"{rng.choice(FIRST_NAMES)} {rng.choice(FAMILY_STARTS)}{rng.choice(FAMILY_ENDS)}"
+
+
+def _years(rng, n):
+    """n distinct years, in order, so that "founded" comes before "finished"."""
+    return [str(year) for year in sorted(rng.sample(range(1480, 1890), n))]
+
+
+def _a(word):
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+# Each paragraph builder returns (context, [(question, answer), ...]) for one article's town.
+# The candidate questions outnumber the 1-3 asked, so the same paragraph shape asks different things.
+
+def _founding(rng, town):
+    founded, bridge = _years(rng, 2)
+    river = town["river"]
+    founder, colour, fair, season = _person(rng), rng.choice(COLOURS), rng.choice(FAIRS), rng.choice(SEASONS)
+    name = town["name"]
+    context = (f"{name} is {_a(rng.choice(SIZES))} town on the {river} River in the province of {town['province']}. "
+               f"It was founded in {founded} by {founder}, and its stone bridge was finished in {bridge}. "
+               f"The town is known for its {colour} roofs and for the {fair} fair held every {season}.")
+    return context, [
+        (f"On which river does {name} stand?", river),
+        (f"In what year was {name} founded?", founded),
+        (f"Who founded {name}?", founder),
+        (f"When was the stone bridge in {name} finished?", bridge),
+        (f"What colour are the roofs of {name}?", colour),
+        (f"In which province is {name}?", town["province"]),
+        (f"Which fair is held in {name} every {season}?", f"{fair} fair"),
+    ]
+
+
+def _inventor(rng, town):
+    born = rng.randint(1480, 1850)
+    born, built = str(born), str(born + rng.randint(20, 50))
+    person, trade = _person(rng), rng.choice(TRADES)
+    device = f"{rng.choice(MATERIALS)} {rng.choice(DEVICES)}"
+    street = f"{rng.choice(STREETS)} Street"
+    subject, pronoun, possessive = rng.choice(PRONOUNS)
+    context = (f"{person} was born in {town['name']} in {born}. "
+               f"{subject} worked as {_a(trade)} until {built}, when {pronoun} built the first {device}. "
+               f"{possessive} workshop stood on {street}, next to {rng.choice(NEIGHBOURS)}.")
+    return context, [
+        (f"In what year was {person} born?", born),
+        (f"What was the trade of {person}?", trade),
+        (f"What did {person} build in {built}?", device),
+        (f"On which street was the workshop of {person}?", street),
+        (f"When did {person} build the first {device}?", built),
+    ]
+
+
+def _guild(rng, town):
+    guild = f"{rng.choice(GUILD_WORDS)} Guild"
+    year, = _years(rng, 1)
+    count, trade, colour = rng.choice(COUNTS), rng.choice(TRADES), rng.choice(COLOURS)
+    weekday, hall, animal, master = rng.choice(WEEKDAYS), rng.choice(HALLS), rng.choice(ANIMALS), _person(rng)
+    context = (f"The {guild} of {town['name']} was formed in {year} by {count} {trade}s. "
+               f"Its members wear {colour} sashes and meet every {weekday} in {hall}. "
+               f"The emblem of the guild is {_a(animal)}, and its present master is {master}.")
+    return context, [
+        (f"When was the {guild} formed?", year),
+        (f"Which trade formed the {guild}?", f"{trade}s"),
+        (f"What colour sashes do members of the {guild} wear?", colour),
+        (f"On which day does the {guild} meet?", weekday),
+        (f"Where does the {guild} meet?", hall),
+        (f"What is the emblem of the {guild}?", animal),
+        (f"Who is the master of the {guild}?", master),
+    ]
+
+
+def _instrument(rng, town):
+    name = rng.choice(INSTRUMENT_STARTS) + rng.choice(INSTRUMENT_ENDS)
+    kind = rng.choice(sorted(INSTRUMENT_KINDS))
+    parts = INSTRUMENT_KINDS[kind]
+    year, = _years(rng, 1)
+    material, count, player = rng.choice(MATERIALS), rng.choice(COUNTS), _person(rng)
+    context = (f"The {name} is {_a(kind)} first played in {town['name']} around {year}. "
+               f"It is made of {material} and has {count} {parts}. "
+               f"Its best known player was {player}, who taught in {town['name']} for many years.")
+    return context, [
+        (f"What kind of instrument is the {name}?", kind),
+        (f"Around what year was the {name} first played?", year),
+        (f"What is the {name} made of?", material),
+        (f"How many {parts} does the {name} have?", count),
+        (f"Who was the best known player of the {name}?", player),
+    ]
+
+
+def _river(rng, town):
+    river = town["river"]
+    hills, sea, cargo = rng.choice(HILLS), rng.choice(SEAS), rng.choice(CARGOES)
+    length = f"{rng.randint(40, 390)} kilometres"
+    port, lock = _town(rng), _town(rng)
+    year, = _years(rng, 1)
+    context = (f"The {river} River rises in the {hills} Hills and flows {length} to the {sea} Sea. "
+               f"Barges on the {river} carry {cargo} from {town['name']} down to the port of {port}. "
+               f"The oldest lock on the river, at {lock}, was built in {year}.")
+    return context, [
+        (f"Where does the {river} River rise?", f"{hills} Hills"),
+        (f"How long is the {river} River?", length),
+        (f"Into which sea does the {river} flow?", f"{sea} Sea"),
+        (f"What do barges on the {river} carry?", cargo),
+        (f"Which port do barges from {town['name']} reach?", port),
+        (f"Where is the oldest lock on the {river}?", lock),
+        (f"When was the oldest lock on the {river} built?", year),
+    ]
+
+
+PARAGRAPH_KINDS = (_founding, _inventor, _guild, _instrument, _river)
+
+
+def _paragraph(rng, build, town):
+    # Redraw until every candidate answer occurs exactly once, so its span is unambiguous
+    # (e.g. a length of "48 kilometres" next to the year 1748 would not be).
+    while True:
+        context, candidates = build(rng, town)
+        if all(context.count(answer) == 1 for _, answer in candidates):
+            return context, candidates
+
+
+def generate_squad(seed: int = 0, n_paragraphs: int = 200) -> dict:
+    """The sample as a SQuAD v1.1 dict: one article per town, 1-3 paragraphs each, 1-3 questions a paragraph."""
+    town_names = [start + end for start in TOWN_STARTS for end in TOWN_ENDS]
+    if not 1 <= n_paragraphs <= len(town_names):
+        raise ValueError(f"n_paragraphs must be between 1 and {len(town_names)}, got {n_paragraphs}")
+    rng = random.Random(seed)
+    rng.shuffle(town_names)  # article titles are drawn without replacement, so every title is distinct
+    articles, made = [], 0
+    while made < n_paragraphs:
+        town = {"name": town_names.pop(),
+                "river": rng.choice(RIVER_STARTS) + rng.choice(RIVER_ENDS),
+                "province": rng.choice(PROVINCES)}
+        kinds = rng.sample(PARAGRAPH_KINDS, min(rng.randint(1, 3), n_paragraphs - made))
+        paragraphs = []
+        for build in kinds:
+            context, candidates = _paragraph(rng, build, town)
+            n_questions = rng.choices((1, 2, 3), weights=(1, 2, 9))[0]
+            qas = [{"id": f"ws{seed}-{made:04d}-{i}", "question": question,
+                    "answers": [{"text": answer, "answer_start": context.index(answer)}]}
+                   for i, (question, answer) in enumerate(rng.sample(candidates, n_questions))]
+            paragraphs.append({"context": context, "qas": qas})
+            made += 1
+        articles.append({"title": town["name"], "paragraphs": paragraphs})
+    return {"version": "workshop-sample-1", "data": articles}
+
+
+def write_squad(path, seed: int = 0, n_paragraphs: int = 200) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(generate_squad(seed, n_paragraphs), f, indent=1)
+        f.write("\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Write the workshop's invented SQuAD-format sample as JSON.")
+    parser.add_argument("path", help="output JSON file")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--paragraphs", type=int, default=200)
+    args = parser.parse_args(argv)
+    write_squad(args.path, args.seed, args.paragraphs)
+
+
+if __name__ == "__main__":
+    main()
