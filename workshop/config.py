@@ -1,0 +1,133 @@
+"""The lesson's settings in one place, each overridable from the command line.
+
+Precedence: the lesson's defaults < `--profile` < flags given on the command line.
+Everything is validated once, here; later code trusts a `RunConfig`.
+"""
+import argparse
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+
+class WorkshopError(Exception):
+    """An expected mistake (bad flag, missing cache, ...): printed as one line, no traceback."""
+
+
+@dataclass
+class RunConfig:
+    # what to train
+    model: str = "bigscience/bloom-560m"
+    init: str = "pretrained"          # "random": same shapes, random weights (memory and speed real, loss not)
+    data: str = "hub"                 # "hub" (squad), "embedded", or a path to a SQuAD v1.1 JSON file
+    subset_size: int = 500
+    max_length: int = 512
+    eval_fraction: float = 0.1        # the subset is split 90/10 into train and eval
+    # the lesson's TrainingArguments
+    output_dir: str = "./bloom-qa-finetuned"
+    num_train_epochs: float = 3
+    max_steps: int = -1
+    per_device_train_batch_size: int = 4
+    per_device_eval_batch_size: int = 4
+    gradient_accumulation_steps: int = 4
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    fp16: Optional[bool] = None       # None = on where a CUDA GPU is present
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    eval_strategy: str = "epoch"
+    save_strategy: str = "epoch"
+    logging_steps: int = 10
+    seed: int = 42
+    deepspeed: Optional[str] = None   # path to a DeepSpeed JSON config
+    # bookkeeping
+    profile: str = "lesson"
+    lesson: str = "baseline"
+    config_name: Optional[str] = None  # names the run folder; defaults to the lesson or DeepSpeed config name
+    run_dir: Optional[str] = None      # defaults to logs/<config_name>-local<time>-<pid>
+
+
+# `--profile tiny`: the embedded model and data at sizes a laptop or CI trains in a minute or two.
+# The learning rate is higher because a 2-layer model from random weights learns nothing at 5e-5.
+PROFILES = {
+    "lesson": {},
+    "tiny": dict(model="bloom-tiny", data="embedded", subset_size=200, max_length=160,
+                 learning_rate=3e-3, logging_steps=2),
+}
+
+CHOICES = {
+    "init": ("pretrained", "random"),
+    "eval_strategy": ("no", "epoch", "steps"),
+    "save_strategy": ("no", "epoch", "steps", "best"),
+    "profile": tuple(PROFILES),
+}
+
+
+def _add_flags(parser):
+    for field in dataclasses.fields(RunConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default
+        if field.name in ("fp16", "bf16", "gradient_checkpointing"):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+            continue
+        kind = {int: int, float: float}.get(type(default), str)
+        if field.name == "num_train_epochs":
+            kind = float
+        parser.add_argument(flag, type=kind, choices=CHOICES.get(field.name), default=argparse.SUPPRESS,
+                            metavar=None if field.name in CHOICES else field.name.upper(),
+                            help=f"default: {default}")
+    parser.add_argument("--ds-config", dest="deepspeed", default=argparse.SUPPRESS,
+                        help="same as --deepspeed")
+    # The `deepspeed` launcher appends --local_rank=N; torchrun sets LOCAL_RANK instead. Either way the
+    # Trainer reads the environment, so the flag is accepted and ignored.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+
+
+def parse_args(argv=None, lesson="baseline", **lesson_defaults):
+    """Build a validated RunConfig from the command line (sys.argv by default)."""
+    parser = argparse.ArgumentParser(
+        prog=f"{lesson}/train.py", description="Fine-tune BLOOM on SQuAD with the Hugging Face Trainer.")
+    _add_flags(parser)
+    given = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    given.pop("local_rank", None)
+    profile = given.get("profile", "lesson")
+    settings = {"lesson": lesson, **lesson_defaults, **PROFILES[profile], **given}
+    cfg = RunConfig(**settings)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig):
+    from workshop.model import resolve_model  # raises WorkshopError for an unknown name
+
+    resolve_model(cfg.model)
+    if cfg.subset_size < 2:
+        raise WorkshopError(f"--subset-size must be at least 2 (got {cfg.subset_size})")
+    if not 0 < cfg.eval_fraction < 1:
+        raise WorkshopError(f"--eval-fraction must be between 0 and 1 (got {cfg.eval_fraction})")
+    if cfg.max_length < 16:
+        raise WorkshopError(f"--max-length must be at least 16 (got {cfg.max_length})")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(cfg, name) < 1:
+            raise WorkshopError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
+    if cfg.data not in ("hub", "embedded") and not os.path.isfile(cfg.data):
+        raise WorkshopError(f"--data must be 'hub', 'embedded' or a SQuAD JSON file; {cfg.data!r} does not exist")
+    if cfg.deepspeed is not None and not os.path.isfile(cfg.deepspeed):
+        raise WorkshopError(f"--deepspeed: no such file {cfg.deepspeed!r}")
+    if cfg.fp16 and cfg.bf16:
+        raise WorkshopError("choose one of --fp16 and --bf16")
+
+
+def resolve_precision(cfg: RunConfig, has_cuda: bool, bf16_supported: bool):
+    """Return (fp16, bf16), printing a notice where the hardware lacks what was asked for."""
+    fp16 = has_cuda if cfg.fp16 is None else cfg.fp16
+    bf16 = cfg.bf16
+    if fp16 and not has_cuda:
+        print("[workshop] notice: fp16 needs a CUDA GPU; none is present, so this run trains in fp32.")
+        fp16 = False
+    if bf16 and not bf16_supported:
+        print("[workshop] notice: bf16 is not supported here; this run trains in fp32.")
+        bf16 = False
+    return fp16, bf16

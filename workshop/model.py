@@ -1,0 +1,96 @@
+"""BLOOM models: the Hub's checkpoints, random-weight copies of their shapes, and an embedded tiny one.
+
+`load_model("bigscience/bloom-560m")` is the lesson's real path (downloads, or reads the Hugging Face cache).
+`init="random"` builds the same architecture with random weights: memory and speed figures are real, loss is not.
+`bloom-tiny` ships inside the package (config + tokenizer) and needs no network at all.
+"""
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BloomConfig, BloomForCausalLM
+
+from workshop.config import WorkshopError
+
+TINY_DIR = Path(__file__).parent / "assets" / "bloom-tiny"
+
+# Shapes of the published BigScience checkpoints, so random-weight runs need no download.
+BLOOM_SHAPES = {
+    "bigscience/bloom-560m": dict(hidden_size=1024, n_layer=24, n_head=16),
+    "bigscience/bloom-1b7": dict(hidden_size=2048, n_layer=24, n_head=16),
+    "bigscience/bloom-3b": dict(hidden_size=2560, n_layer=30, n_head=32),
+    "bigscience/bloom-7b1": dict(hidden_size=4096, n_layer=30, n_head=32),
+}
+BLOOM_VOCAB = 250880
+TINY = "bloom-tiny"
+
+
+def resolve_model(name: str) -> str:
+    """Map `560m`, `bloom-560m` or `bigscience/bloom-560m` to the Hub id; `tiny` to `bloom-tiny`."""
+    short = name.removeprefix("bigscience/").removeprefix("bloom-")
+    if short == "tiny":
+        return TINY
+    hub_id = f"bigscience/bloom-{short}"
+    if hub_id in BLOOM_SHAPES:
+        return hub_id
+    if os.path.isdir(name):  # a local checkpoint, e.g. one saved by save_model()
+        return name
+    known = ", ".join(["bloom-tiny"] + [k.removeprefix("bigscience/") for k in BLOOM_SHAPES])
+    raise WorkshopError(f"unknown model {name!r}; choose one of {known} or a local checkpoint folder")
+
+
+def load_model(name: str, init: str = "pretrained", seed: int = 0):
+    """Return (model, tokenizer) for a model name (see resolve_model)."""
+    model_id = resolve_model(name)
+    if model_id == TINY:
+        # There are no trained weights for the tiny model: its "pretrained" state is a seeded random init.
+        tokenizer = AutoTokenizer.from_pretrained(TINY_DIR)
+        torch.manual_seed(seed)
+        return BloomForCausalLM(BloomConfig.from_pretrained(TINY_DIR)), tokenizer
+    if init == "random":
+        torch.manual_seed(seed)
+        model = BloomForCausalLM(random_init_config(model_id))
+        return model, _tokenizer_for_random_init(model_id)
+    return _from_hub(model_id)
+
+
+def random_init_config(model_id: str) -> BloomConfig:
+    shape = BLOOM_SHAPES.get(model_id)
+    if shape is None:  # a local folder
+        return BloomConfig.from_pretrained(model_id)
+    return BloomConfig(vocab_size=BLOOM_VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=3, **shape)
+
+
+def _tokenizer_for_random_init(model_id: str):
+    try:
+        return AutoTokenizer.from_pretrained(model_id)
+    except OSError:
+        # Random weights make token identity irrelevant to memory and speed; the embedded tokenizer keeps the
+        # run offline. Its ids all fall inside BLOOM's vocabulary.
+        print(f"[workshop] notice: tokenizer of {model_id} is not cached; using the embedded tokenizer "
+              "(memory and speed figures still hold, sequence lengths differ slightly).")
+        return AutoTokenizer.from_pretrained(TINY_DIR)
+
+
+def _from_hub(model_id: str):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_id)
+        model = AutoModelForCausalLM.from_pretrained(model_id, use_safetensors=True)
+    except OSError as err:
+        raise WorkshopError(
+            f"cannot load {model_id}: it is not in the Hugging Face cache and the Hub is unreachable "
+            f"({type(err).__name__}). On a login node with internet run `python -m workshop.prefetch "
+            f"--model {model_id}`, then resubmit; or train with --init random or --profile tiny.") from err
+    return model, tokenizer
+
+
+def save_model(model, tokenizer, path):
+    """Save weights (safetensors) and tokenizer so load_model(path) reads them back."""
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def load_saved(path):
+    """Read back a folder written by save_model."""
+    return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
+

@@ -1,0 +1,116 @@
+"""The one training entry every lesson uses: `python -m workshop.train [flags]` (see --help).
+
+Read `train()` top to bottom: it is the whole lesson. `main()` wraps it with the run folder and with
+error handling that always records how the run ended.
+"""
+import math
+import signal
+import sys
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments, default_data_collator
+
+from workshop.config import RunConfig, WorkshopError, parse_args, resolve_precision
+from workshop.data import load_squad, split, tokenize
+from workshop.model import load_model, resolve_model, save_model
+from workshop.runlog import RunLog, default_run_dir
+
+
+def training_arguments(cfg: RunConfig) -> TrainingArguments:
+    fp16, bf16 = resolve_precision(cfg, torch.cuda.is_available(),
+                                   torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return TrainingArguments(
+        output_dir=cfg.output_dir,
+        eval_strategy=cfg.eval_strategy,
+        save_strategy=cfg.save_strategy,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        fp16=fp16,
+        bf16=bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        logging_steps=cfg.logging_steps,
+        seed=cfg.seed,
+        deepspeed=load_deepspeed_config(cfg.deepspeed),
+        push_to_hub=False,
+        report_to="none",
+    )
+
+
+def load_deepspeed_config(path):
+    if path is None:
+        return None
+    from workshop.ds_config import load_ds_config  # validates: one clear error naming the file and key
+
+    return load_ds_config(path)
+
+
+def train(cfg: RunConfig, run: RunLog):
+    model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed)
+    dataset = load_squad(cfg.subset_size, source=cfg.data)
+    train_set, eval_set = split(tokenize(dataset, tokenizer, cfg.max_length), cfg.eval_fraction, cfg.seed)
+
+    args = training_arguments(cfg)
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                      data_collator=default_data_collator, processing_class=tokenizer,
+                      callbacks=[run.callback()])
+    run.update(train_samples=len(train_set), eval_samples=len(eval_set),
+               parameters=sum(p.numel() for p in model.parameters()),
+               steps_per_epoch=math.ceil(len(trainer.get_train_dataloader()) / cfg.gradient_accumulation_steps))
+    print(f"[workshop] training {cfg.model} ({run.manifest['parameters'] / 1e6:.1f} M parameters) on "
+          f"{len(train_set)} examples, evaluating on {len(eval_set)}; logs in {run.dir}", flush=True)
+
+    trainer.train()
+    save_model(trainer.model, tokenizer, f"{cfg.output_dir}/final")
+    return trainer
+
+
+def _exit_on_sigterm(signum, frame):
+    # scancel and SLURM's time limit send SIGTERM: turn it into an exception so the manifest is finished.
+    raise SystemExit(128 + signum)
+
+
+def main(argv=None, lesson="baseline", **lesson_defaults):
+    try:
+        cfg = parse_args(argv, lesson=lesson, **lesson_defaults)
+    except WorkshopError as err:
+        sys.exit(f"error: {err}")
+
+    config_name = cfg.config_name or _config_name(cfg)
+    run = RunLog(cfg.run_dir or default_run_dir(config_name), {
+        "config_name": config_name, "lesson": cfg.lesson, "settings": vars(cfg).copy(),
+        "model": resolve_model(cfg.model), "init": cfg.init, "profile": cfg.profile, "data_source": cfg.data,
+        "subset_size": cfg.subset_size, "deepspeed_config": cfg.deepspeed})
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        train(cfg, run)
+    except WorkshopError as err:
+        run.finish("failed", 2, str(err))
+        sys.exit(f"error: {err}")
+    except torch.OutOfMemoryError as err:
+        run.finish("oom", 3, str(err).splitlines()[0])
+        sys.exit(f"error: out of GPU memory; peaks are in {run.dir}/manifest.json")
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+        run.finish("cancelled" if code == 128 + signal.SIGTERM else "failed", code)
+        raise
+    except BaseException as err:
+        run.finish("failed", 1, f"{type(err).__name__}: {err}")
+        raise
+    run.finish("completed", 0)
+    print(f"[workshop] done; run folder {run.dir}", flush=True)
+
+
+def _config_name(cfg: RunConfig) -> str:
+    if cfg.deepspeed:
+        return Path(cfg.deepspeed).stem
+    return cfg.lesson
+
+
+if __name__ == "__main__":
+    main()
