@@ -33,7 +33,7 @@ class RunConfig:
     gradient_accumulation_steps: int = 4
     learning_rate: float = 5e-5
     weight_decay: float = 0.01
-    fp16: Optional[bool] = None       # None = on where a CUDA GPU is present
+    fp16: Optional[bool] = None       # None: on unless --bf16; falls back to fp32 without a CUDA GPU
     bf16: bool = False
     gradient_checkpointing: bool = False
     eval_strategy: str = "epoch"
@@ -122,8 +122,8 @@ def validate(cfg: RunConfig):
 
 def resolve_precision(cfg: RunConfig, has_cuda: bool, bf16_supported: bool):
     """Return (fp16, bf16), printing a notice where the hardware lacks what was asked for."""
-    fp16 = has_cuda if cfg.fp16 is None else cfg.fp16
     bf16 = cfg.bf16
+    fp16 = cfg.fp16 if cfg.fp16 is not None else not bf16  # the lesson trains in fp16 unless bf16 is asked for
     if fp16 and not has_cuda:
         print("[workshop] notice: fp16 needs a CUDA GPU; none is present, so this run trains in fp32.")
         fp16 = False
