@@ -1,0 +1,311 @@
+"""workshop.fill_tables on real captured logs (see tests/test_logparse.py for where each fixture comes from).
+
+Partial and corrupt runs are made here from the real complete run, so each test shows what it broke.
+Expected values are read from the fixture files themselves, never typed in.
+"""
+
+import io
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from workshop import fill_tables
+from workshop.fill_tables import build_tables, epoch_label, table
+from workshop.logparse import parse_trainer_stdout
+
+DATA = Path(__file__).parent / "data" / "logs"
+COMPLETE = DATA / "run_complete" / "baseline-1001"
+REPO = Path(__file__).parent.parent
+
+
+def history():
+    return [json.loads(line) for line in (COMPLETE / "log_history.jsonl").read_text().splitlines()]
+
+
+def copy_run(dest, name="baseline-1001"):
+    run = dest / name
+    shutil.copytree(COMPLETE, run)
+    return run
+
+
+def edit_manifest(run, **changes):
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest.update(changes)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+
+
+def only_row(tables, key):
+    df = tables[key]
+    assert len(df) == 1
+    return df.iloc[0]
+
+
+def test_complete_run_folder(tmp_path):
+    copy_run(tmp_path)
+    shutil.copy(COMPLETE.parent / "baseline-1001.out", tmp_path)  # SLURM's .out: the same run, not a second row
+    tables = build_tables([tmp_path])
+    row = only_row(tables, "baseline_objective_1")
+    events = history()
+    evals = [e for e in events if "eval_loss" in e]
+    summary = events[-1]
+    assert row["run"] == "baseline-1001" and row["status"] == "completed"
+    assert row["train loss (last logged)"] == [e for e in events if "loss" in e][-1]["loss"]
+    assert row["train_loss (run mean)"] == summary["train_loss"]
+    assert [row[f"eval loss (epoch {i})"] for i in (1, 2, 3)] == [e["eval_loss"] for e in evals]
+    assert row["train samples/s"] == summary["train_samples_per_second"]
+    assert row["eval samples/s (last eval)"] == evals[-1]["eval_samples_per_second"]
+    manifest = json.loads((COMPLETE / "manifest.json").read_text())
+    assert row["steps/epoch"] == manifest["steps_per_epoch"]
+
+    mem = only_row(tables, "baseline_objective_2")
+    gpu_lines = (COMPLETE / "gpu_memory.csv").read_text().splitlines()[1:]
+    used = [float(line.split(", ")[3].split()[0]) for line in gpu_lines]
+    assert (mem["GPU MiB peak"], mem["GPU MiB min"]) == (max(used), min(used))
+    assert mem["GPU MiB mean"] == pytest.approx(sum(used) / len(used))
+    assert mem["torch max reserved MiB"] == manifest["peak_memory"]["cuda_max_reserved_mib"]
+    assert mem["host RSS MiB peak (manifest)"] == manifest["peak_memory"]["host_peak_rss_mib"]
+    rss = [float(line.split()[2]) for line in (COMPLETE / "cpu_memory.log").read_text().splitlines()[1:]]
+    assert mem["host RSS MiB peak (psrecord)"] == max(rss)
+    assert tables["baseline_objective_1"].attrs["notes"] == []
+
+
+def test_steps_per_epoch_without_manifest_field(tmp_path):
+    run = copy_run(tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    expected = manifest.pop("steps_per_epoch")
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert only_row(build_tables([tmp_path]), "baseline_objective_1")["steps/epoch"] == expected
+
+
+def test_partial_running_run(tmp_path):
+    run = copy_run(tmp_path)
+    edit_manifest(run, status="running", end_time=None, peak_memory=None)
+    lines = (COMPLETE / "log_history.jsonl").read_text().splitlines()
+    (run / "log_history.jsonl").write_text("\n".join(lines[:3]) + "\n")  # three train logs, no eval yet
+    header = (COMPLETE / "gpu_memory.csv").read_text().splitlines()[0]
+    (run / "gpu_memory.csv").write_text(header + "\n")
+    tables = build_tables([tmp_path])
+    row = only_row(tables, "baseline_objective_1")
+    assert row["status"] == "running"
+    assert row["train loss (last logged)"] == json.loads(lines[2])["loss"]
+    for column in ["eval loss (epoch 1)", "eval loss (epoch 3)", "train samples/s", "eval samples/s (last eval)"]:
+        assert row[column] == "not yet (running)"
+    mem = only_row(tables, "baseline_objective_2")
+    assert mem["GPU MiB peak"] == "empty (gpu_memory.csv: header only)"
+    assert mem["torch max reserved MiB"] == "not yet (running)"
+    notes = tables["baseline_objective_1"].attrs["notes"]
+    assert any("still running" in note for note in notes)
+
+
+def test_corrupt_run(tmp_path):
+    run = copy_run(tmp_path)
+    edit_manifest(run, status="failed", exit_code=1)
+    lines = (COMPLETE / "log_history.jsonl").read_text().splitlines()
+    first_eval = next(i for i, line in enumerate(lines) if "eval_loss" in line)
+    # A garbage line 2, then the history cut in the middle of the first eval event.
+    broken = [lines[0], "\x00\x17garbage{{", *lines[1:first_eval], lines[first_eval][:30]]
+    (run / "log_history.jsonl").write_text("\n".join(broken))
+    (run / "gpu_memory.csv").write_bytes(b"\xff\xfe\x00 not, a csv\n\x01\x02\n")
+    (run / "cpu_memory.log").write_text("")
+    tables = build_tables([tmp_path])
+    row = only_row(tables, "baseline_objective_1")
+    marker = f"damaged (log_history.jsonl lines 2, {len(broken)} unreadable)"
+    assert row["status"] == "failed"
+    assert row["eval loss (epoch 1)"] == marker and row["train samples/s"] == marker
+    assert row["train loss (last logged)"] == json.loads(lines[first_eval - 1])["loss"]
+    mem = only_row(tables, "baseline_objective_2")
+    assert mem["GPU MiB peak"] == "damaged (gpu_memory.csv header)"
+    assert mem["host RSS MiB peak (psrecord)"] == "empty (cpu_memory.log)"
+    notes = " ".join(tables["baseline_objective_2"].attrs["notes"])
+    assert "gpu_memory.csv" in notes and "cpu_memory.log" in notes
+
+
+def test_no_gpu_run(tmp_path):
+    run = copy_run(tmp_path)
+    edit_manifest(run, peak_memory={"device": "cpu", "cuda_max_allocated_mib": None, "cuda_max_reserved_mib": None,
+                                    "host_peak_rss_mib": 400.0})
+    (run / "gpu_memory.csv").write_text("# no GPU: nvidia-smi not found and NVML failed to load\n")
+    tables = build_tables([tmp_path])
+    mem = only_row(tables, "baseline_objective_2")
+    assert mem["GPU MiB peak"] == mem["torch max reserved MiB"] == "n/a (no GPU)"
+    assert any("NVML failed to load" in note for note in tables["baseline_objective_2"].attrs["notes"])
+
+
+def test_two_gpus_take_the_worst_gpu(tmp_path):
+    run = copy_run(tmp_path)
+    shutil.copy(DATA / "gpu" / "two_gpus_handwritten.csv", run / "gpu_memory.csv")
+    mem = only_row(build_tables([tmp_path]), "baseline_objective_2")
+    # GPU 0 used 20104, 30000, 10000 MiB; GPU 1 18000, 22000, [N/A]: peak and mean come from GPU 0, min from GPU 1.
+    assert (mem["GPU MiB peak"], mem["GPU MiB mean"], mem["GPU MiB min"]) == (30000, 20034.666666666668, 18000)
+    assert mem["GPUs"] == "2 x NVIDIA H100 80GB HBM3"
+
+
+@pytest.mark.parametrize("version", ["4x", "5x"])
+def test_bare_out(tmp_path, version):
+    source = next((DATA / f"stdout_{version}").glob("*.out"))
+    shutil.copy(source, tmp_path)
+    tables = build_tables([tmp_path])
+    row = only_row(tables, "baseline_objective_1")
+    events = parse_trainer_stdout(source.read_bytes().decode())
+    assert row["run"] == source.stem and row["status"] == "completed"
+    assert [row[f"eval loss (epoch {i})"] for i in (1, 2, 3)] == [e["eval_loss"] for e in events if "eval_loss" in e]
+    assert row["train samples/s"] == events[-1]["train_samples_per_second"]
+    # Stdout has no step numbers: the training progress bar's total over the epochs gives steps per epoch.
+    total_steps = int(re.search(r"\| 0/(\d+) \[", source.read_bytes().decode()).group(1))
+    assert row["steps/epoch"] == total_steps / events[-1]["epoch"]
+    mem = only_row(tables, "baseline_objective_2")
+    assert mem["GPU MiB peak"] == "n/a (bare .out)"
+
+
+def test_fractional_last_eval_and_extra_epochs():
+    assert [epoch_label(e, 0) for e in (1.0, 2.0, 2.93, 2.89, 0.5)] == [1, 2, 3, 2.89, 0.5]
+    assert epoch_label(float("nan"), 4) == 4 and epoch_label(None, 2) == 2
+
+
+def test_fractional_eval_in_a_run(tmp_path):
+    run = copy_run(tmp_path)
+    events = history()
+    last_eval = [e for e in events if "eval_loss" in e][-1]
+    last_eval["epoch"] = 2.93
+    (run / "log_history.jsonl").write_text("\n".join(json.dumps(e) for e in events))
+    row = only_row(build_tables([tmp_path]), "baseline_objective_1")
+    assert row["eval loss (epoch 3)"] == last_eval["eval_loss"]
+
+
+def test_nonfinite_losses_render(tmp_path):
+    run = copy_run(tmp_path)
+    events = history()
+    [e for e in events if "loss" in e][-1]["loss"] = float("nan")
+    events[-1]["train_loss"] = float("inf")
+    (run / "log_history.jsonl").write_text("\n".join(json.dumps(e) for e in events))
+    tables = build_tables([tmp_path])
+    row = only_row(tables, "baseline_objective_1")
+    assert math.isnan(row["train loss (last logged)"]) and row["train_loss (run mean)"] == math.inf
+    text = fill_tables.render(tables, "markdown")
+    assert "| nan" in text and "| inf" in text
+    back = json.loads(fill_tables.render(tables, "json"))
+    assert back["baseline_objective_1"]["rows"][0]["train_loss (run mean)"] == "inf"
+
+
+def test_lesson_registry(tmp_path):
+    run = copy_run(tmp_path, "deepspeed_single_gpu_zero2-7")
+    edit_manifest(run, run_id="deepspeed_single_gpu_zero2-7", lesson="deepspeed_single_gpu")
+    (tmp_path / "deepspeed_multi_gpu-8.out").write_bytes((COMPLETE / "train.out").read_bytes())
+    assert build_tables([tmp_path]) == {}  # no tables for those lessons yet, and they are not baseline runs
+
+    @table("deepspeed_single_gpu", "ds_test", "A test table")
+    def row(run):
+        return {"run": run.name, "status": run.status}
+
+    try:
+        df = build_tables([tmp_path])["ds_test"]
+        assert df.to_dict("records") == [{"run": "deepspeed_single_gpu_zero2-7", "status": "completed"}]
+    finally:
+        del fill_tables.TABLES["deepspeed_single_gpu"]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "workshop.fill_tables", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_formats_parse_back(tmp_path):
+    copy_run(tmp_path)
+    shutil.copy(next((DATA / "stdout_4x").glob("*.out")), tmp_path)
+    expected = build_tables([tmp_path])
+
+    md = run_cli(tmp_path)
+    assert md.returncode == 0 and md.stderr == ""
+    assert "## Baseline, objective 1" in md.stdout and "| baseline-4242" in md.stdout
+
+    csv = run_cli(tmp_path, "--format", "csv")
+    assert csv.returncode == 0
+    blocks = [b for b in csv.stdout.split("# ") if b.strip()]
+    assert len(blocks) == len(expected)
+    for block in blocks:
+        key, _, body = block.partition("\n")
+        back = pd.read_csv(io.StringIO(body))
+        assert list(back.columns) == list(expected[key].columns)
+        assert back["run"].tolist() == expected[key]["run"].tolist()
+
+    js = run_cli(tmp_path, "--format", "json")
+    back = json.loads(js.stdout)
+    assert set(back) == set(expected)
+    rows = back["baseline_objective_1"]["rows"]
+    assert [r["eval loss (epoch 2)"] for r in rows] == expected["baseline_objective_1"]["eval loss (epoch 2)"].tolist()
+
+
+def test_cli_no_runs_and_foreign_files(tmp_path):
+    result = run_cli(tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("no runs found under")
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty.out").write_text("")
+    (tmp_path / "binary.out").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "sub" / "log_history.jsonl").parent.mkdir()
+    (tmp_path / "sub" / "log_history.jsonl").write_text("")
+    result = run_cli(tmp_path, tmp_path / "does-not-exist")
+    assert result.returncode == 0, result.stderr
+    assert "| empty " in result.stdout and "| binary " in result.stdout and "| sub " in result.stdout
+
+
+LOG_FILES = ["manifest.json", "log_history.jsonl", "train.out", "gpu_memory.csv", "cpu_memory.log"]
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(victim=st.sampled_from(LOG_FILES + ["baseline-1001.out"]),
+       junk=st.one_of(st.binary(max_size=300),
+                      st.lists(st.text(max_size=80), max_size=8).map(lambda ls: "\n".join(ls).encode())),
+       position=st.floats(0, 1), replace=st.booleans())
+def test_fuzz_logs_never_crash(victim, junk, position, replace):
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        run = copy_run(tmp)
+        bare = victim == "baseline-1001.out"
+        path = tmp / victim if bare else run / victim
+        original = (COMPLETE.parent / victim if bare else COMPLETE / victim).read_bytes()
+        if replace:
+            content = junk
+        else:  # splice the junk in at a line boundary or mid-line
+            cut = int(position * len(original))
+            content = original[:cut] + junk + original[cut:]
+        path.write_bytes(content)
+        if bare:
+            path.rename(tmp / "other-run.out")  # a bare .out that is its own run
+        tables = build_tables([tmp])
+        assert 1 <= len(tables["baseline_objective_1"]) <= 2
+        for fmt in ["markdown", "csv", "json"]:
+            fill_tables.render(tables, fmt)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=6)
+MANIFEST_KEYS = ["run_id", "lesson", "status", "settings", "steps_per_epoch", "peak_memory"]
+EVENT_KEYS = ["loss", "eval_loss", "epoch", "step", "train_runtime", "train_loss", "train_samples_per_second",
+              "eval_samples_per_second"]
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(manifest=st.dictionaries(st.sampled_from(MANIFEST_KEYS), JSON_VALUES | st.fixed_dictionaries(
+           {"device": JSON_VALUES, "cuda_max_reserved_mib": JSON_VALUES, "num_train_epochs": JSON_VALUES})),
+       events=st.lists(st.dictionaries(st.sampled_from(EVENT_KEYS), JSON_VALUES), max_size=6))
+def test_fuzz_wrongly_typed_json_never_crashes(manifest, events):
+    # Well-formed JSON with the right keys but any values: the parsers accept it, the tables must cope.
+    with tempfile.TemporaryDirectory() as tmp:
+        run = copy_run(Path(tmp))
+        (run / "manifest.json").write_text(json.dumps(manifest))
+        (run / "log_history.jsonl").write_text("\n".join(json.dumps(e) for e in events))
+        tables = build_tables([tmp])
+        for fmt in ["markdown", "csv", "json"]:
+            fill_tables.render(tables, fmt)

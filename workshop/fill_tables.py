@@ -1,0 +1,382 @@
+"""Fill the exercise tables from whatever logs exist.
+
+    python -m workshop.fill_tables logs/ [more dirs or .out files] [--format markdown|csv|json]
+
+A run is a run folder (`logs/<run_id>/` with manifest.json or log_history.jsonl, see docs/DESIGN.md) or a bare
+Trainer stdout file (`*.out`, e.g. SLURM's `logs/<name>-<jobid>.out`) that no run folder already covers.
+Each lesson registers its tables with @table; a run lands in the tables of its manifest's `lesson` (for a bare
+.out, guessed from the name prefix). A cell the logs cannot fill holds a short marker such as `n/a (no GPU)`,
+explained in the notes under its table. Nothing here raises on bad logs: a damaged file is a marker, not a crash.
+
+Notebooks call `build_tables(paths)`: {key: DataFrame}, with df.attrs["title"] and df.attrs["notes"].
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from workshop.logparse import (
+    Missing,
+    describe_bad_lines,
+    read_gpu_csv,
+    read_log_history,
+    read_manifest,
+    read_psrecord,
+    read_text,
+    read_trainer_out,
+)
+
+LESSONS = ("baseline", "deepspeed_single_gpu", "deepspeed_multi_gpu")
+RUN_MARKERS = ("manifest.json", "log_history.jsonl")  # either one makes a folder a run folder
+
+
+@dataclass
+class Run:
+    name: str
+    path: Path
+    lesson: str
+    status: str
+    manifest: object  # dict or Missing
+    events: object  # list of Trainer log dicts, or Missing
+    events_file: str  # which file the events came from
+    gpu: object  # DataFrame or Missing
+    cpu: object  # DataFrame or Missing
+    stdout: str = ""  # Trainer stdout text, when the events came from it
+    damage: dict = field(default_factory=dict)  # file name -> 'damaged (...)' marker for skipped lines
+    notes: list = field(default_factory=list)  # run-level notes (skipped lines, fallbacks, guesses)
+
+
+# ---------------------------------------------------------------------------------------------- finding runs
+
+def find_runs(paths):
+    """(run folders, bare .out files) under the given paths, each sorted; a .out named like a run folder
+    (SLURM's <name>-<jobid>.out next to logs/<name>-<jobid>/) is left out, as are files inside run folders."""
+    run_dirs, outs = set(), set()
+    for root in map(Path, paths):
+        if root.is_file():
+            if root.suffix == ".out":
+                outs.add(root)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            if any(marker in filenames for marker in RUN_MARKERS):
+                run_dirs.add(Path(dirpath))
+                dirnames.clear()  # checkpoints and the like live below a run folder
+                continue
+            outs.update(Path(dirpath, f) for f in filenames if f.endswith(".out"))
+    # A run folder given by a parent and by itself would be listed twice, so compare resolved paths.
+    run_dirs = sorted({d.resolve(): d for d in run_dirs}.values())
+    covered = {d.name for d in run_dirs}
+    outs = sorted(o for o in {o.resolve(): o for o in outs}.values()
+                  if o.stem not in covered and not any((o.parent / m).is_file() for m in RUN_MARKERS))
+    return run_dirs, outs
+
+
+def guess_lesson(name):
+    """The lesson a run name starts with (longest match), else baseline."""
+    matches = [lesson for lesson in LESSONS if name.startswith(lesson)]
+    return max(matches, key=len) if matches else "baseline"
+
+
+def guess_status(events, text):
+    """Status of a run without a manifest, from what its stdout shows."""
+    if not isinstance(events, Missing) and any("train_runtime" in e for e in events):
+        return "completed"
+    if "out of memory" in text.lower():
+        return "oom"
+    if "Traceback (most recent call last)" in text:
+        return "failed"
+    return "unknown"
+
+
+def _take(run, result, filename):
+    """Unwrap a reader's result, remembering skipped lines as damage on the run."""
+    if isinstance(result, Missing):
+        return result
+    if result.bad_lines:
+        marker = describe_bad_lines(filename, result.bad_lines)
+        run.damage[filename] = marker
+        run.notes.append(f"{run.name}: `{marker}` — those lines were skipped; values they held are missing")
+    return result.data
+
+
+def load_run_dir(path):
+    manifest = read_manifest(path)
+    name = manifest.get("run_id") if isinstance(manifest, dict) else None
+    name = name if isinstance(name, str) and name else path.name
+    lesson = manifest.get("lesson") if isinstance(manifest, dict) else None
+    run = Run(name=name, path=path, lesson=lesson if lesson in LESSONS else guess_lesson(name), status="unknown",
+              manifest=manifest, events=None, events_file="log_history.jsonl", gpu=None, cpu=None)
+
+    run.events = _take(run, read_log_history(path / "log_history.jsonl"), "log_history.jsonl")
+    if isinstance(run.events, Missing) or not run.events:
+        stdout = read_text(path / "train.out")
+        if isinstance(stdout, str):
+            events = _take(run, read_trainer_out(path / "train.out"), "train.out")
+            if events:  # only fall back when train.out has something to offer
+                run.notes.append(f"{run.name}: log_history.jsonl absent or empty; values read from train.out")
+                run.events, run.events_file, run.stdout = events, "train.out", stdout
+
+    run.gpu = _take(run, read_gpu_csv(path / "gpu_memory.csv"), "gpu_memory.csv")
+    run.cpu = _take(run, read_psrecord(path / "cpu_memory.log"), "cpu_memory.log")
+    status = manifest.get("status") if isinstance(manifest, dict) else None
+    if isinstance(status, str) and status:
+        run.status = status
+    else:
+        run.status = guess_status(run.events, run.stdout)
+        run.notes.append(f"{run.name}: no status in a manifest; `{run.status}` is guessed from the logs")
+    return run
+
+
+def load_bare_out(path):
+    text = read_text(path)
+    run = Run(name=path.stem, path=path, lesson=guess_lesson(path.stem), status="unknown",
+              manifest=None, events=None, events_file=path.name, stdout=text if isinstance(text, str) else "",
+              gpu=None, cpu=None)
+    run.manifest = run.gpu = run.cpu = Missing(
+        "n/a (bare .out)", f"{path.name} has no run folder: no manifest, gpu_memory.csv or cpu_memory.log")
+    run.events = _take(run, read_trainer_out(path), path.name)
+    run.status = guess_status(run.events, run.stdout)
+    return run
+
+
+def load_runs(paths):
+    run_dirs, outs = find_runs(paths)
+    return [load_run_dir(d) for d in run_dirs] + [load_bare_out(o) for o in outs]
+
+
+# ---------------------------------------------------------------------------------------------- cell helpers
+
+def absent(run, what, source=None):
+    """The marker for a value the logs do not (yet) hold, saying why as precisely as the run allows.
+    Details name no column, so one note covers every cell of a run with the same marker."""
+    source = source or run.events_file
+    if run.status == "running":  # first: a running run's last line is often half-written
+        return Missing("not yet (running)", "still running: values appear as it logs them")
+    if source in run.damage:
+        return Missing(run.damage[source])  # the run's own note explains it
+    if run.status in ("failed", "oom"):
+        return Missing(f"missing (run {run.status})", f"the run ended `{run.status}` before logging these values")
+    return Missing("missing (not logged)", f"{source} does not hold these values")
+
+
+def number_or(value, fallback):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return fallback
+
+
+def manifest_value(run, *keys, what):
+    """manifest[k1][k2]..., or the marker saying why not."""
+    value = run.manifest
+    if isinstance(value, Missing):
+        return value
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return number_or(value, None) if value is not None else absent(run, what, "manifest.json")
+
+
+def epoch_label(epoch, position):
+    """Evals are labelled by epoch, rounding up within 0.1 (a last eval at 2.93 is epoch 3); an eval without a
+    usable epoch is labelled by its position."""
+    if not isinstance(epoch, float) or not math.isfinite(epoch):
+        return position
+    up = math.ceil(epoch - 1e-9)
+    return up if up - epoch <= 0.1 + 1e-9 else round(epoch, 2)
+
+
+def expected_epochs(run):
+    settings = run.manifest.get("settings") if isinstance(run.manifest, dict) else None
+    planned = settings.get("num_train_epochs") if isinstance(settings, dict) else None
+    if isinstance(planned, (int, float)) and 0 < planned <= 100:
+        return math.ceil(planned)
+    return 3  # the lesson's default; evals at other epochs still get their own columns
+
+
+_TRAIN_BAR = re.compile(r"^\s*\d+%\|[^|]*\|\s*\d+/(\d+) \[")  # tqdm's bar with no description: the train loop
+
+
+def steps_per_epoch(run, summary):
+    from_manifest = run.manifest.get("steps_per_epoch") if isinstance(run.manifest, dict) else None
+    if isinstance(from_manifest, (int, float)) and not isinstance(from_manifest, bool):
+        return from_manifest
+    if isinstance(run.events, Missing):
+        return run.events
+    # log_history events carry the global step: steps per epoch = step / epoch at the furthest event.
+    stepped = [e for e in run.events if isinstance(e.get("step"), float) and isinstance(e.get("epoch"), float)
+               and math.isfinite(e["step"]) and math.isfinite(e["epoch"]) and e["epoch"] > 0]
+    if stepped:
+        last = max(stepped, key=lambda e: e["step"])
+        return round(last["step"] / last["epoch"])
+    # Stdout has no steps; the training progress bar's total over the final epoch count does.
+    final_epoch = summary.get("epoch") if summary else None
+    if run.stdout and isinstance(final_epoch, float) and math.isfinite(final_epoch) and final_epoch > 0:
+        for segment in re.split(r"[\r\n]", run.stdout):
+            bar = _TRAIN_BAR.match(segment)
+            if bar:
+                return round(int(bar.group(1)) / final_epoch)
+    return absent(run, "step counts")
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+TABLES = {}  # lesson -> {key: (title, row function)}
+
+
+def table(lesson, key, title):
+    """Register `row(run) -> dict` as a table of `lesson`; one row per run of that lesson."""
+    def register(row):
+        TABLES.setdefault(lesson, {})[key] = (title, row)
+        return row
+    return register
+
+
+@table("baseline", "baseline_objective_1", "Baseline, objective 1: loss and throughput")
+def objective_1(run):
+    row = {"run": run.name, "status": run.status}
+    events = run.events
+    if isinstance(events, Missing):
+        for column in ["train loss (last logged)", "train_loss (run mean)", "eval loss (epoch 1)",
+                       "train samples/s", "eval samples/s (last eval)", "steps/epoch"]:
+            row[column] = events
+        return row
+    losses = [e for e in events if "loss" in e]
+    evals = [e for e in events if "eval_loss" in e]
+    summary = next((e for e in reversed(events) if "train_runtime" in e), None)
+
+    row["train loss (last logged)"] = losses[-1]["loss"] if losses else absent(run, "training loss")
+    row["train_loss (run mean)"] = summary.get("train_loss", absent(run, "train_loss")) if summary \
+        else absent(run, "final train summary")
+    by_label = {epoch_label(e.get("epoch"), i + 1): e["eval_loss"] for i, e in enumerate(evals)}
+    for label in range(1, expected_epochs(run) + 1):
+        by_label.setdefault(label, None)
+    for label in sorted(by_label, key=float):
+        value = by_label[label]
+        row[f"eval loss (epoch {label})"] = value if value is not None else absent(run, f"eval at epoch {label}")
+    row["train samples/s"] = summary.get("train_samples_per_second", absent(run, "train samples/s")) if summary \
+        else absent(run, "final train summary")
+    row["eval samples/s (last eval)"] = evals[-1].get("eval_samples_per_second", absent(run, "eval samples/s")) \
+        if evals else absent(run, "eval")
+    row["steps/epoch"] = steps_per_epoch(run, summary)
+    return row
+
+
+@table("baseline", "baseline_objective_2", "Baseline, objective 2: memory")
+def objective_2(run):
+    row = {"run": run.name, "status": run.status}
+    gpu = run.gpu
+    if isinstance(gpu, Missing):
+        row["GPUs"] = row["GPU MiB peak"] = row["GPU MiB mean"] = row["GPU MiB min"] = gpu
+    else:
+        names = gpu.groupby("index")["name"].first()
+        row["GPUs"] = f"{len(names)} x {names.iloc[0]}" if names.nunique() == 1 else ", ".join(map(str, names))
+        # Per-GPU statistics first, then the worst GPU: with several GPUs the busiest one sets the limit.
+        per_gpu = gpu.groupby("index")["memory_used_mib"].agg(["max", "mean", "min"])
+        for column, stat in [("GPU MiB peak", "max"), ("GPU MiB mean", "mean"), ("GPU MiB min", "min")]:
+            value = per_gpu[stat].max()
+            row[column] = float(value) if pd.notna(value) else \
+                Missing("n/a (memory.used [N/A])", "nvidia-smi reported no memory.used values")
+
+    device = run.manifest.get("peak_memory") if isinstance(run.manifest, dict) else None
+    device = device.get("device") if isinstance(device, dict) else None
+    reserved = manifest_value(run, "peak_memory", "cuda_max_reserved_mib", what="peak_memory.cuda_max_reserved_mib")
+    if isinstance(reserved, Missing) and isinstance(device, str) and not device.startswith("cuda"):
+        reserved = Missing("n/a (no GPU)", f"the run used device {device}: no CUDA memory to report")
+    row["torch max reserved MiB"] = reserved
+
+    cpu = run.cpu
+    row["host RSS MiB peak (psrecord)"] = cpu if isinstance(cpu, Missing) else float(cpu["real_mib"].max())
+    row["host RSS MiB peak (manifest)"] = manifest_value(run, "peak_memory", "host_peak_rss_mib",
+                                                         what="peak_memory.host_peak_rss_mib")
+    return row
+
+
+def build_tables(paths):
+    """{key: DataFrame} for every table that has at least one run; markers are strings in the cells.
+    df.attrs["title"] is the table's title, df.attrs["notes"] the lines that explain its markers."""
+    runs = load_runs(paths)
+    tables = {}
+    for lesson, lesson_tables in TABLES.items():
+        members = [run for run in runs if run.lesson == lesson]
+        for key, (title, row_of) in lesson_tables.items():
+            rows, notes = [], []
+            for run in members:
+                notes += run.notes
+                row = row_of(run)
+                for column, value in row.items():
+                    if isinstance(value, Missing):
+                        row[column] = value.cell
+                        if value.detail:
+                            notes.append(f"{run.name}: `{value.cell}` — {value.detail}")
+                rows.append(row)
+            if rows:
+                # A column only some runs have (an eval at a 4th epoch, say) is "—" for the others; a NaN in
+                # a cell stays a real NaN: a diverged loss.
+                columns = list(dict.fromkeys(column for row in rows for column in row))
+                df = pd.DataFrame([[row.get(c, "—") for c in columns] for row in rows], columns=columns)
+                df.attrs["title"], df.attrs["notes"] = title, list(dict.fromkeys(notes))
+                tables[key] = df
+    return tables
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+def _display(value):
+    if isinstance(value, float):
+        if not math.isfinite(value) or value == int(value):
+            return str(int(value)) if math.isfinite(value) else str(value)
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return str(value).replace("|", "\\|")  # a pipe would split a Markdown cell
+
+
+def _json_safe(value):
+    # NaN / inf losses are data (a diverged run), but not valid JSON numbers: spell them.
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def render(tables, fmt):
+    parts = []
+    for key, df in tables.items():
+        if fmt == "markdown":
+            shown = df.apply(lambda column: column.map(_display))
+            parts.append(f"## {df.attrs['title']}\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n")
+            if df.attrs["notes"]:
+                parts.append("Notes:\n" + "\n".join(f"- {note}" for note in df.attrs["notes"]) + "\n")
+        elif fmt == "csv":
+            parts.append(f"# {key}\n{df.to_csv(index=False)}")
+    if fmt == "json":
+        return json.dumps({key: {"title": df.attrs["title"], "notes": df.attrs["notes"],
+                                 "rows": [{k: _json_safe(v) for k, v in row.items()}
+                                          for row in df.to_dict("records")]}
+                           for key, df in tables.items()}, indent=1)
+    return "\n".join(parts)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m workshop.fill_tables", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="*", default=["logs"], help="log dirs or .out files (default: logs)")
+    parser.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown",
+                        help="markdown (with notes), csv (one block per table, after a '# key' line), json")
+    args = parser.parse_args(argv)
+    run_dirs, outs = find_runs(args.paths)
+    if not run_dirs and not outs:
+        print(f"no runs found under {', '.join(args.paths)}")
+        return 0
+    tables = build_tables(args.paths)
+    if not tables:
+        print(f"no tables yet for the lessons of the {len(run_dirs) + len(outs)} runs under {', '.join(args.paths)}")
+        return 0
+    print(render(tables, args.format))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

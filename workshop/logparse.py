@@ -1,0 +1,251 @@
+"""Readers for everything a run leaves behind (see docs/DESIGN.md, "The run folder").
+
+Each reader takes a path and never raises on bad input. It returns either
+  * `Parsed(data, bad_lines)`: the data it could read (a list of dicts or a DataFrame) and the 1-based numbers
+    of the lines it had to skip, or
+  * `Missing(cell, detail)`: why there is nothing to read; `cell` is the short marker a table shows
+    (`missing (gpu_memory.csv absent)`, `n/a (no GPU)`, ...), `detail` the sentence for the notes under it.
+A truncated last line (a run killed mid-write, or still writing) is just a bad line: everything before it counts.
+"""
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Missing:
+    cell: str
+    detail: str = ""
+
+    def __str__(self):
+        return self.cell
+
+
+class Parsed(NamedTuple):
+    data: object  # list[dict] or pandas.DataFrame
+    bad_lines: list
+
+
+def read_text(path):
+    """The file's text (undecodable bytes replaced), or Missing when absent, unreadable or empty."""
+    path = Path(path)
+    if not path.is_file():
+        return Missing(f"missing ({path.name} absent)", f"{path} does not exist")
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as e:
+        return Missing(f"missing ({path.name} unreadable)", f"{path}: {e}")
+    if not text.strip():
+        return Missing(f"empty ({path.name})", f"{path} is empty")
+    return text
+
+
+def read_manifest(run_dir):
+    """manifest.json as a dict, or Missing."""
+    path = Path(run_dir) / "manifest.json"
+    text = read_text(path)
+    if isinstance(text, Missing):
+        return text
+    try:
+        manifest = json.loads(text)
+    except ValueError as e:
+        return Missing("damaged (manifest.json unreadable)", f"{path}: {e}")
+    if not isinstance(manifest, dict):
+        return Missing("damaged (manifest.json not an object)", f"{path} holds a {type(manifest).__name__}")
+    return manifest
+
+
+def read_log_history(path):
+    """log_history.jsonl: Parsed(list of event dicts, bad_lines), or Missing."""
+    text = read_text(path)
+    if isinstance(text, Missing):
+        return text
+    events, bad = [], []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)  # json accepts the NaN / Infinity that json.dumps writes for a diverged loss
+        except ValueError:
+            bad.append(number)
+            continue
+        if isinstance(event, dict):
+            events.append(_as_numbers(event))
+        else:
+            bad.append(number)
+    return Parsed(events, bad)
+
+
+# A Trainer log dict inside a line: flat, so no nested braces. tqdm redraws with \r and moves the cursor with
+# ANSI escapes, so a dict often shares its \n-line with progress-bar debris.
+_DICT = re.compile(r"\{'[^{}\r\n]*\}")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# transformers 4.x prints a diverged loss as a bare nan / inf, which is not a Python literal.
+_BARE_NONFINITE = re.compile(r"(?<=[:\s])(-?(?:nan|inf))(?=\s*[,}])")
+
+
+def _stdout_events(text):
+    events, bad = [], []
+    for number, line in enumerate(text.split("\n"), start=1):
+        for candidate in _DICT.findall(_ANSI.sub("", line)):
+            try:
+                value = ast.literal_eval(_BARE_NONFINITE.sub(r"'\1'", candidate))
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                bad.append(number)
+                continue
+            if isinstance(value, dict) and value:
+                events.append(_as_numbers(value))
+    return events, bad
+
+
+def parse_trainer_stdout(text):
+    """The log dicts the Trainer printed, in order, numbers as float.
+
+    Reads both dialects: transformers 4.x ({'loss': 2.3456, 'epoch': 0.32}) and 5.x, which prints rounded
+    strings ({'loss': '2.346', 'epoch': '0.32'}). Everything else in the text (tqdm bars, warnings) is ignored.
+    """
+    return _stdout_events(text)[0]
+
+
+def read_trainer_out(path):
+    """A Trainer stdout file (train.out, a SLURM .out): Parsed(list of event dicts, bad_lines), or Missing."""
+    text = read_text(path)
+    if isinstance(text, Missing):
+        return text
+    return Parsed(*_stdout_events(text))
+
+
+def _as_numbers(event):
+    """Numeric values (and 5.x's numeric strings) as float; other values unchanged."""
+    out = {}
+    for key, value in event.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        out[str(key)] = value
+    return out
+
+
+GPU_COLUMNS = {  # nvidia-smi --query-gpu header -> our column
+    "timestamp": "timestamp",
+    "index": "index",
+    "name": "name",
+    "memory.used [MiB]": "memory_used_mib",
+    "memory.total [MiB]": "memory_total_mib",
+    "utilization.gpu [%]": "util_pct",
+    "power.draw [W]": "power_w",
+    "temperature.gpu": "temp_c",
+}
+
+
+def read_gpu_csv(path):
+    """gpu_memory.csv (nvidia-smi --format=csv): Parsed(DataFrame, bad_lines), or Missing.
+
+    Columns: timestamp, index, name, memory_used_mib, memory_total_mib, util_pct, power_w, temp_c (the last three
+    are NaN for older 5-column logs); [N/A] and [Not Supported] become NaN. Rows of several GPUs interleave.
+    """
+    text = read_text(path)
+    if isinstance(text, Missing):
+        return text
+    lines = text.split("\n")  # not splitlines(): it also splits on \r, \x0c, ...
+    first = next(i for i, line in enumerate(lines) if line.strip())
+    header = lines[first].strip()
+    if header.startswith("# no GPU"):
+        reason = header.partition(":")[2].strip() or "no reason given"
+        return Missing("n/a (no GPU)", f"{Path(path).name} says no GPU was monitored: {reason}")
+    names = [GPU_COLUMNS.get(h.strip()) for h in header.split(",")]
+    if "memory_used_mib" not in names or "index" not in names:
+        return Missing(f"damaged ({Path(path).name} header)", f"{path}: line {first + 1} is not an nvidia-smi header")
+
+    rows, bad = [], []
+    for number, line in enumerate(lines[first + 1:], start=first + 2):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != len(names) or not re.fullmatch(r"[0-9]+", fields[names.index("index")]):
+            bad.append(number)
+            continue
+        rows.append({name: value for name, value in zip(names, fields) if name})
+    if not rows:
+        if bad:
+            return Missing(f"damaged ({Path(path).name}: no readable rows)", f"{path}: lines {_spans(bad)} unreadable")
+        return Missing(f"empty ({Path(path).name}: header only)", f"{path} has a header but no samples yet")
+
+    df = pd.DataFrame(rows).reindex(columns=list(GPU_COLUMNS.values()))
+    df["timestamp"] = pd.to_datetime(df["timestamp"], format="%Y/%m/%d %H:%M:%S.%f", errors="coerce")
+    df["index"] = df["index"].astype(int)
+    for column in ["memory_used_mib", "memory_total_mib", "util_pct", "power_w", "temp_c"]:
+        # "20104 MiB" -> 20104; "[N/A]" -> NaN. Values carry no units under --format=csv,nounits.
+        number = df[column].astype(str).str.extract(r"^(-?\d+(?:\.\d+)?)", expand=False)
+        df[column] = pd.to_numeric(number, errors="coerce").astype(float)
+    return Parsed(df, bad)
+
+
+PSRECORD_COLUMNS = ["elapsed_s", "cpu_pct", "real_mib", "virtual_mib"]
+
+
+def read_psrecord(path):
+    """psrecord's --log file: Parsed(DataFrame[elapsed_s, cpu_pct, real_mib, virtual_mib], bad_lines), or Missing.
+
+    Reads the default plain format ("# Elapsed time   CPU (%)   Real (MB)   Virtual (MB)", then whitespace-
+    separated numbers) and --log-format csv ("elapsed_time,nproc,cpu,mem_real,mem_virtual"). psrecord's "MB" are
+    MiB (bytes / 1024**2). --include-io adds columns that are ignored here.
+    """
+    text = read_text(path)
+    if isinstance(text, Missing):
+        return text
+    lines = text.split("\n")  # not splitlines(): it also splits on \r, \x0c, ...
+    first = next(i for i, line in enumerate(lines) if line.strip())
+    header = lines[first].strip()
+    if header.startswith("#") and "Elapsed" in header:
+        split, pick = str.split, [0, 1, 2, 3]
+    elif header.startswith("elapsed_time,"):
+        split, pick = (lambda line: line.split(",")), [0, 2, 3, 4]  # skip nproc
+    else:
+        return Missing(f"damaged ({Path(path).name} header)", f"{path}: line {first + 1} is not a psrecord header")
+
+    rows, bad = [], []
+    width = len(split(header.lstrip("#"))) if header.startswith("elapsed_time,") else None
+    for number, line in enumerate(lines[first + 1:], start=first + 2):
+        if not line.strip():
+            continue
+        fields = split(line)
+        try:
+            if len(fields) < 4 or (width and len(fields) != width):
+                raise ValueError
+            rows.append([float(fields[i]) for i in pick])
+        except ValueError:
+            bad.append(number)
+    if not rows:
+        if bad:
+            return Missing(f"damaged ({Path(path).name}: no readable rows)", f"{path}: lines {_spans(bad)} unreadable")
+        return Missing(f"empty ({Path(path).name}: header only)", f"{path} has a header but no samples yet")
+    return Parsed(pd.DataFrame(rows, columns=PSRECORD_COLUMNS), bad)
+
+
+def _spans(numbers):
+    """[3, 4, 5, 9] -> '3-5, 9': line lists stay short in notes."""
+    spans, start = [], None
+    for i, n in enumerate(numbers):
+        if start is None:
+            start = n
+        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
+            spans.append(str(start) if start == n else f"{start}-{n}")
+            start = None
+    return ", ".join(spans)
+
+
+def describe_bad_lines(filename, bad_lines):
+    """The cell marker for skipped lines: 'damaged (line 7 unreadable)'."""
+    word = "line" if len(bad_lines) == 1 else "lines"
+    return f"damaged ({filename} {word} {_spans(bad_lines)} unreadable)"
