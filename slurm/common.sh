@@ -1,0 +1,161 @@
+# Shared by every slurm/*.slurm file (source it, don't run it). One function does the work:
+#
+#   workshop_run NAME -- COMMAND [ARGS...]
+#
+# runs COMMAND with `--run-dir logs/NAME-JOBID` (and `--output-dir outputs/NAME-JOBID` unless ARGS set one)
+# appended, so concurrent jobs never share a folder, and records the run folder of docs/DESIGN.md:
+#   train.out         COMMAND's stdout+stderr (also printed to the job's own output)
+#   gpu_memory.csv    python -m workshop.monitor gpu     (every GPU_LOG_INTERVAL seconds, default 1)
+#   cpu_memory.log    psrecord --include-children        (every CPU_LOG_INTERVAL seconds, default 1)
+#   loggers.json      pids, commands and how the training and each logger ended
+# The loggers are always stopped, whether the training succeeds, fails or the job is cancelled, and
+# the script exits with the training's exit status.
+#
+# Settings from the environment: WORKSHOP_PYTHON (default: `python` on PATH, so an activated venv works;
+# sbatch passes the submitter's environment on), GPU_LOG_INTERVAL, CPU_LOG_INTERVAL, LOGGER_GRACE (seconds
+# a logger gets to stop after TERM before KILL, default 5).
+set -euo pipefail
+
+# The repository is the folder above this file. Under sbatch the .slurm file itself runs from a spool
+# copy, but it sources this file from $SLURM_SUBMIT_DIR/slurm/, so this holds there too.
+WORKSHOP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$WORKSHOP_ROOT"
+export PYTHONPATH="$WORKSHOP_ROOT${PYTHONPATH:+:$PYTHONPATH}"  # `import workshop` without installing it
+export PYTHONUNBUFFERED=1  # progress reaches train.out and the job's .out as it happens (tail -f works)
+
+PYTHON=${WORKSHOP_PYTHON:-python}
+GPU_LOG_INTERVAL=${GPU_LOG_INTERVAL:-1}
+CPU_LOG_INTERVAL=${CPU_LOG_INTERVAL:-1}
+LOGGER_GRACE=${LOGGER_GRACE:-5}
+
+say() { echo "[workshop] $*"; }
+die() { echo "[workshop] error: $*" >&2; exit 1; }
+
+workshop_run() {
+    [[ $# -ge 3 && $2 == -- ]] || die "usage: workshop_run NAME -- COMMAND..."
+    local name=$1
+    shift 2
+    local cmd=("$@")
+
+    command -v "$PYTHON" >/dev/null || die "python '$PYTHON' not found: activate the workshop venv or set WORKSHOP_PYTHON"
+    # psrecord comes with the venv: look on PATH, then next to the interpreter (the WORKSHOP_PYTHON case).
+    local psrecord beside_python
+    beside_python="$(dirname "$(command -v "$PYTHON")")/psrecord"
+    psrecord=$(command -v psrecord || true)
+    [[ -n $psrecord || ! -x $beside_python ]] || psrecord=$beside_python
+    [[ -n $psrecord ]] || die "psrecord not found on PATH or next to $PYTHON: pip install psrecord"
+
+    JOB_ID=${SLURM_JOB_ID:-local$(date +%Y%m%d-%H%M%S)-$$}
+    RUN_ID=$name-$JOB_ID
+    RUN_DIR=logs/$RUN_ID
+    mkdir -p "$RUN_DIR"
+    export JOB_ID RUN_ID RUN_DIR
+    cmd+=(--run-dir "$RUN_DIR")
+    [[ " ${cmd[*]} " == *" --output-dir "* || " ${cmd[*]} " == *" --output-dir="* ]] ||
+        cmd+=(--output-dir "outputs/$RUN_ID")
+    say "run $RUN_ID on $(hostname -s): $WORKSHOP_ROOT/$RUN_DIR"
+
+    TRAIN_PID='' TRAIN_STATUS='' TRAIN_CMD=$(_quote "${cmd[@]}")
+    GPU_PID='' GPU_ENDED='not started' GPU_STATUS='' GPU_CMD=''
+    CPU_PID='' CPU_ENDED='not started' CPU_STATUS='' CPU_CMD=''
+    trap _workshop_on_exit EXIT
+    trap '_workshop_on_signal TERM' TERM
+    trap '_workshop_on_signal INT' INT
+
+    # tee through fd 3: $! after `exec` is tee's pid, so the exit trap can let it finish train.out.
+    exec 3> >(tee "$RUN_DIR/train.out")
+    TEE_PID=$!
+    "${cmd[@]}" >&3 2>&1 &
+    TRAIN_PID=$!  # the command itself: bash execs a simple background command in the forked child
+    exec 3>&-
+    say "training pid $TRAIN_PID: $TRAIN_CMD"
+
+    local gpu_cmd=("$PYTHON" -m workshop.monitor gpu --pid "$TRAIN_PID" --interval "$GPU_LOG_INTERVAL"
+        --out "$RUN_DIR/gpu_memory.csv")
+    "${gpu_cmd[@]}" &
+    GPU_PID=$! GPU_ENDED=running GPU_CMD=$(_quote "${gpu_cmd[@]}")
+    local cpu_cmd=("$psrecord" "$TRAIN_PID" --include-children --interval "$CPU_LOG_INTERVAL"
+        --log "$RUN_DIR/cpu_memory.log")
+    "${cpu_cmd[@]}" &
+    CPU_PID=$! CPU_ENDED=running CPU_CMD=$(_quote "${cpu_cmd[@]}")
+    say "loggers: gpu pid $GPU_PID, cpu (psrecord) pid $CPU_PID"
+
+    # `|| ...` keeps set -e from ending the script here: the exit trap must still clean up.
+    TRAIN_STATUS=0
+    wait "$TRAIN_PID" || TRAIN_STATUS=$?
+    say "training exited with status $TRAIN_STATUS"
+    exit "$TRAIN_STATUS"  # the exit trap stops the loggers and writes loggers.json
+}
+
+# _wait_gone PID SECONDS: true once PID has exited, false if it still runs after SECONDS (whole seconds).
+_wait_gone() {
+    local tries=$(($2 * 10))
+    while kill -0 "$1" 2>/dev/null; do
+        ((tries-- > 0)) || return 1
+        sleep 0.1
+    done
+}
+
+# _quote WORDS...: one string a shell would read back as these words (for the log and loggers.json).
+_quote() {
+    local quoted
+    printf -v quoted '%q ' "$@"
+    echo "${quoted% }"
+}
+
+# _stop PID: stop a logger; sets _ENDED ("exited by itself", "TERM" or "KILL") and _STATUS (exit status).
+_stop() {
+    _ENDED='exited by itself'
+    if ! _wait_gone "$1" 2; then  # a moment to notice by itself that the training is gone
+        _ENDED=TERM
+        kill -TERM "$1" 2>/dev/null || true
+        if ! _wait_gone "$1" "$LOGGER_GRACE"; then
+            _ENDED=KILL
+            kill -KILL "$1" 2>/dev/null || true
+        fi
+    fi
+    _STATUS=0
+    wait "$1" 2>/dev/null || _STATUS=$?  # blocks until it is really gone
+}
+
+_workshop_on_signal() {
+    trap - TERM INT  # a second signal must not re-enter this
+    say "got SIG$1: stopping the training"
+    if [[ -n $TRAIN_PID ]] && kill -0 "$TRAIN_PID" 2>/dev/null; then
+        kill -TERM "$TRAIN_PID" 2>/dev/null || true
+        _wait_gone "$TRAIN_PID" 10 || kill -KILL "$TRAIN_PID" 2>/dev/null || true
+        TRAIN_STATUS=0
+        wait "$TRAIN_PID" 2>/dev/null || TRAIN_STATUS=$?
+    fi
+    if [[ $1 == TERM ]]; then exit 143; else exit 130; fi
+}
+
+_workshop_on_exit() {
+    local status=$?
+    trap - EXIT TERM INT
+    set +e
+    if [[ -n $GPU_PID ]]; then _stop "$GPU_PID"; GPU_ENDED=$_ENDED GPU_STATUS=$_STATUS; fi
+    if [[ -n $CPU_PID ]]; then _stop "$CPU_PID"; CPU_ENDED=$_ENDED CPU_STATUS=$_STATUS; fi
+    say "gpu logger: $GPU_ENDED (status $GPU_STATUS); cpu logger: $CPU_ENDED (status $CPU_STATUS)"
+    # train.out is complete once tee has drained the pipe (bounded: a stray grandchild may hold it open).
+    _wait_gone "$TEE_PID" 5 || kill -TERM "$TEE_PID" 2>/dev/null
+    "$PYTHON" - "$RUN_DIR/loggers.json" "$RUN_ID" "$TRAIN_PID" "$TRAIN_CMD" "$TRAIN_STATUS" \
+        "$GPU_PID" "$GPU_CMD" "$GPU_ENDED" "$GPU_STATUS" "$CPU_PID" "$CPU_CMD" "$CPU_ENDED" "$CPU_STATUS" <<'EOF'
+import json, sys
+
+out, run_id, *fields = sys.argv[1:]
+number = lambda text: int(text) if text.isdigit() else None
+def process(pid, command, ended, status):
+    return {"pid": number(pid), "command": command, "ended": ended, "exit_status": number(status),
+            "stopped": ended != "running"}
+record = {
+    "run_id": run_id,
+    "training": {"pid": number(fields[0]), "command": fields[1], "exit_status": number(fields[2])},
+    "loggers": {"gpu": process(*fields[3:7]), "cpu": process(*fields[7:11])},
+}
+with open(out, "w") as f:
+    json.dump(record, f, indent=2)
+EOF
+    say "wrote $RUN_DIR/loggers.json; exit status $status"
+    exit "$status"
+}
