@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up, then run every lesson on the embedded default (bloom-tiny + generated SQuAD-format sample) on this
+# machine, through the same .slurm files a cluster runs, and print the filled exercise tables.
+#   bash scripts/run_workshop.sh              # everything, CPU is fine (~10 min on 2 cores)
+#   bash scripts/run_workshop.sh baseline     # only the named lessons' scripts
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+cd "$REPO_ROOT"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1  # the embedded default needs no network
+
+# lesson -> the .slurm files it runs (each also runs off-cluster with plain bash)
+declare -A LESSON_SCRIPTS=(
+    [baseline]="slurm/baseline.slurm"
+)
+lessons=("$@")
+[ ${#lessons[@]} -gt 0 ] || lessons=(baseline)
+for lesson in "${lessons[@]}"; do
+    [ -n "${LESSON_SCRIPTS[$lesson]:-}" ] || { echo "unknown lesson '$lesson'; choose from: ${!LESSON_SCRIPTS[*]}" >&2; exit 2; }
+    for script in ${LESSON_SCRIPTS[$lesson]}; do
+        echo "[workshop] === $lesson: bash $script --profile tiny"
+        bash "$script" --profile tiny
+    done
+done
+echo "[workshop] === filled tables (python -m workshop.fill_tables logs/)"
+"$WORKSHOP_PYTHON" -m workshop.fill_tables logs/

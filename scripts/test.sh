@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up, start the local single-node SLURM cluster the end-to-end tests submit to (root on Debian; see
+# .ci/start_slurm.sh), and run the tests. Extra arguments go to pytest, e.g. `bash scripts/test.sh -k fill`.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+cd "$REPO_ROOT"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    bash .ci/start_slurm.sh
+else
+    echo "[test] not root on Debian: not starting a local SLURM cluster (SLURM tests use one if sinfo answers)"
+fi
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+exec "$WORKSHOP_PYTHON" -m pytest -q -ra "$@"
