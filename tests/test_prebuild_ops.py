@@ -1,0 +1,77 @@
+"""workshop.prebuild_ops: arch-list fixing, the extensions folder, and that a prebuilt op loads fast."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workshop.prebuild_ops import extensions_dir, fix_arch_list, setup_build_env
+
+
+@pytest.mark.parametrize("value, fixed", [
+    ("9.0a", "9.0"),                   # what the H100 images set; DeepSpeed 0.19.8 fails on the "a"
+    ("8.0;8.6;9.0a", "8.0;8.6;9.0"),
+    ("8.9+PTX", "8.9+PTX"),
+    ("9.0a+PTX", "9.0+PTX"),
+    ("10.0f 12.0a", "10.0;12.0"),      # torch also accepts spaces
+    ("9.0 9.0a", "9.0"),               # the same arch once
+    (" 7.5 ; 8.0 ", "7.5;8.0"),
+])
+def test_fix_arch_list_leaves_what_deepspeeds_builder_parses(value, fixed):
+    env = {"TORCH_CUDA_ARCH_LIST": value}
+    assert fix_arch_list(env) == fixed and env["TORCH_CUDA_ARCH_LIST"] == fixed
+    for entry in fixed.split(";"):  # DeepSpeed's own parse: int(major), int(minor without +PTX)
+        major, minor = entry.split(".")
+        int(major), int(minor.split("+")[0])
+
+
+def test_fix_arch_list_without_the_variable_changes_nothing():
+    env = {"PATH": "/bin"}
+    assert fix_arch_list(env) is None and env == {"PATH": "/bin"}
+
+
+def test_extensions_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    monkeypatch.delenv("WORKSHOP_EXTENSIONS_DIR", raising=False)
+    assert str(extensions_dir()).startswith(str(Path.home() / ".cache/workshop/torch_extensions"))
+    monkeypatch.setenv("WORKSHOP_EXTENSIONS_DIR", str(tmp_path / "shared"))
+    assert extensions_dir().parent == tmp_path / "shared"
+    assert f"py{sys.version_info.major}{sys.version_info.minor}_torch" in extensions_dir().name
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "mine"))
+    assert extensions_dir() == tmp_path / "mine"
+
+
+def test_setup_build_env_points_builds_at_the_folder_and_fixes_the_arch_list(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    monkeypatch.setenv("WORKSHOP_EXTENSIONS_DIR", str(tmp_path))
+    env = {"TORCH_CUDA_ARCH_LIST": "9.0a"}
+    path = setup_build_env(env)
+    assert env == {"TORCH_EXTENSIONS_DIR": str(path), "TORCH_CUDA_ARCH_LIST": "9.0"}
+
+
+LOAD_ONCE = """
+import time
+from deepspeed.ops.op_builder.all_ops import ALL_OPS
+start = time.perf_counter()
+ALL_OPS["cpu_adam"].load(verbose=False)
+print(f"SECONDS {time.perf_counter() - start:.2f}")
+"""
+
+
+def test_prebuilt_cpu_adam_loads_from_the_folder_in_seconds():
+    """Builds cpu_adam into the shared folder (about a minute the first time, reused afterwards),
+    then a fresh process loads it from there without compiling."""
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_EXTENSIONS_DIR"}
+    build = subprocess.run([sys.executable, "-m", "workshop.prebuild_ops", "--ops", "cpu_adam"],
+                           env=env, capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stderr
+    assert "cpu_adam ... ready in" in build.stdout
+    folder = Path(build.stdout.split("export TORCH_EXTENSIONS_DIR=")[1].strip())
+    assert list((folder / "cpu_adam").glob("cpu_adam*.so"))
+
+    load = subprocess.run([sys.executable, "-c", LOAD_ONCE], env={**env, "TORCH_EXTENSIONS_DIR": str(folder)},
+                          capture_output=True, text=True, timeout=300)
+    assert load.returncode == 0, load.stderr
+    assert float(load.stdout.split("SECONDS")[1]) < 10

@@ -1,0 +1,130 @@
+"""How much memory the model states (weights, gradients, Adam) need per ZeRO stage and offload choice.
+
+    python -m workshop.estimate --model bloom-560m --gpus 1 2 4 [--format markdown|csv|json]
+
+ZeRO-2 and ZeRO-3 rows are DeepSpeed's own estimates (the functions behind its
+estimate_zero{2,3}_model_states_mem_needs_all_cold printouts), computed from parameter counts, so
+no model is built or downloaded. DeepSpeed has no estimator for stages 0 and 1; those rows use the
+same accounting as its ZeRO-2 estimate: 2 bytes/param of fp16 weights plus 18 bytes/param of
+fp16 gradients (2), fp32 gradients (4), fp32 master weights (4) and Adam moments (8), of which
+ZeRO-1 splits the fp32 part (16) across GPUs. Activations, buffers and the CUDA context come on top.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from workshop.ds_config import quiet_deepspeed
+
+GIB = 2**30
+BLOOM_VOCAB = 250880
+# hidden size, layers, attention heads, from the published BLOOM configs
+BLOOM_SHAPES = {
+    "bloom-560m": (1024, 24, 16),
+    "bloom-1b7": (2048, 24, 16),
+    "bloom-3b": (2560, 30, 32),
+    "bloom-7b1": (4096, 30, 32),
+}
+TINY_CONFIG = Path(__file__).parent / "assets" / "bloom-tiny" / "config.json"
+MODELS = [*BLOOM_SHAPES, "bloom-tiny"]
+
+
+def bloom_shape(model) -> dict:
+    """The BloomConfig fields that decide the parameter count."""
+    if model == "bloom-tiny":
+        tiny = json.loads(TINY_CONFIG.read_text()) if TINY_CONFIG.exists() else {}
+        return {"vocab_size": tiny.get("vocab_size", BLOOM_VOCAB), "hidden_size": tiny.get("hidden_size", 64),
+                "n_layer": tiny.get("n_layer", 2), "n_head": tiny.get("n_head", 4)}
+    if model not in BLOOM_SHAPES:
+        raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    hidden, layers, heads = BLOOM_SHAPES[model]
+    return {"vocab_size": BLOOM_VOCAB, "hidden_size": hidden, "n_layer": layers, "n_head": heads}
+
+
+def bloom_params(shape) -> tuple:
+    """(total parameters, parameters of the largest layer) of a BLOOM causal LM.
+
+    Per block: LayerNorm 2h, fused QKV 3h*h + 3h, attention output h*h + h, LayerNorm 2h,
+    MLP h*4h + 4h and 4h*h + h, i.e. 12h^2 + 13h. Around them the word embeddings (v*h, shared with
+    the LM head), the embedding LayerNorm and the final LayerNorm (2h each). The largest layer,
+    which ZeRO-3 must gather whole, is the embedding.
+    """
+    v, h, n = shape["vocab_size"], shape["hidden_size"], shape["n_layer"]
+    return v * h + 4 * h + n * (12 * h * h + 13 * h), v * h
+
+
+def _formula_rows(total, gpus):
+    """ZeRO 0 and 1 by the accounting above; CPU side as DeepSpeed's ZeRO-2 estimate assumes it."""
+    fp16 = 2 * total
+    load_cpu = 4 * total * gpus * 1.5  # each process loads the fp32 model; 1.5 = DeepSpeed's buffer factor
+    offload_cpu = total * max(4 * gpus, 16) * 1.5
+    return [
+        (0, "none", "", "stage0", fp16 + 18 * total, load_cpu),
+        (1, "none", "", "stage1", 2 * fp16 + 16 * total / gpus, load_cpu),
+        (1, "optimizer", "", "stage1_offload", 2 * fp16, offload_cpu),
+    ]
+
+
+def _deepspeed_rows(total, largest, gpus):
+    with quiet_deepspeed():
+        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    rows = []
+    for offload, configs in ((False, "stage2"), (True, "stage2_offload, stage2_offload_nopin")):
+        cpu, gpu = estimate_zero2_model_states_mem_needs(total, num_gpus_per_node=gpus, cpu_offload=offload)
+        rows.append((2, "optimizer" if offload else "none", "", configs, gpu, cpu))
+    zero3 = (  # (offload optimizer, offload params, what the column says, our config files)
+        (False, False, "none", "stage3"),
+        (True, False, "optimizer", ""),
+        (True, True, "optimizer+params", "stage3_offload, stage3_offload_nopin"),
+    )
+    for optimizer, params, offload, configs in zero3:
+        # zero_init: the model is created partitioned (deepspeed.zero.Init, what the Trainer does for
+        # ZeRO-3) instead of whole in every process first.
+        for zero_init in (True, False):
+            cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
+                total, largest, num_gpus_per_node=gpus, cpu_offload=optimizer,
+                cpu_offload_params=params, zero_init=zero_init)
+            rows.append((3, offload, "yes" if zero_init else "no", configs, gpu, cpu))
+    return rows
+
+
+def estimate_table(model="bloom-560m", gpus=(1,)) -> pd.DataFrame:
+    """One row per (GPU count, ZeRO stage, offload choice); memory in GiB (DeepSpeed's "GB")."""
+    total, largest = bloom_params(bloom_shape(model))
+    rows = []
+    for n in [gpus] if isinstance(gpus, int) else gpus:
+        for source, found in (("formula", _formula_rows(total, n)),
+                              ("deepspeed", _deepspeed_rows(total, largest, n))):
+            for stage, offload, zero_init, configs, gpu, cpu in found:
+                rows.append({"model": model, "params_m": total / 1e6, "largest_layer_m": largest / 1e6,
+                             "gpus": n, "stage": stage, "offload": offload, "zero_init": zero_init,
+                             "configs": configs, "gpu_gib_per_gpu": gpu / GIB, "cpu_gib_per_node": cpu / GIB,
+                             "source": source})
+    return pd.DataFrame(rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Model-state memory per ZeRO stage (DeepSpeed's estimators).")
+    parser.add_argument("--model", default="bloom-560m", choices=MODELS)
+    parser.add_argument("--gpus", type=int, nargs="+", default=[1], help="GPUs on the node (one node)")
+    parser.add_argument("--format", default="markdown", choices=["markdown", "csv", "json"])
+    args = parser.parse_args(argv)
+
+    table = estimate_table(args.model, args.gpus)
+    if args.format == "markdown":
+        first = table.iloc[0]
+        print(f"{args.model}: {first.params_m:.1f} M parameters, largest layer {first.largest_layer_m:.1f} M "
+              "(the embedding); model states only, in GiB\n")
+        print(table.drop(columns=["model", "params_m", "largest_layer_m"]).to_markdown(index=False, floatfmt=".2f"))
+    elif args.format == "csv":
+        print(table.to_csv(index=False, float_format="%.4f"), end="")
+    else:
+        print(table.to_json(orient="records", indent=1))
+
+
+if __name__ == "__main__":
+    main()
