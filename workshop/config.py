@@ -77,15 +77,16 @@ def _add_flags(parser):
         parser.add_argument(flag, type=kind, choices=CHOICES.get(field.name), default=argparse.SUPPRESS,
                             metavar=None if field.name in CHOICES else field.name.upper(),
                             help=f"default: {default}")
-    parser.add_argument("--ds-config", dest="deepspeed", default=argparse.SUPPRESS,
-                        help="same as --deepspeed")
+    parser.add_argument("--ds-config", dest="deepspeed", default=argparse.SUPPRESS, help="same as --deepspeed")
+    parser.add_argument("--subset", dest="subset_size", type=int, default=argparse.SUPPRESS,
+                        help="same as --subset-size")
     # The `deepspeed` launcher appends --local_rank=N; torchrun sets LOCAL_RANK instead. Either way the
     # Trainer reads the environment, so the flag is accepted and ignored.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS)
 
 
-def parse_args(argv=None, lesson="baseline", **lesson_defaults):
+def parse_args(argv=None, lesson="baseline", require_deepspeed=False, **lesson_defaults):
     """Build a validated RunConfig from the command line (sys.argv by default)."""
     parser = argparse.ArgumentParser(
         prog=f"{lesson}/train.py", description="Fine-tune BLOOM on SQuAD with the Hugging Face Trainer.")
@@ -96,6 +97,9 @@ def parse_args(argv=None, lesson="baseline", **lesson_defaults):
     settings = {"lesson": lesson, **lesson_defaults, **PROFILES[profile], **given}
     cfg = RunConfig(**settings)
     validate(cfg)
+    if require_deepspeed and cfg.deepspeed is None:
+        raise WorkshopError(f"the {lesson} lesson needs a DeepSpeed config: --ds-config "
+                            f"{lesson}/configs/<stage>.json")
     return cfg
 
 

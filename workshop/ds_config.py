@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pydantic
 
+from workshop.config import WorkshopError
 
-class ConfigError(ValueError):
+
+class ConfigError(WorkshopError, ValueError):
     """A DeepSpeed config the workshop refuses to run with; the message says file, key and why."""
 
 

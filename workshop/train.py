@@ -36,18 +36,29 @@ def training_arguments(cfg: RunConfig) -> TrainingArguments:
         gradient_checkpointing=cfg.gradient_checkpointing,
         logging_steps=cfg.logging_steps,
         seed=cfg.seed,
-        deepspeed=load_deepspeed_config(cfg.deepspeed),
+        deepspeed=load_deepspeed_config(cfg),
         push_to_hub=False,
         report_to="none",
     )
 
 
-def load_deepspeed_config(path):
-    if path is None:
+def load_deepspeed_config(cfg: RunConfig):
+    if cfg.deepspeed is None:
         return None
     from workshop.ds_config import load_ds_config  # validates: one clear error naming the file and key
+    from workshop.prebuild_ops import setup_build_env
 
-    return load_ds_config(path)
+    setup_build_env()  # reuse ops built by `python -m workshop.prebuild_ops`; fix TORCH_CUDA_ARCH_LIST=9.0a
+    ds_config = load_ds_config(cfg.deepspeed)
+    # The JSON files spell out the lesson's optimizer. A flag or profile that changes the same setting wins,
+    # visibly: the Trainer would otherwise stop on the mismatch.
+    params = ds_config.get("optimizer", {}).get("params", {})
+    for key, value in (("lr", cfg.learning_rate), ("weight_decay", cfg.weight_decay)):
+        if key in params and params[key] != "auto" and params[key] != value:
+            print(f"[workshop] notice: optimizer.params.{key} {params[key]} in {cfg.deepspeed} "
+                  f"replaced by {value} from the command line / --profile {cfg.profile}")
+            params[key] = value
+    return ds_config
 
 
 def train(cfg: RunConfig, run: RunLog):
@@ -75,9 +86,9 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def main(argv=None, lesson="baseline", **lesson_defaults):
+def main(argv=None, lesson="baseline", require_deepspeed=False, **lesson_defaults):
     try:
-        cfg = parse_args(argv, lesson=lesson, **lesson_defaults)
+        cfg = parse_args(argv, lesson=lesson, require_deepspeed=require_deepspeed, **lesson_defaults)
     except WorkshopError as err:
         sys.exit(f"error: {err}")
 
