@@ -11,7 +11,7 @@
 # The loggers are always stopped, whether the training succeeds, fails or the job is cancelled, and
 # the script exits with the training's exit status.
 #
-# Settings from the environment: WORKSHOP_PYTHON (default: `python` on PATH, so an activated venv works;
+# Settings from the environment: WORKSHOP_PYTHON (default: the checkout's .venv, else `python` on PATH;
 # sbatch passes the submitter's environment on), GPU_LOG_INTERVAL, CPU_LOG_INTERVAL, LOGGER_GRACE (seconds
 # a logger gets to stop after TERM before KILL, default 5).
 set -euo pipefail
@@ -23,7 +23,9 @@ cd "$WORKSHOP_ROOT"
 export PYTHONPATH="$WORKSHOP_ROOT${PYTHONPATH:+:$PYTHONPATH}"  # `import workshop` without installing it
 export PYTHONUNBUFFERED=1  # progress reaches train.out and the job's .out as it happens (tail -f works)
 
+# The interpreter: $WORKSHOP_PYTHON, else the checkout's .venv (made by scripts/setup.sh), else `python` on PATH.
 PYTHON=${WORKSHOP_PYTHON:-python}
+[[ -n ${WORKSHOP_PYTHON:-} || ! -x $WORKSHOP_ROOT/.venv/bin/python ]] || PYTHON=$WORKSHOP_ROOT/.venv/bin/python
 GPU_LOG_INTERVAL=${GPU_LOG_INTERVAL:-1}
 CPU_LOG_INTERVAL=${CPU_LOG_INTERVAL:-1}
 LOGGER_GRACE=${LOGGER_GRACE:-5}
@@ -85,6 +87,24 @@ workshop_run() {
     wait "$TRAIN_PID" || TRAIN_STATUS=$?
     say "training exited with status $TRAIN_STATUS"
     exit "$TRAIN_STATUS"  # the exit trap stops the loggers and writes loggers.json
+}
+
+# free_port: a TCP port nothing listens on now, so two jobs on one node never fight over 29500.
+free_port() {
+    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
+}
+
+# workshop_deepspeed CONFIG [train.py args]: lesson 2's run of deepspeed_single_gpu/configs/CONFIG.json on one
+# GPU, started by the `deepspeed` launcher as the lesson teaches (run through $PYTHON so the venv is used).
+workshop_deepspeed() {
+    local config=$1
+    shift
+    local file=deepspeed_single_gpu/configs/$config.json
+    [[ -f $file ]] || die "no DeepSpeed config $file"
+    # Build (first time) or load DeepSpeed's ops before the training starts, so its runtime never holds a JIT build.
+    "$PYTHON" -m workshop.prebuild_ops || die "DeepSpeed ops failed to build (see above)"
+    workshop_run "$config" -- "$PYTHON" -m deepspeed.launcher.runner --num_gpus=1 --master_port="$(free_port)" \
+        deepspeed_single_gpu/train.py --ds-config "$file" "$@"
 }
 
 # _wait_gone PID SECONDS: true once PID has exited, false if it still runs after SECONDS (whole seconds).
