@@ -86,7 +86,8 @@ def test_local_squad_json_and_split(tmp_path):
     assert dataset[0]["id"] == squad_json_to_records(json.loads(path.read_text()))[0]["id"]
     train, held_out = split(dataset, 0.1, seed=42)
     assert (len(train), len(held_out)) == (45, 5)
-    assert not set(train["id"]) & set(held_out["id"])
+    assert not {e["id"] for e in train} & {e["id"] for e in held_out}
+    assert split(dataset, 0.1, seed=42) == (train, held_out)  # the same seed, the same split
 
 
 def test_subset_larger_than_dataset():

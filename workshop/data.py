@@ -1,11 +1,11 @@
 """SQuAD for causal-LM fine-tuning: `Question: … Context: … Answer: …`, padded to 512, labels = input ids.
 
 Sources: the Hub's `squad` (the lesson's path), a local SQuAD v1.1 JSON file, or the embedded sample
-that `workshop.sample_data` generates (no network).
+that `workshop.sample_data` generates (no network). Examples are plain lists of dicts: the Trainer takes any
+sequence, and only the Hub path needs the `datasets` library.
 """
 import json
-
-from datasets import Dataset
+import random
 
 from workshop.config import WorkshopError
 
@@ -27,10 +27,10 @@ def squad_json_to_records(squad: dict) -> list[dict]:
     return rows
 
 
-def load_squad(subset_size: int = 500, source: str = "hub") -> Dataset:
+def load_squad(subset_size: int = 500, source: str = "hub") -> list[dict]:
     """The first `subset_size` SQuAD training examples from `source` ("hub", "embedded" or a JSON path)."""
     if source == "hub":
-        dataset = _load_hub_squad()
+        examples = _load_hub_squad(subset_size)
     else:
         if source == "embedded":
             from workshop.sample_data import generate_squad
@@ -38,18 +38,19 @@ def load_squad(subset_size: int = 500, source: str = "hub") -> Dataset:
         else:
             with open(source) as f:
                 squad = json.load(f)
-        dataset = Dataset.from_list(squad_json_to_records(squad))
-    if subset_size > len(dataset):
-        raise WorkshopError(f"--subset-size {subset_size} is larger than the dataset ({len(dataset)} examples "
+        examples = squad_json_to_records(squad)
+    if subset_size > len(examples):
+        raise WorkshopError(f"--subset-size {subset_size} is larger than the dataset ({len(examples)} examples "
                             f"in {source!r})")
-    return dataset.select(range(subset_size))
+    return examples[:subset_size]
 
 
-def _load_hub_squad() -> Dataset:
+def _load_hub_squad(subset_size: int) -> list[dict]:
     from datasets import load_dataset
 
     try:
-        return load_dataset("squad", split="train")
+        # The split slice reads only the subset; an over-large subset shows up as a shorter list.
+        return load_dataset("squad", split=f"train[:{subset_size}]").to_list()
     except (OSError, ConnectionError, ValueError) as err:
         raise WorkshopError(
             f"cannot load the 'squad' dataset: not in the Hugging Face cache and the Hub is unreachable "
@@ -63,19 +64,22 @@ def format_prompt(question: str, context: str, answer: str | None = None) -> str
     return prompt if answer is None else f"{prompt} {answer}"
 
 
-def tokenize(dataset: Dataset, tokenizer, max_length: int = 512) -> Dataset:
+def tokenize(examples, tokenizer, max_length: int = 512) -> list[dict]:
     """Pad/truncate each prompt to max_length; labels are the input ids with padding set to -100."""
-    def encode(example):
-        text = format_prompt(example["question"], example["context"], example["answers"]["text"][0])
-        # The end-of-text token teaches the model where an answer stops.
-        enc = tokenizer(text + tokenizer.eos_token, max_length=max_length, truncation=True, padding="max_length")
-        enc["labels"] = [tok if mask else -100 for tok, mask in zip(enc["input_ids"], enc["attention_mask"])]
-        return enc
+    # The end-of-text token teaches the model where an answer stops.
+    texts = [format_prompt(e["question"], e["context"], e["answers"]["text"][0]) + tokenizer.eos_token
+             for e in examples]
+    encoded = tokenizer(texts, max_length=max_length, truncation=True, padding="max_length")
+    rows = []
+    for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"]):
+        labels = [tok if keep else -100 for tok, keep in zip(ids, mask)]
+        rows.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
+    return rows
 
-    return dataset.map(encode, remove_columns=dataset.column_names)
 
-
-def split(dataset: Dataset, eval_fraction: float = 0.1, seed: int = 42):
-    """Return (train, eval): a seeded shuffle split of the subset."""
-    parts = dataset.train_test_split(test_size=eval_fraction, seed=seed)
-    return parts["train"], parts["test"]
+def split(examples, eval_fraction: float = 0.1, seed: int = 42):
+    """Return (train, eval): a seeded shuffle of the subset, the last `eval_fraction` held out."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(examples) * eval_fraction))
+    return [examples[i] for i in order[n_eval:]], [examples[i] for i in order[:n_eval]]
