@@ -1,0 +1,233 @@
+"""The lesson notebooks, executed for real, and workshop.plots on real run folders.
+
+One tiny training for the whole module: the baseline notebook, pointed at an empty WORKSHOP_LOGS, trains the tiny
+baseline itself through slurm/baseline.slurm; the plots tests then read the run folder it left there.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from matplotlib.figure import Figure
+from nbclient import NotebookClient
+
+from workshop import plots
+from workshop.fill_tables import TABLES, find_runs
+from workshop.logparse import read_gpu_csv, read_psrecord
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+DATA = Path(__file__).parent / "data" / "logs"
+GPU_RUN = DATA / "run_complete" / "baseline-1001"  # a real run on an H100: nvidia-smi samples of one GPU
+
+
+def kernel_python():
+    """The interpreter the python3 kernelspec starts (jupyter_client runs a bare `python` as sys.executable)."""
+    argv = KernelSpecManager().get_kernel_spec("python3").argv
+    bare = {"python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"}
+    return sys.executable if argv[0] in bare else argv[0]
+
+
+@pytest.fixture(scope="module")
+def python3_kernel():
+    """A python3 kernel on this venv's interpreter; a clean venv without the kernelspec gets it installed."""
+    try:
+        found = kernel_python()
+    except NoSuchKernel:
+        found = None
+    if found != sys.executable:
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix"], check=True,
+                       capture_output=True)
+        found = kernel_python()
+    assert found == sys.executable, f"kernel python3 starts {found}, not this venv's {sys.executable}"
+    return "python3"
+
+
+def execute(name, logs, kernel):
+    """Run notebooks/<name> from notebooks/ (as Jupyter would) with WORKSHOP_LOGS=logs; errors stay in outputs."""
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WORKSHOP_LOGS", str(logs))  # the kernel inherits this process's environment
+        NotebookClient(nb, kernel_name=kernel, timeout=600, allow_errors=True,
+                       resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    return nb
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, python3_kernel):
+    """(executed notebook, logs dir): the notebook found no run under an absent logs dir and trained one."""
+    logs = tmp_path_factory.mktemp("classroom") / "logs"
+    return execute("01_baseline.ipynb", logs, python3_kernel), logs
+
+
+@pytest.fixture(scope="module")
+def run_dir(baseline):
+    run_dirs, _ = find_runs([baseline[1]])
+    assert len(run_dirs) == 1, f"expected the notebook's one run under {baseline[1]}, found {run_dirs}"
+    return run_dirs[0]
+
+
+def outputs(nb):
+    return [output for cell in nb.cells if cell.cell_type == "code" for output in cell.outputs]
+
+
+def output_text(nb):
+    parts = []
+    for output in outputs(nb):
+        parts.append(output.get("text", ""))
+        for mime in ("text/plain", "text/markdown", "text/html"):
+            parts.append(output.get("data", {}).get(mime, ""))
+    return "\n".join(parts)
+
+
+def test_notebooks_are_committed_without_outputs():
+    notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
+    assert notebooks, "no notebooks in notebooks/"
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        dirty = [i for i, cell in enumerate(nb.cells)
+                 if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
+        assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
+
+
+def test_baseline_notebook_trains_and_shows_tables_and_plots(baseline, run_dir):
+    nb, logs = baseline
+    errors = [f"{o.ename}: {o.evalue}\n" + "\n".join(o.traceback) for o in outputs(nb) if o.output_type == "error"]
+    assert not errors, errors[0]
+
+    # It trained the tiny baseline itself, and its run folder ended up under WORKSHOP_LOGS, not the repo's logs/.
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["profile"] == "tiny"
+    assert not (REPO / "logs" / run_dir.name).exists()
+    assert (logs.parent / "outputs" / "baseline").is_dir()  # checkpoints beside the tmp logs, not in the repo
+    text = output_text(nb)
+    assert "running:\n  bash " in text and "training exited with status 0" in text
+
+    for title, _ in TABLES["baseline"].values():
+        assert title in text, f"table title {title!r} not shown"
+    assert run_dir.name in text  # the run is a row of the tables
+    pngs = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
+    assert len(pngs) >= 2, f"expected the loss curve and the memory timeline, got {len(pngs)} images"
+
+
+def test_ensure_run_without_permission_to_run(tmp_path, capsys):
+    assert plots.ensure_run(tmp_path / "logs", "baseline", "slurm/baseline.slurm", ["--profile", "tiny"],
+                            run=False) == []
+    assert "bash slurm/baseline.slurm --profile tiny" in capsys.readouterr().out
+    assert not (tmp_path / "logs").exists()
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+PLOTS = [plots.loss_curves, plots.gpu_memory_timeline, plots.cpu_memory_timeline]
+
+
+def data_lines(fig):
+    return [line for ax in fig.axes for line in ax.lines if len(line.get_xdata())]
+
+
+def legend_text(fig):
+    return " ".join(text.get_text() for legend in fig.legends for text in legend.get_texts())
+
+
+def check_figure(fig, tmp_path):
+    assert isinstance(fig, Figure)
+    fig.savefig(tmp_path / "figure.png")  # renders every artist: bad text or data fails here, not in class
+    return fig
+
+
+@pytest.mark.parametrize("plot", PLOTS, ids=lambda f: f.__name__)
+def test_plot_of_the_notebook_run(plot, run_dir, tmp_path):
+    fig = check_figure(plot([run_dir]), tmp_path)
+    assert data_lines(fig), f"{plot.__name__} drew no line for {run_dir}"
+    assert run_dir.name in legend_text(fig)
+
+
+def test_loss_curves_follow_log_history(run_dir, tmp_path):
+    events = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
+    train, evals = data_lines(check_figure(plots.loss_curves(run_dir), tmp_path))
+    assert list(train.get_xdata()) == [e["step"] for e in events if "loss" in e]
+    assert list(train.get_ydata()) == [e["loss"] for e in events if "loss" in e]
+    assert list(evals.get_ydata()) == [e["eval_loss"] for e in events if "eval_loss" in e]
+    assert evals.get_color() == train.get_color()  # one colour per run
+
+
+def test_memory_timeline_without_gpu_shows_host_rss_and_why(run_dir, tmp_path):
+    first_line = (run_dir / "gpu_memory.csv").read_text().split("\n")[0]
+    if not first_line.startswith("# no GPU:"):
+        pytest.skip("this machine has a GPU: the no-GPU fallback is covered by test_plots_on_a_no_gpu_run")
+    check_no_gpu_fallback(run_dir, first_line, tmp_path)
+
+
+def check_no_gpu_fallback(run_dir, first_line, tmp_path):
+    fig = check_figure(plots.gpu_memory_timeline([run_dir]), tmp_path)
+    (line,) = data_lines(fig)
+    rss = read_psrecord(run_dir / "cpu_memory.log").data
+    assert list(line.get_ydata()) == list(rss["real_mib"])
+    reason = first_line.partition(":")[2].strip()
+    assert " ".join(reason.split()) in " ".join(fig.axes[0].get_title().split())
+
+
+def copy_gpu_run(dest, name):
+    """The real H100 run folder under another run id (the manifest's run_id names a run)."""
+    run = shutil.copytree(GPU_RUN, dest / name)
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "run_id": name}))
+    return run
+
+
+def test_plots_on_a_no_gpu_run(tmp_path):
+    run = copy_gpu_run(tmp_path, "baseline-2002")
+    (run / "gpu_memory.csv").write_text("# no GPU: CUDA_VISIBLE_DEVICES is empty\n")
+    check_no_gpu_fallback(run, "# no GPU: CUDA_VISIBLE_DEVICES is empty", tmp_path)
+
+
+def test_gpu_timeline_one_line_per_gpu(tmp_path):
+    one = copy_gpu_run(tmp_path, "baseline-1001")
+    two = copy_gpu_run(tmp_path, "baseline-1002")
+    shutil.copy(DATA / "gpu" / "two_gpus_handwritten.csv", two / "gpu_memory.csv")
+    fig = check_figure(plots.gpu_memory_timeline([tmp_path]), tmp_path)
+    expected = []
+    for run in (one, two):
+        gpu = read_gpu_csv(run / "gpu_memory.csv").data
+        expected += [list(samples["memory_used_mib"].dropna()) for _, samples in gpu.groupby("index")]
+    assert sorted(list(line.get_ydata()) for line in data_lines(fig)) == sorted(expected)
+    assert min(min(line.get_xdata()) for line in data_lines(fig)) == 0  # seconds since each run's first sample
+
+
+def test_plots_on_damaged_runs_never_raise(tmp_path):
+    # Cut a third into a line halfway down, as a run killed while writing leaves its files.
+    cut = copy_gpu_run(tmp_path, "baseline-cut")
+    for name in ("gpu_memory.csv", "log_history.jsonl", "cpu_memory.log"):
+        lines = (cut / name).read_text().split("\n")
+        half = len(lines) // 2
+        (cut / name).write_text("\n".join(lines[:half] + [lines[half].strip()[: len(lines[half].strip()) // 3]]))
+    # Nothing but a manifest; and every log file garbage.
+    bare = copy_gpu_run(tmp_path, "baseline-bare")
+    for path in bare.iterdir():
+        if path.name != "manifest.json":
+            path.unlink()
+    junk = copy_gpu_run(tmp_path, "baseline-junk")
+    for name in ("gpu_memory.csv", "cpu_memory.log", "log_history.jsonl"):
+        (junk / name).write_bytes(b"\x00\xff not, a, log\n{{{\n")
+
+    for plot in PLOTS:
+        fig = check_figure(plot([tmp_path]), tmp_path)
+        assert data_lines(fig), f"{plot.__name__}: the truncated run's first half should still be drawn"
+        legend = legend_text(fig)
+        assert "baseline-cut" in legend and "baseline-bare" in legend and "baseline-junk" in legend
+        assert "(some lines unreadable)" in legend  # the truncated last line is said, not hidden
+
+
+@pytest.mark.parametrize("plot", PLOTS, ids=lambda f: f.__name__)
+def test_plots_with_no_runs(plot, tmp_path):
+    fig = check_figure(plot([tmp_path / "nothing here"]), tmp_path)
+    assert not data_lines(fig)
+    assert any("no runs" in text.get_text() for text in fig.axes[0].texts)

@@ -1,0 +1,225 @@
+"""Figures and small helpers for the lesson notebooks (notebooks/*.ipynb).
+
+    from workshop import plots
+    runs = plots.ensure_run("../logs", "baseline", "slurm/baseline.slurm", ["--profile", "tiny"])
+    plots.loss_curves(runs)             # train and eval loss vs step, one colour per run
+    plots.gpu_memory_timeline(runs)     # nvidia-smi memory.used; host RSS for a run that had no GPU
+    plots.cpu_memory_timeline(runs)     # psrecord's host RSS
+
+`runs` is what `fill_tables.load_runs` returns, or paths (a logs folder, run folders) to load it from.
+Every function returns a matplotlib Figure and never raises on bad logs: a run whose file is missing or damaged
+gets no line, only a legend entry saying why, so a classroom notebook always shows something.
+Figures are built without pyplot, so a notebook shows each one once (as the cell's value) and tests leak none.
+"""
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from workshop.fill_tables import Run, load_runs, steps_per_epoch
+from workshop.logparse import Missing
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def as_runs(runs, lesson=None):
+    """A list of Run from Runs, paths, or a mix; only those of `lesson` when given."""
+    if isinstance(runs, (str, os.PathLike, Run)):
+        runs = [runs]
+    paths = [r for r in runs if not isinstance(r, Run)]
+    loaded = [r for r in runs if isinstance(r, Run)] + (load_runs(paths) if paths else [])
+    return [r for r in loaded if lesson is None or r.lesson == lesson]
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+def _figure(title, xlabel, ylabel):
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def _finish(fig, ax, notes, empty_text="no runs to plot"):
+    """Legend with the plotted lines plus one text-only entry per note (a run that could not be drawn)."""
+    handles, labels = ax.get_legend_handles_labels()
+    for note in notes:
+        handles.append(Line2D([], [], linestyle="none"))  # legend-only: never added to the axes
+        labels.append(textwrap.shorten(note, 90))
+    if not ax.lines:
+        ax.text(0.5, 0.5, empty_text, ha="center", va="center", transform=ax.transAxes, color="grey")
+    if handles:  # below the axes, so many runs never hide the lines
+        fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=1 if len(labels) <= 4 else 2)
+    return fig
+
+
+def _damaged(run, filename):
+    return " (some lines unreadable)" if filename in run.damage else ""
+
+
+def _points(events, key, per_epoch):
+    """(steps, values) of the events holding a numeric `key`. log_history carries the step; Trainer stdout only
+    the epoch, which the steps per epoch convert. A NaN value stays: matplotlib leaves a gap there."""
+    steps, values = [], []
+    for event in events:
+        value, step, epoch = event.get(key), event.get("step"), event.get("epoch")
+        if not isinstance(step, float) and isinstance(epoch, float) and not isinstance(per_epoch, Missing):
+            step = epoch * per_epoch
+        if isinstance(value, float) and isinstance(step, float) and math.isfinite(step):
+            steps.append(step)
+            values.append(value)
+    return steps, values
+
+
+def loss_curves(runs):
+    """Train loss (solid) and eval loss (dashed, dots) vs optimizer step, one colour per run."""
+    fig, ax = _figure("Loss vs step: train (solid) and eval (dashed)", "optimizer step", "loss")
+    notes = []
+    for run in as_runs(runs):
+        events = run.events
+        if isinstance(events, Missing) or not events:
+            notes.append(f"{run.name}: no loss curve, {events or 'no log events'}")
+            continue
+        per_epoch = steps_per_epoch(run, next((e for e in reversed(events) if "train_runtime" in e), None))
+        train = _points(events, "loss", per_epoch)
+        evals = _points(events, "eval_loss", per_epoch)
+        if not train[0] and not evals[0]:
+            notes.append(f"{run.name}: no loss values with a step ({run.status})")
+            continue
+        source = "" if run.events_file == "log_history.jsonl" else f", from {run.events_file}"
+        label = f"{run.name} ({run.status}{source}){_damaged(run, run.events_file)}"
+        line = ax.plot(*train, label=f"{label} train")[0] if train[0] else None
+        color = line.get_color() if line else None
+        if evals[0]:
+            ax.plot(*evals, "--o", color=color, markersize=4, label=f"{label} eval")
+    return _finish(fig, ax, notes)
+
+
+def _seconds(timestamps):
+    return (timestamps - timestamps.min()).dt.total_seconds()
+
+
+def _no_gpu_reason(missing):
+    # read_gpu_csv's detail for a '# no GPU: <reason>' file ends with ': <reason>'
+    return missing.detail.partition(": ")[2] or missing.detail or missing.cell
+
+
+def gpu_memory_timeline(runs):
+    """nvidia-smi memory.used (MiB) vs seconds since the run's first sample, one line per run and GPU.
+    A run that had no GPU shows its host RSS (psrecord) instead, dotted, and says why in the title."""
+    fig, ax = _figure("GPU memory.used (nvidia-smi)", "seconds since the first sample", "MiB")
+    notes, no_gpu = [], {}  # reason -> runs
+    for run in as_runs(runs):
+        gpu = run.gpu
+        if isinstance(gpu, Missing):
+            if gpu.cell != "n/a (no GPU)":
+                notes.append(f"{run.name}: no GPU line, {gpu.cell}")
+                continue
+            no_gpu.setdefault(_no_gpu_reason(gpu), []).append(run.name)
+            if _plot_rss(ax, run, f"{run.name} host RSS (no GPU)", linestyle=":"):
+                continue
+            notes.append(f"{run.name}: no GPU, and no host RSS either ({run.cpu})")
+            continue
+        samples = gpu.dropna(subset=["timestamp", "memory_used_mib"])
+        if samples.empty:
+            notes.append(f"{run.name}: no GPU line, no timestamped memory.used values")
+            continue
+        samples = samples.assign(seconds=_seconds(samples["timestamp"]))
+        for index, one_gpu in samples.groupby("index"):
+            name = one_gpu["name"].iloc[0]
+            ax.plot(one_gpu["seconds"], one_gpu["memory_used_mib"],
+                    label=f"{run.name} GPU {index} ({name}){_damaged(run, 'gpu_memory.csv')}")
+    if no_gpu:
+        # The reason goes in the title: a CPU-only classroom sees why its lines are host memory.
+        ax.set_title("\n".join(["GPU memory.used (nvidia-smi); host RSS (psrecord) for runs without a GPU"]
+                               + [textwrap.fill(f"no GPU ({', '.join(names)}): {reason}", 100)
+                                  for reason, names in no_gpu.items()]), fontsize=9)
+    return _finish(fig, ax, notes)
+
+
+def _plot_rss(ax, run, label, **style):
+    """Host RSS vs psrecord's elapsed seconds; False when the run has none."""
+    cpu = run.cpu
+    if isinstance(cpu, Missing) or cpu.empty:
+        return False
+    ax.plot(cpu["elapsed_s"], cpu["real_mib"], label=label + _damaged(run, "cpu_memory.log"), **style)
+    return True
+
+
+def cpu_memory_timeline(runs):
+    """Host RSS (MiB, the training and its children, from psrecord) vs seconds since psrecord started."""
+    fig, ax = _figure("Host memory: RSS of the training and its children (psrecord)",
+                      "seconds since the logger started", "MiB")
+    notes = []
+    for run in as_runs(runs):
+        if not _plot_rss(ax, run, f"{run.name} ({run.status})"):
+            notes.append(f"{run.name}: no RSS line, {run.cpu}")
+    return _finish(fig, ax, notes)
+
+
+# ---------------------------------------------------------------------------------------------- notebook helpers
+
+def ensure_run(logs, lesson, script, args=(), run=True, tail=15):
+    """The runs of `lesson` under `logs`. When there are none and `run` is true, first runs
+    `bash <repo>/<script> <args>` (e.g. slurm/baseline.slurm --profile tiny) and prints its output's tail,
+    so a notebook works in a classroom where nothing has run yet.
+
+    The .slurm files write their run folder under the repository's logs/; when `logs` is elsewhere (a test's
+    tmp dir), the new run folder is moved there and checkpoints go to an `outputs/` folder beside `logs`.
+    """
+    found = as_runs([logs], lesson)  # a logs folder that does not exist yet just holds no runs
+    if found or not run:
+        if not found:
+            print(f"no {lesson} run under {logs}: run `bash {script} {' '.join(args)}` from the repository root")
+        return found
+
+    logs = Path(logs).resolve()
+    command = ["bash", str(REPO / script), *args]
+    elsewhere = logs != (REPO / "logs").resolve()
+    if elsewhere and not any(arg.startswith("--output-dir") for arg in args):
+        command += ["--output-dir", str(logs.parent / "outputs" / lesson)]
+    # The .slurm file runs `python` from PATH unless told otherwise: use this kernel's interpreter (the venv).
+    env = {**os.environ, "WORKSHOP_PYTHON": os.environ.get("WORKSHOP_PYTHON", sys.executable)}
+    print(f"no {lesson} run under {logs}; running:\n  {' '.join(command)}")
+    done = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]  # splitlines also splits tqdm's \r
+    if done.returncode == 0:  # the run's own progress lines (often after tqdm's bar); a failure shows everything
+        lines = [line[line.index("[workshop]"):] for line in lines if "[workshop]" in line]
+    print("...\n" + "\n".join(lines[-tail:]))
+    if done.returncode != 0:
+        print(f"the run exited with status {done.returncode}: its run folder (if any) still shows how far it got")
+
+    # common.sh announces its folder as "[workshop] run <run id> on <host>: <absolute run folder>".
+    announced = re.search(r"^\[workshop\] run (\S+) on \S+: (.+)$", done.stdout, re.MULTILINE)
+    if announced and elsewhere and Path(announced.group(2)).is_dir():
+        logs.mkdir(parents=True, exist_ok=True)
+        shutil.move(announced.group(2), logs / announced.group(1))
+        print(f"moved the run folder to {logs / announced.group(1)}")
+    return as_runs([logs], lesson)
+
+
+def show_table(tables, key):
+    """Display one table of fill_tables.build_tables: its title, the DataFrame, and the notes under it."""
+    from IPython.display import Markdown, display  # only notebooks call this
+
+    df = tables.get(key)
+    if df is None:
+        display(Markdown(f"*no runs yet for table `{key}`*"))
+        return
+    display(Markdown(f"#### {df.attrs['title']}"))
+    with pd.option_context("display.precision", 4):  # losses to 4 decimals, not 6
+        display(df)
+    if df.attrs["notes"]:
+        display(Markdown("Notes:\n" + "\n".join(f"- {note}" for note in df.attrs["notes"])))
