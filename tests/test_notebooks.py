@@ -18,13 +18,17 @@ from matplotlib.figure import Figure
 from nbclient import NotebookClient
 
 from workshop import plots
-from workshop.fill_tables import TABLES, find_runs
+from workshop.config import RunConfig
+from workshop.estimate import BLOOM_VOCAB
+from workshop.fill_tables import TABLES, build_tables, find_runs
 from workshop.logparse import read_gpu_csv, read_psrecord
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 DATA = Path(__file__).parent / "data" / "logs"
 GPU_RUN = DATA / "run_complete" / "baseline-1001"  # a real run on an H100: nvidia-smi samples of one GPU
+# tests/test_fill_tables.py's registry test deletes lesson 2's whole registry entry when it is done: keep a copy.
+ZERO_TABLES = dict(TABLES["deepspeed_single_gpu"])
 
 
 def kernel_python():
@@ -115,6 +119,44 @@ def test_baseline_notebook_trains_and_shows_tables_and_plots(baseline, run_dir):
     assert run_dir.name in text  # the run is a row of the tables
     pngs = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
     assert len(pngs) >= 2, f"expected the loss curve and the memory timeline, got {len(pngs)} images"
+
+
+@pytest.fixture(scope="module")
+def zero_lesson(tmp_path_factory, python3_kernel):
+    """(executed notebook, logs dir): lesson 2's notebook on an absent logs dir ran both Part 1 configs itself."""
+    logs = tmp_path_factory.mktemp("classroom_zero") / "logs"
+    return execute("02_zero_single_gpu.ipynb", logs, python3_kernel), logs
+
+
+def test_zero_notebook_runs_both_configs_and_shows_tables_answers_and_figures(zero_lesson):
+    nb, logs = zero_lesson
+    errors = [f"{o.ename}: {o.evalue}\n" + "\n".join(o.traceback) for o in outputs(nb) if o.output_type == "error"]
+    assert not errors, errors[0]
+
+    run_dirs, _ = find_runs([logs])
+    manifests = [json.loads((run / "manifest.json").read_text()) for run in run_dirs]
+    assert sorted(m["config_name"] for m in manifests) == ["stage2_offload", "stage2_offload_nopin"]
+    assert all(m["status"] == "completed" and m["profile"] == "tiny" for m in manifests)
+    assert not any((REPO / "logs" / run.name).exists() for run in run_dirs)
+
+    text = output_text(nb)
+    TABLES.setdefault("deepspeed_single_gpu", {}).update(ZERO_TABLES)
+    tables = build_tables([logs])
+    for key, (title, _) in ZERO_TABLES.items():
+        assert title in text, f"table title {title!r} not shown"
+        for answer in tables[key].attrs["answers"]:
+            assert answer in text, f"answer not shown: {answer}"
+    defaults = RunConfig()  # the logits cell computes its figure from the lesson's settings
+    logits_gib = defaults.per_device_train_batch_size * defaults.max_length * BLOOM_VOCAB * 4 / 2**30
+    assert f"{logits_gib:.2f} GiB per copy of the logits" in text
+    pngs = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
+    assert len(pngs) >= 2, f"expected the memory timelines and the peak bars, got {len(pngs)} images"
+
+
+def test_ensure_configs_without_permission_to_run(tmp_path, capsys):
+    assert plots.ensure_configs(tmp_path / "logs", ["stage2_offload"], ["--profile", "tiny"], run=False) == []
+    assert "bash slurm/stage2_offload.slurm --profile tiny" in capsys.readouterr().out
+    assert not (tmp_path / "logs").exists()
 
 
 def test_ensure_run_without_permission_to_run(tmp_path, capsys):

@@ -8,10 +8,15 @@ Each lesson registers its tables with @table; a run lands in the tables of its m
 .out, guessed from the name prefix). A cell the logs cannot fill holds a short marker such as `n/a (no GPU)`,
 explained in the notes under its table. Nothing here raises on bad logs: a damaged file is a marker, not a crash.
 
-Notebooks call `build_tables(paths)`: {key: DataFrame}, with df.attrs["title"] and df.attrs["notes"].
+Lesson 2's tables compare runs: one row per (model and data, config) from its latest completed run, and quiz
+answers computed from those rows, printed under the table.
+
+Notebooks call `build_tables(paths)`: {key: DataFrame}, with df.attrs["title"], df.attrs["notes"] and
+df.attrs["answers"].
 """
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -35,6 +40,9 @@ from workshop.logparse import (
 
 LESSONS = ("baseline", "deepspeed_single_gpu", "deepspeed_multi_gpu")
 RUN_MARKERS = ("manifest.json", "log_history.jsonl")  # either one makes a folder a run folder
+# Lesson 2's configs (deepspeed_single_gpu/configs/<name>.json), in the order the lesson walks through them.
+ZERO_CONFIGS = ("stage0", "stage1", "stage1_offload", "stage2", "stage2_offload", "stage2_offload_nopin",
+                "stage3", "stage3_offload", "stage3_offload_nopin")
 
 
 @dataclass
@@ -79,9 +87,12 @@ def find_runs(paths):
 
 
 def guess_lesson(name):
-    """The lesson a run name starts with (longest match), else baseline."""
+    """The lesson a run name starts with (longest match); a lesson-2 config name (stage2_offload-123, as SLURM
+    names its .out files); else baseline."""
     matches = [lesson for lesson in LESSONS if name.startswith(lesson)]
-    return max(matches, key=len) if matches else "baseline"
+    if matches:
+        return max(matches, key=len)
+    return "deepspeed_single_gpu" if name.split("-")[0] in ZERO_CONFIGS else "baseline"
 
 
 def guess_status(events, text):
@@ -182,6 +193,30 @@ def manifest_value(run, *keys, what):
     return number_or(value, None) if value is not None else absent(run, what, "manifest.json")
 
 
+def gpu_stat(run, stat="max"):
+    """nvidia-smi memory.used `stat` (max, mean, min) of the busiest GPU: with several GPUs it sets the limit."""
+    if isinstance(run.gpu, Missing):
+        return run.gpu
+    value = run.gpu.groupby("index")["memory_used_mib"].agg(stat).max()
+    return float(value) if pd.notna(value) else \
+        Missing("n/a (memory.used [N/A])", "nvidia-smi reported no memory.used values")
+
+
+def torch_reserved(run):
+    """The manifest's torch.cuda.max_memory_reserved in MiB; `n/a (no GPU)` for a run on the CPU."""
+    reserved = manifest_value(run, "peak_memory", "cuda_max_reserved_mib", what="peak_memory.cuda_max_reserved_mib")
+    device = run.manifest.get("peak_memory") if isinstance(run.manifest, dict) else None
+    device = device.get("device") if isinstance(device, dict) else None
+    if isinstance(reserved, Missing) and isinstance(device, str) and not device.startswith("cuda"):
+        return Missing("n/a (no GPU)", f"the run used device {device}: no CUDA memory to report")
+    return reserved
+
+
+def cpu_peak(run):
+    """psrecord's largest Real (MB) sample: host RSS of the training and its children, MiB."""
+    return run.cpu if isinstance(run.cpu, Missing) else float(run.cpu["real_mib"].max())
+
+
 def epoch_label(epoch, position):
     """Evals are labelled by epoch, rounding up within 0.1 (a last eval at 2.93 is epoch 3); an eval without a
     usable epoch is labelled by its position."""
@@ -229,11 +264,14 @@ def steps_per_epoch(run, summary):
 TABLES = {}  # lesson -> {key: (title, row function)}
 
 
-def table(lesson, key, title):
-    """Register `row(run) -> dict` as a table of `lesson`; one row per run of that lesson."""
-    def register(row):
-        TABLES.setdefault(lesson, {})[key] = (title, row)
-        return row
+def table(lesson, key, title, each_run=True):
+    """Register a table of `lesson`. With each_run, `row(run) -> dict` makes one row per run of the lesson.
+    Otherwise `build(runs) -> (rows, answers, notes)` gets all the lesson's runs at once, for tables that pick
+    runs and compare them; `answers` are sentences computed from the rows, shown under the table."""
+    def register(make):
+        make.each_run = each_run
+        TABLES.setdefault(lesson, {})[key] = (title, make)
+        return make
     return register
 
 
@@ -276,51 +314,230 @@ def objective_2(run):
     else:
         names = gpu.groupby("index")["name"].first()
         row["GPUs"] = f"{len(names)} x {names.iloc[0]}" if names.nunique() == 1 else ", ".join(map(str, names))
-        # Per-GPU statistics first, then the worst GPU: with several GPUs the busiest one sets the limit.
-        per_gpu = gpu.groupby("index")["memory_used_mib"].agg(["max", "mean", "min"])
         for column, stat in [("GPU MiB peak", "max"), ("GPU MiB mean", "mean"), ("GPU MiB min", "min")]:
-            value = per_gpu[stat].max()
-            row[column] = float(value) if pd.notna(value) else \
-                Missing("n/a (memory.used [N/A])", "nvidia-smi reported no memory.used values")
-
-    device = run.manifest.get("peak_memory") if isinstance(run.manifest, dict) else None
-    device = device.get("device") if isinstance(device, dict) else None
-    reserved = manifest_value(run, "peak_memory", "cuda_max_reserved_mib", what="peak_memory.cuda_max_reserved_mib")
-    if isinstance(reserved, Missing) and isinstance(device, str) and not device.startswith("cuda"):
-        reserved = Missing("n/a (no GPU)", f"the run used device {device}: no CUDA memory to report")
-    row["torch max reserved MiB"] = reserved
-
-    cpu = run.cpu
-    row["host RSS MiB peak (psrecord)"] = cpu if isinstance(cpu, Missing) else float(cpu["real_mib"].max())
+            row[column] = gpu_stat(run, stat)
+    row["torch max reserved MiB"] = torch_reserved(run)
+    row["host RSS MiB peak (psrecord)"] = cpu_peak(run)
     row["host RSS MiB peak (manifest)"] = manifest_value(run, "peak_memory", "host_peak_rss_mib",
                                                          what="peak_memory.host_peak_rss_mib")
     return row
 
 
+# ---------------------------------------------------------------------------------------------- lesson 2 tables
+# These compare runs, so they see all the lesson's runs at once: one row per (model and data, config), from the
+# latest completed run of it, and quiz answers computed from those rows.
+
+def _manifest(run):
+    return run.manifest if isinstance(run.manifest, dict) else {}
+
+
+def config_of(run):
+    """The DeepSpeed config a run used: the manifest's config_name, else its run id's prefix (stage2-123)."""
+    name = _manifest(run).get("config_name")
+    return name if isinstance(name, str) and name else run.name.split("-")[0]
+
+
+def setup_of(run):
+    """(model, init, subset size): runs are only compared with runs of the same model and data."""
+    manifest = _manifest(run)
+    return tuple(str(manifest.get(key, "unknown")) for key in ("model", "init", "subset_size"))
+
+
+def setup_label(setup):
+    model, init, subset = setup
+    return f"{model} ({init}, {subset} samples)"
+
+
+def latest_runs(runs):
+    """(chosen runs, notes): per (model, init, subset, config) the latest completed run, or the latest run of
+    any status when none completed (so a failed or running one still shows); a note says what was ignored."""
+    groups = {}
+    for run in runs:
+        groups.setdefault((*setup_of(run), config_of(run)), []).append(run)
+    chosen, notes = [], []
+    for (*setup, config), group in groups.items():
+        group.sort(key=lambda run: (str(_manifest(run).get("start_time") or ""), run.name))
+        completed = [run for run in group if run.status == "completed"]
+        pick = (completed or group)[-1]
+        chosen.append(pick)
+        if len(group) > 1:
+            which = "latest completed" if completed else "latest (none completed)"
+            ignored = ", ".join(run.name for run in group if run is not pick)
+            notes.append(f"{pick.name}: the {which} of {len(group)} {config} runs of {setup_label(setup)}; "
+                         f"{len(group) - 1} ignored ({ignored})")
+    order = {name: i for i, name in enumerate(ZERO_CONFIGS)}
+    chosen.sort(key=lambda run: (setup_of(run), order.get(config_of(run), len(order)), config_of(run)))
+    return chosen, notes
+
+
+def train_runtime(run):
+    """The Trainer's train_runtime (s) from its final summary event."""
+    if isinstance(run.events, Missing):
+        return run.events
+    summary = next((e for e in reversed(run.events) if "train_runtime" in e), None)
+    value = number_or(summary.get("train_runtime") if summary else None, None)
+    return value if value is not None else absent(run, "the final train summary")
+
+
+def zero_row(run):
+    """What both lesson-2 tables measure for one run."""
+    model, init, subset = setup_of(run)
+    return {"model": model, "init": init, "subset": subset, "config": config_of(run), "run": run.name,
+            "status": run.status,
+            "peak GPU MiB (nvidia-smi)": gpu_stat(run, "max"),
+            "torch max reserved MiB": torch_reserved(run),
+            "peak CPU MiB (psrecord)": cpu_peak(run),
+            "total runtime s (train_runtime)": train_runtime(run),
+            "wall s (manifest)": manifest_value(run, "wall_seconds", what="wall_seconds")}
+
+
+def is_number(value):
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def change(new, old):
+    """'3.2 s longer (+12.6%)': how `new` seconds compare with `old`."""
+    word = "longer" if new >= old else "shorter"
+    percent = f" ({(new - old) / old * 100:+.1f}%)" if old else ""
+    return f"{abs(new - old):.1f} s {word}{percent}"
+
+
+def _lesson_runs(runs):
+    """Lesson-2 runs proper: a DeepSpeed config by name or in the manifest (not a baseline filed here by hand)."""
+    return [run for run in runs if config_of(run) in ZERO_CONFIGS or _manifest(run).get("deepspeed_config")]
+
+
+PIN, NOPIN = "stage2_offload", "stage2_offload_nopin"
+
+
+@table("deepspeed_single_gpu", "deepspeed_single_gpu_part1", "Part 1: ZeRO 2 + offload, pin_memory true vs false",
+       each_run=False)
+def part1(runs):
+    chosen, notes = latest_runs([run for run in runs if config_of(run) in (PIN, NOPIN)])
+    rows = [zero_row(run) for run in chosen]
+    notes += [note for run in chosen for note in run.notes]
+    answers = []
+    runtime = "total runtime s (train_runtime)"
+    for setup in dict.fromkeys(setup_of(run) for run in chosen):
+        by_config = {row["config"]: row for row in rows if (row["model"], row["init"], row["subset"]) == setup}
+        pin, nopin = by_config.get(PIN, {}).get(runtime), by_config.get(NOPIN, {}).get(runtime)
+        if is_number(pin) and is_number(nopin):
+            answers.append(f"{setup_label(setup)}: without pinned memory ({NOPIN}) training took "
+                           f"{change(nopin, pin)} than with pinned ({PIN}): {nopin:.1f} s vs {pin:.1f} s.")
+        else:
+            lacking = [c for c, value in ((PIN, pin), (NOPIN, nopin)) if not is_number(value)]
+            answers.append(f"{setup_label(setup)}: no runtime comparison yet: no train_runtime for "
+                           f"{' and '.join(lacking)} (run `bash slurm/<config>.slurm` to completion).")
+    return rows, answers, notes
+
+
+@functools.lru_cache(maxsize=None)
+def _estimates(model):
+    from workshop.estimate import estimate_table  # imports DeepSpeed: only when there are lesson-2 runs
+
+    return estimate_table(model, [1])
+
+
+def model_state_estimate(run):
+    """DeepSpeed's estimate of model-state memory on the one GPU (MiB) for this run's model and config."""
+    model = str(_manifest(run).get("model", "")).split("/")[-1]  # bigscience/bloom-560m -> bloom-560m
+    config = config_of(run)
+    try:
+        estimates = _estimates(model)
+    except ValueError:  # estimate_table knows the BLOOM sizes only
+        return Missing(f"n/a (no estimate for {model or 'unknown model'})", "workshop.estimate knows BLOOM models only")
+    # workshop.train loads the model before the Trainer sets up DeepSpeed, so ZeRO-3 starts from a whole model
+    # (the estimate without zero.Init); stages 0-2 have no such choice ("").
+    found = estimates[estimates["configs"].str.split(", ").map(lambda names: config in names)
+                      & (estimates["zero_init"] != "yes")]
+    if found.empty:
+        return Missing(f"n/a (no estimate for {config})", "workshop.estimate covers the lesson's configs only")
+    return float(found["gpu_gib_per_gpu"].iloc[0] * 1024)
+
+
+@table("deepspeed_single_gpu", "deepspeed_single_gpu_part2", "Part 2: every configuration", each_run=False)
+def part2(runs):
+    chosen, notes = latest_runs(_lesson_runs(runs))
+    notes += [note for run in chosen for note in run.notes]
+    rows = []
+    for run in chosen:
+        row = zero_row(run)
+        estimate = row["DeepSpeed estimate MiB (model states)"] = model_state_estimate(run)
+        reserved = row["torch max reserved MiB"]
+        row["remainder MiB (reserved - estimate)"] = reserved - estimate if is_number(reserved) and \
+            is_number(estimate) else (reserved if isinstance(reserved, Missing) else estimate)
+        rows.append(row)
+    return rows, lowest_peak_answers(rows) + offload_answers(rows), notes
+
+
+def _by_setup(rows):
+    setups = {}
+    for row in rows:
+        setups.setdefault((row["model"], row["init"], row["subset"]), []).append(row)
+    return setups
+
+
+def lowest_peak_answers(rows):
+    """Per model and data, the configuration with the lowest GPU peak; host RSS when no GPU was measured."""
+    answers = []
+    for setup, group in _by_setup(rows).items():
+        column, what = "peak GPU MiB (nvidia-smi)", "GPU memory (nvidia-smi)"
+        if not any(is_number(row[column]) for row in group):
+            column, what = "peak CPU MiB (psrecord)", "host RSS (psrecord), as no GPU was measured"
+        measured = sorted((row[column], row["config"]) for row in group if is_number(row[column]))
+        if not measured:
+            answers.append(f"{setup_label(setup)}: no peak memory measured yet.")
+            continue
+        (low, low_config), (high, high_config) = measured[0], measured[-1]
+        answers.append(f"{setup_label(setup)}: lowest peak {what}: {low_config} at {low:.0f} MiB"
+                       + (f" (highest: {high_config} at {high:.0f} MiB)." if len(measured) > 1 else
+                          "; the only configuration measured so far."))
+    return answers
+
+
+def offload_answers(rows):
+    """Per model and data and stage, how much longer each offload config took than the same stage without."""
+    answers, runtime = [], "total runtime s (train_runtime)"
+    for setup, group in _by_setup(rows).items():
+        by_config = {row["config"]: row[runtime] for row in group}
+        for config, seconds in by_config.items():
+            base = config.split("_offload")[0]
+            if base == config or not is_number(seconds):
+                continue
+            if is_number(by_config.get(base)):
+                answers.append(f"{setup_label(setup)}: {config} took {change(seconds, by_config[base])} "
+                               f"than {base}: {seconds:.1f} s vs {by_config[base]:.1f} s.")
+            else:
+                answers.append(f"{setup_label(setup)}: {config} has no {base} run with a runtime to compare with.")
+    return answers
+
+
 def build_tables(paths):
     """{key: DataFrame} for every table that has at least one run; markers are strings in the cells.
-    df.attrs["title"] is the table's title, df.attrs["notes"] the lines that explain its markers."""
+    df.attrs["title"] is the table's title, df.attrs["notes"] the lines that explain its markers,
+    df.attrs["answers"] the quiz answers computed from its rows (empty for most tables)."""
     runs = load_runs(paths)
     tables = {}
     for lesson, lesson_tables in TABLES.items():
         members = [run for run in runs if run.lesson == lesson]
-        for key, (title, row_of) in lesson_tables.items():
-            rows, notes = [], []
-            for run in members:
-                notes += run.notes
-                row = row_of(run)
+        for key, (title, make) in lesson_tables.items():
+            if make.each_run:
+                rows, answers, notes = [make(run) for run in members], [], [n for run in members for n in run.notes]
+            else:
+                rows, answers, notes = make(members)
+            for row in rows:
                 for column, value in row.items():
                     if isinstance(value, Missing):
                         row[column] = value.cell
                         if value.detail:
-                            notes.append(f"{run.name}: `{value.cell}` — {value.detail}")
-                rows.append(row)
+                            notes.append(f"{row.get('run', '?')}: `{value.cell}` — {value.detail}")
             if rows:
                 # A column only some runs have (an eval at a 4th epoch, say) is "—" for the others; a NaN in
                 # a cell stays a real NaN: a diverged loss.
                 columns = list(dict.fromkeys(column for row in rows for column in row))
                 df = pd.DataFrame([[row.get(c, "—") for c in columns] for row in rows], columns=columns)
                 df.attrs["title"], df.attrs["notes"] = title, list(dict.fromkeys(notes))
+                df.attrs["answers"] = list(answers)
                 tables[key] = df
     return tables
 
@@ -348,12 +565,15 @@ def render(tables, fmt):
         if fmt == "markdown":
             shown = df.apply(lambda column: column.map(_display))
             parts.append(f"## {df.attrs['title']}\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n")
+            if df.attrs.get("answers"):
+                parts.append("Answers:\n" + "\n".join(f"- {answer}" for answer in df.attrs["answers"]) + "\n")
             if df.attrs["notes"]:
                 parts.append("Notes:\n" + "\n".join(f"- {note}" for note in df.attrs["notes"]) + "\n")
         elif fmt == "csv":
             parts.append(f"# {key}\n{df.to_csv(index=False)}")
     if fmt == "json":
         return json.dumps({key: {"title": df.attrs["title"], "notes": df.attrs["notes"],
+                                 "answers": df.attrs.get("answers", []),
                                  "rows": [{k: _json_safe(v) for k, v in row.items()}
                                           for row in df.to_dict("records")]}
                            for key, df in tables.items()}, indent=1)

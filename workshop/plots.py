@@ -5,6 +5,10 @@
     plots.loss_curves(runs)             # train and eval loss vs step, one colour per run
     plots.gpu_memory_timeline(runs)     # nvidia-smi memory.used; host RSS for a run that had no GPU
     plots.cpu_memory_timeline(runs)     # psrecord's host RSS
+    # lesson 2: one run per DeepSpeed config, compared on one figure
+    runs = plots.ensure_configs("../logs", ["stage2_offload", "stage2_offload_nopin"], ["--profile", "tiny"])
+    plots.zero_memory_timelines(runs)   # GPU and host memory over time, one colour per configuration
+    plots.zero_peak_bars(tables["deepspeed_single_gpu_part2"])  # peak memory by configuration
 
 `runs` is what `fill_tables.load_runs` returns, or paths (a logs folder, run folders) to load it from.
 Every function returns a matplotlib Figure and never raises on bad logs: a run whose file is missing or damaged
@@ -25,7 +29,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from workshop.fill_tables import Run, load_runs, steps_per_epoch
+from workshop.fill_tables import (Run, config_of, is_number, latest_runs, load_runs, setup_label, setup_of,
+                                  steps_per_epoch)
 from workshop.logparse import Missing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,6 +174,100 @@ def cpu_memory_timeline(runs):
     return _finish(fig, ax, notes)
 
 
+# ---------------------------------------------------------------------------------------------- lesson 2 figures
+# Like lesson 2's tables, these show the latest completed run of each (model and data, configuration).
+
+def _legend_all(fig, axes, notes):
+    """One legend under all the axes (each label once) plus a text-only entry per note."""
+    handles, labels = [], []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+        if not ax.lines and not ax.patches and not ax.texts:
+            ax.text(0.5, 0.5, "no runs to plot", ha="center", va="center", transform=ax.transAxes, color="grey")
+    for note in notes:
+        handles.append(Line2D([], [], linestyle="none"))
+        labels.append(textwrap.shorten(note, 100))
+    if handles:
+        fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=1 if len(labels) <= 5 else 2)
+    return fig
+
+
+def zero_memory_timelines(runs):
+    """Lesson 2: GPU memory.used (nvidia-smi, top) and host RSS (psrecord, bottom) vs seconds, one colour per
+    configuration, so the ZeRO stages and offload choices compare on one figure."""
+    chosen, _ = latest_runs(as_runs(runs, "deepspeed_single_gpu"))
+    several = len({setup_of(run) for run in chosen}) > 1
+    fig = Figure(figsize=(9, 7.5), layout="constrained")
+    gpu_ax, cpu_ax = fig.subplots(2, 1, sharex=True)
+    gpu_ax.set_title("GPU memory.used (nvidia-smi)", fontsize=11)
+    cpu_ax.set_title("Host memory: RSS of the training and its children (psrecord)", fontsize=11)
+    cpu_ax.set_xlabel("seconds since the logger started")
+    for ax in (gpu_ax, cpu_ax):
+        ax.set_ylabel("MiB")
+        ax.grid(alpha=0.3)
+    notes, no_gpu = [], {}  # reason -> configs
+    for i, run in enumerate(chosen):
+        label = f"{config_of(run)}, {setup_label(setup_of(run))}" if several else config_of(run)
+        color = f"C{i % 10}"
+        if isinstance(run.gpu, Missing):
+            if run.gpu.cell == "n/a (no GPU)":
+                no_gpu.setdefault(_no_gpu_reason(run.gpu), []).append(label)
+            else:
+                notes.append(f"{label}: no GPU line, {run.gpu.cell}")
+        else:
+            samples = run.gpu.dropna(subset=["timestamp", "memory_used_mib"])
+            samples = samples.assign(seconds=_seconds(samples["timestamp"]))
+            for n, (index, one_gpu) in enumerate(samples.groupby("index")):
+                gpu_ax.plot(one_gpu["seconds"], one_gpu["memory_used_mib"], color=color,
+                            label=None if n else label + _damaged(run, "gpu_memory.csv"))
+        if not _plot_rss(cpu_ax, run, label, color=color):
+            notes.append(f"{label}: no host RSS line, {run.cpu}")
+    if no_gpu:  # a CPU-only classroom sees why the top panel is empty
+        gpu_ax.text(0.5, 0.5, "\n".join(textwrap.fill(f"no GPU ({', '.join(names)}): {reason}", 90)
+                                        for reason, names in no_gpu.items()),
+                    ha="center", va="center", transform=gpu_ax.transAxes, color="grey", fontsize=9)
+    return _legend_all(fig, [gpu_ax, cpu_ax], notes)
+
+
+ZERO_BARS = ["peak GPU MiB (nvidia-smi)", "torch max reserved MiB", "DeepSpeed estimate MiB (model states)",
+             "peak CPU MiB (psrecord)"]
+
+
+def _mib(value):
+    if not is_number(value):
+        return ""
+    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.2g}"  # bloom-tiny's estimate is under 1 MiB
+
+
+def zero_peak_bars(part2):
+    """Lesson 2: peak memory by configuration as grouped bars, one panel per model and data, from the Part 2 table
+    (build_tables(...)["deepspeed_single_gpu_part2"], or None). A cell without a number gets no bar."""
+    if part2 is None or part2.empty:
+        fig = Figure(figsize=(9, 3), layout="constrained")
+        return _legend_all(fig, [fig.add_subplot()], [])
+    setups = list(dict.fromkeys(zip(part2["model"], part2["init"], part2["subset"])))
+    fig = Figure(figsize=(9, 3.5 * len(setups) + 1.5), layout="constrained")
+    axes = list(fig.subplots(len(setups), 1, squeeze=False)[:, 0])
+    measured = [c for c in ZERO_BARS if c in part2 and part2[c].map(is_number).any()]
+    width = 0.8 / max(len(measured), 1)
+    for ax, setup in zip(axes, setups):
+        rows = part2[[row_setup == setup for row_setup in zip(part2["model"], part2["init"], part2["subset"])]]
+        for i, column in enumerate(measured):
+            x = [n + (i - (len(measured) - 1) / 2) * width for n in range(len(rows))]
+            bars = ax.bar(x, [v if is_number(v) else 0.0 for v in rows[column]], width, label=column,
+                          color=f"C{ZERO_BARS.index(column)}")
+            ax.bar_label(bars, labels=[_mib(v) for v in rows[column]], fontsize=7)
+        ax.set_xticks(range(len(rows)), rows["config"], rotation=20, ha="right")
+        ax.set_ylabel("MiB")
+        ax.set_title(f"Peak memory by configuration: {setup_label(setup)}", fontsize=11)
+        ax.grid(axis="y", alpha=0.3)
+    return _legend_all(fig, axes, [f"no bars for {c}: no numbers (see the table's notes)"
+                                   for c in ZERO_BARS if c not in measured])
+
+
 # ---------------------------------------------------------------------------------------------- notebook helpers
 
 def ensure_run(logs, lesson, script, args=(), run=True, tail=15):
@@ -185,14 +284,36 @@ def ensure_run(logs, lesson, script, args=(), run=True, tail=15):
             print(f"no {lesson} run under {logs}: run `bash {script} {' '.join(args)}` from the repository root")
         return found
 
+    _run_script(logs, script, args, lesson, tail)
+    return as_runs([logs], lesson)
+
+
+def ensure_configs(logs, configs, args=(), run=True, tail=15):
+    """Lesson 2's runs under `logs`, after running `bash slurm/<config>.slurm <args>` for each of `configs`
+    that has no run there yet (when `run` is true); as ensure_run, one configuration at a time."""
+    have = {config_of(r) for r in as_runs([logs], "deepspeed_single_gpu")}
+    for config in configs:
+        if config in have:
+            continue
+        script = f"slurm/{config}.slurm"
+        if run:
+            _run_script(logs, script, args, config, tail)
+        else:
+            print(f"no {config} run under {logs}: run `bash {script} {' '.join(args)}` from the repository root")
+    return as_runs([logs], "deepspeed_single_gpu")
+
+
+def _run_script(logs, script, args, name, tail):
+    """`bash <repo>/<script> <args>`, printing its output's tail; the run folder it writes ends up under `logs`
+    and, when `logs` is not the repository's logs/, checkpoints under `outputs/<name>` beside it."""
     logs = Path(logs).resolve()
     command = ["bash", str(REPO / script), *args]
     elsewhere = logs != (REPO / "logs").resolve()
     if elsewhere and not any(arg.startswith("--output-dir") for arg in args):
-        command += ["--output-dir", str(logs.parent / "outputs" / lesson)]
+        command += ["--output-dir", str(logs.parent / "outputs" / name)]
     # The .slurm file runs `python` from PATH unless told otherwise: use this kernel's interpreter (the venv).
     env = {**os.environ, "WORKSHOP_PYTHON": os.environ.get("WORKSHOP_PYTHON", sys.executable)}
-    print(f"no {lesson} run under {logs}; running:\n  {' '.join(command)}")
+    print(f"no {name} run under {logs}; running:\n  {' '.join(command)}")
     done = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = [line for line in done.stdout.splitlines() if line.strip()]  # splitlines also splits tqdm's \r
     if done.returncode == 0:  # the run's own progress lines (often after tqdm's bar); a failure shows everything
@@ -207,7 +328,6 @@ def ensure_run(logs, lesson, script, args=(), run=True, tail=15):
         logs.mkdir(parents=True, exist_ok=True)
         shutil.move(announced.group(2), logs / announced.group(1))
         print(f"moved the run folder to {logs / announced.group(1)}")
-    return as_runs([logs], lesson)
 
 
 def show_table(tables, key):
@@ -221,5 +341,7 @@ def show_table(tables, key):
     display(Markdown(f"#### {df.attrs['title']}"))
     with pd.option_context("display.precision", 4):  # losses to 4 decimals, not 6
         display(df)
+    if df.attrs.get("answers"):  # quiz answers computed from the rows (lesson 2)
+        display(Markdown("**Answers:**\n" + "\n".join(f"- {answer}" for answer in df.attrs["answers"])))
     if df.attrs["notes"]:
         display(Markdown("Notes:\n" + "\n".join(f"- {note}" for note in df.attrs["notes"])))
