@@ -25,11 +25,11 @@ fi
 
 mkdir -p "$DIR"/{etc,state/ctld,state/d,run,log,fakegpu}
 
-# The node claims at least 16 CPUs and 64 GiB (config_overrides lets it claim more than it has), so
-# the lesson's cluster-sized #SBATCH lines (--cpus-per-task, --mem=32G) are accepted as written.
+# The node claims at least 16 CPUs and 256 GiB (config_overrides lets it claim more than it has), so
+# the lesson's cluster-sized #SBATCH lines (--cpus-per-task, --mem=32G, offload's --mem=128G) are accepted as written.
 real_mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
 cpus=$(( $(nproc) > 16 ? $(nproc) : 16 ))
-mem=$(( real_mem > 65536 ? real_mem : 65536 ))
+mem=$(( real_mem > 262144 ? real_mem : 262144 ))
 
 # Two fake GPUs: gres.conf needs character devices (plain files are refused), so copies of /dev/null.
 for i in 0 1; do

@@ -211,7 +211,7 @@ def test_lesson_registry(tmp_path):
         df = build_tables([tmp_path])["ds_test"]
         assert df.to_dict("records") == [{"run": "deepspeed_single_gpu_zero2-7", "status": "completed"}]
     finally:
-        del fill_tables.TABLES["deepspeed_single_gpu"]
+        del fill_tables.TABLES["deepspeed_single_gpu"]["ds_test"]
 
 
 def run_cli(*args):

@@ -79,6 +79,7 @@ def test_missing_hub_cache_says_to_prefetch(tmp_path):
     assert "python -m workshop.prefetch" in result.stderr
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "prefetch" in manifest["error"]
+    assert manifest["exit_code"] == result.returncode == 2
 
 
 def test_subset_larger_than_data_is_rejected(tmp_path):

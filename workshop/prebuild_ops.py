@@ -13,6 +13,7 @@ on the same CPU kind that runs the jobs.
 """
 
 import argparse
+import hashlib
 import os
 import re
 import sys
@@ -29,10 +30,13 @@ def extensions_dir() -> Path:
         return Path(os.environ["TORCH_EXTENSIONS_DIR"])
     base = os.environ.get("WORKSHOP_EXTENSIONS_DIR") or Path.home() / ".cache/workshop/torch_extensions"
     # torch only hashes sources and flags, so a build made against another torch, Python or CUDA
-    # would be loaded as if it were current; one subfolder per combination keeps them apart.
+    # would be loaded as if it were current; one subfolder per combination keeps them apart. The
+    # environment's path is in the key too: two venvs compile with different include paths, and sharing
+    # one folder made each rebuild what the other had just built.
     cuda = f"cu{torch.version.cuda.replace('.', '')}" if torch.version.cuda else "cpu"
     torch_version = torch.__version__.split("+")[0]
-    return Path(base) / f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch_version}_{cuda}"
+    env = hashlib.sha1(sys.prefix.encode()).hexdigest()[:8]
+    return Path(base) / f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch_version}_{cuda}_{env}"
 
 
 def fix_arch_list(env=os.environ):

@@ -17,7 +17,7 @@ from workshop.model import load_model, resolve_model, save_model
 from workshop.runlog import RunLog, default_run_dir
 
 
-def training_arguments(cfg: RunConfig) -> TrainingArguments:
+def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> TrainingArguments:
     fp16, bf16 = resolve_precision(cfg, torch.cuda.is_available(),
                                    torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     return TrainingArguments(
@@ -36,7 +36,7 @@ def training_arguments(cfg: RunConfig) -> TrainingArguments:
         gradient_checkpointing=cfg.gradient_checkpointing,
         logging_steps=cfg.logging_steps,
         seed=cfg.seed,
-        deepspeed=load_deepspeed_config(cfg),
+        deepspeed=ds_config,
         push_to_hub=False,
         report_to="none",
     )
@@ -62,11 +62,12 @@ def load_deepspeed_config(cfg: RunConfig):
 
 
 def train(cfg: RunConfig, run: RunLog):
+    ds_config = load_deepspeed_config(cfg)  # first: a typo in the JSON fails before minutes of loading
     model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed)
     dataset = load_squad(cfg.subset_size, source=cfg.data)
     train_set, eval_set = split(tokenize(dataset, tokenizer, cfg.max_length), cfg.eval_fraction, cfg.seed)
 
-    args = training_arguments(cfg)
+    args = training_arguments(cfg, ds_config)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                       data_collator=default_data_collator, processing_class=tokenizer,
                       callbacks=[run.callback()])
@@ -81,6 +82,12 @@ def train(cfg: RunConfig, run: RunLog):
     return trainer
 
 
+def fail(message, code=2):
+    """An expected mistake: one line on stderr, no traceback, a distinct exit status."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
 def _exit_on_sigterm(signum, frame):
     # scancel and SLURM's time limit send SIGTERM: turn it into an exception so the manifest is finished.
     raise SystemExit(128 + signum)
@@ -90,7 +97,7 @@ def main(argv=None, lesson="baseline", require_deepspeed=False, **lesson_default
     try:
         cfg = parse_args(argv, lesson=lesson, require_deepspeed=require_deepspeed, **lesson_defaults)
     except WorkshopError as err:
-        sys.exit(f"error: {err}")
+        fail(err)
 
     config_name = cfg.config_name or _config_name(cfg)
     run = RunLog(cfg.run_dir or default_run_dir(config_name), {
@@ -102,10 +109,10 @@ def main(argv=None, lesson="baseline", require_deepspeed=False, **lesson_default
         train(cfg, run)
     except WorkshopError as err:
         run.finish("failed", 2, str(err))
-        sys.exit(f"error: {err}")
+        fail(err)
     except torch.OutOfMemoryError as err:
         run.finish("oom", 3, str(err).splitlines()[0])
-        sys.exit(f"error: out of GPU memory; peaks are in {run.dir}/manifest.json")
+        fail(f"out of GPU memory; peaks are in {run.dir}/manifest.json", code=3)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
         run.finish("cancelled" if code == 128 + signal.SIGTERM else "failed", code)
