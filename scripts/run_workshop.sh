@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up, then run every lesson on the embedded default (bloom-tiny + generated SQuAD-format sample) on this
 # machine, through the same .slurm files a cluster runs, and print the filled exercise tables.
-#   bash scripts/run_workshop.sh              # everything, CPU is fine (~10 min on 2 cores)
+#   bash scripts/run_workshop.sh              # everything; CPU is fine (~10 min on 2 cores, plus a one-time
+#                                             # build of DeepSpeed's ops)
 #   bash scripts/run_workshop.sh baseline     # only the named lessons' scripts
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
@@ -11,9 +12,12 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1  # the embedded default needs no n
 # lesson -> the .slurm files it runs (each also runs off-cluster with plain bash)
 declare -A LESSON_SCRIPTS=(
     [baseline]="slurm/baseline.slurm"
+    [deepspeed_single_gpu]="slurm/stage0.slurm slurm/stage1.slurm slurm/stage1_offload.slurm slurm/stage2.slurm
+        slurm/stage2_offload.slurm slurm/stage2_offload_nopin.slurm slurm/stage3.slurm slurm/stage3_offload.slurm
+        slurm/stage3_offload_nopin.slurm"
 )
 lessons=("$@")
-[ ${#lessons[@]} -gt 0 ] || lessons=(baseline)
+[ ${#lessons[@]} -gt 0 ] || lessons=(baseline deepspeed_single_gpu)
 for lesson in "${lessons[@]}"; do
     [ -n "${LESSON_SCRIPTS[$lesson]:-}" ] || { echo "unknown lesson '$lesson'; choose from: ${!LESSON_SCRIPTS[*]}" >&2; exit 2; }
     for script in ${LESSON_SCRIPTS[$lesson]}; do
