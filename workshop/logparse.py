@@ -148,17 +148,25 @@ GPU_COLUMNS = {  # nvidia-smi --query-gpu header -> our column
 }
 
 
+def _lines_from_header(path):
+    """(lines, index of the first non-blank line), or Missing if the file can't be read or is empty."""
+    text = read_text(path)
+    if isinstance(text, Missing):
+        return text
+    lines = text.split("\n")  # not splitlines(): it also splits on \r, \x0c, ...
+    return lines, next(i for i, line in enumerate(lines) if line.strip())
+
+
 def read_gpu_csv(path):
     """gpu_memory.csv (nvidia-smi --format=csv): Parsed(DataFrame, bad_lines), or Missing.
 
     Columns: timestamp, index, name, memory_used_mib, memory_total_mib, util_pct, power_w, temp_c (the last three
     are NaN for older 5-column logs); [N/A] and [Not Supported] become NaN. Rows of several GPUs interleave.
     """
-    text = read_text(path)
-    if isinstance(text, Missing):
-        return text
-    lines = text.split("\n")  # not splitlines(): it also splits on \r, \x0c, ...
-    first = next(i for i, line in enumerate(lines) if line.strip())
+    found = _lines_from_header(path)
+    if isinstance(found, Missing):
+        return found
+    lines, first = found
     header = lines[first].strip()
     if header.startswith("# no GPU"):
         reason = header.partition(":")[2].strip() or "no reason given"
@@ -201,11 +209,10 @@ def read_psrecord(path):
     separated numbers) and --log-format csv ("elapsed_time,nproc,cpu,mem_real,mem_virtual"). psrecord's "MB" are
     MiB (bytes / 1024**2). --include-io adds columns that are ignored here.
     """
-    text = read_text(path)
-    if isinstance(text, Missing):
-        return text
-    lines = text.split("\n")  # not splitlines(): it also splits on \r, \x0c, ...
-    first = next(i for i, line in enumerate(lines) if line.strip())
+    found = _lines_from_header(path)
+    if isinstance(found, Missing):
+        return found
+    lines, first = found
     header = lines[first].strip()
     if header.startswith("#") and "Elapsed" in header:
         split, pick = str.split, [0, 1, 2, 3]
