@@ -52,12 +52,13 @@ workshop_run() {
     RUN_DIR=logs/$RUN_ID
     mkdir -p "$RUN_DIR"
     export JOB_ID RUN_ID RUN_DIR
+    _keep_earlier_attempt
     cmd+=(--run-dir "$RUN_DIR")
     [[ " ${cmd[*]} " == *" --output-dir "* || " ${cmd[*]} " == *" --output-dir="* ]] ||
         cmd+=(--output-dir "outputs/$RUN_ID")
     say "run $RUN_ID on $(hostname -s): $WORKSHOP_ROOT/$RUN_DIR"
 
-    TRAIN_PID='' TRAIN_STATUS='' TRAIN_CMD=$(_quote "${cmd[@]}")
+    TRAIN_PID='' TRAIN_STATUS='' TRAIN_CMD=$(_redact "$(_quote "${cmd[@]}")")
     GPU_PID='' GPU_ENDED='not started' GPU_STATUS='' GPU_CMD=''
     CPU_PID='' CPU_ENDED='not started' CPU_STATUS='' CPU_CMD=''
     trap _workshop_on_exit EXIT
@@ -105,6 +106,30 @@ workshop_deepspeed() {
     "$PYTHON" -m workshop.prebuild_ops || die "DeepSpeed ops failed to build (see above)"
     workshop_run "$config" -- "$PYTHON" -m deepspeed.launcher.runner --num_gpus=1 --master_port="$(free_port)" \
         deepspeed_single_gpu/train.py --ds-config "$file" "$@"
+}
+
+# _keep_earlier_attempt: a requeued job (`sbatch --requeue`; same job id, so the same run folder and output dir)
+# moves the loggers' files of the attempt before into $RUN_DIR/attempt-N/; manifest.json and log_history.jsonl
+# stay (workshop.train records the attempts in them) and the training resumes from its latest checkpoint.
+_keep_earlier_attempt() {
+    [[ -f $RUN_DIR/loggers.json || -f $RUN_DIR/train.out ]] || return 0
+    local n=0
+    while [[ -e $RUN_DIR/attempt-$n ]]; do n=$((n + 1)); done
+    mkdir "$RUN_DIR/attempt-$n"
+    local file
+    for file in train.out loggers.json gpu_memory.csv cpu_memory.log; do
+        [[ ! -e $RUN_DIR/$file ]] || mv "$RUN_DIR/$file" "$RUN_DIR/attempt-$n/"
+    done
+    say "restart ${SLURM_RESTART_COUNT:-?} of $RUN_ID: the earlier attempt's logs are in $RUN_DIR/attempt-$n/"
+}
+
+# _redact TEXT: TEXT without a Hugging Face token (the environment's, or a --hub-token value).
+_redact() {
+    local text=$1 secret
+    for secret in "${HF_TOKEN:-}" "${HUGGING_FACE_HUB_TOKEN:-}"; do
+        [[ -z $secret ]] || text=${text//"$secret"/<redacted>}
+    done
+    sed -E 's/(--hub[-_]token[= ])[^ ]+/\1<redacted>/g' <<<"$text"
 }
 
 # _wait_gone PID SECONDS: true once PID has exited, false if it still runs after SECONDS (whole seconds).

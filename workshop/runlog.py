@@ -2,11 +2,14 @@
 
 Everything is written as it happens and flushed, so a job killed half-way still leaves readable logs.
 """
+import hashlib
 import json
 import os
 import platform
+import re
 import resource
 import socket
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -42,10 +45,67 @@ def versions() -> dict:
     return found
 
 
+CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout (or submit's snapshot) this code runs from
+TRACKED_DIRS = ("workshop", "baseline", "deepspeed_single_gpu", "deepspeed_multi_gpu", "slurm")
+TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+TOKEN_FLAG = re.compile(r"(--hub[-_]token[= ])\S+")
+
+
+def _git(root: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, timeout=30)
+
+
+def git_provenance(root: Path = CODE_ROOT) -> dict:
+    """Which code ran: commit, a hash of uncommitted changes to tracked files, and untracked code files.
+    Every value is null with a `reason` when the code is not a git checkout."""
+    try:
+        head = _git(root, "rev-parse", "HEAD")
+    except (OSError, subprocess.TimeoutExpired) as err:
+        head = None
+        reason = f"git not usable: {err}"
+    if head is None or head.returncode != 0:
+        reason = reason if head is None else f"not a git checkout: {root}"
+        return {"source": "unknown", "root": str(root), "commit": None, "diff_sha256": None,
+                "untracked": None, "reason": reason}
+    diff = _git(root, "diff", "HEAD").stdout
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "--", *TRACKED_DIRS).stdout
+    return {"source": "git", "root": str(root), "commit": head.stdout.decode().strip(),
+            "diff_sha256": hashlib.sha256(diff).hexdigest(), "dirty": bool(diff),
+            "untracked": untracked.decode().split(), "reason": None}
+
+
+def provenance(root: Path = CODE_ROOT) -> dict:
+    """git_provenance of the checkout, or what `python -m workshop.submit` recorded in the snapshot."""
+    snapshot = root / "SNAPSHOT.json"
+    if snapshot.is_file():
+        recorded = json.loads(snapshot.read_text())
+        return {**recorded, "source": "snapshot", "root": str(root)}
+    return git_provenance(root)
+
+
+def redact(data):
+    """data with every Hugging Face token (from the environment or a --hub-token value) replaced."""
+    if isinstance(data, dict):
+        return {key: redact(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        words = [redact(value) for value in data]
+        for i, word in enumerate(words[:-1]):  # `--hub-token VALUE` as two argv words
+            if isinstance(word, str) and re.fullmatch(r"--hub[-_]token", word):
+                words[i + 1] = "<redacted>"
+        return words
+    if isinstance(data, str):
+        for variable in TOKEN_VARIABLES:
+            secret = os.environ.get(variable)
+            if secret:
+                data = data.replace(secret, "<redacted>")
+        return TOKEN_FLAG.sub(r"\1<redacted>", data)
+    return data
+
+
 def write_json(path: Path, data: dict):
-    """Write atomically: a reader (or a kill) never sees half a file."""
+    """Write atomically: a reader (or a kill) never sees half a file. Tokens never reach the disk."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps(redact(json.loads(json.dumps(data, default=str))), indent=2) + "\n")
     os.replace(tmp, path)
 
 
@@ -72,12 +132,31 @@ class RunLog:
             "run_id": self.dir.name, **manifest, "argv": sys.argv, "host": socket.gethostname(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
             "versions": versions(), "start_time": utc_now(), "end_time": None, "status": "running",
-            "exit_code": None, "error": None, "peak_memory": None,
+            "exit_code": None, "error": None, "peak_memory": None, "provenance": provenance(),
+            "attempts": [],
         }
         self.started = time.time()
+        self.earlier_seconds = 0.0
         if self.enabled:
             self.dir.mkdir(parents=True, exist_ok=True)
+            self._keep_earlier_attempts()
             self.save()
+
+    def _keep_earlier_attempts(self):
+        """A requeued job (same SLURM job id) or a rerun with the same --run-dir: the earlier attempts'
+        manifests become `attempts`, oldest first; log_history.jsonl is appended to, each event tagged."""
+        try:
+            earlier = json.loads((self.dir / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return
+        attempts = earlier.pop("attempts", None) or []
+        for key in ("versions", "settings", "argv", "provenance"):  # kept once, in the current manifest
+            earlier.pop(key, None)
+        if earlier.get("status") == "running":  # it never wrote its end: SIGKILL, node failure, OOM killer
+            earlier["status"] = "killed (no end record)"
+        attempts.append(earlier)
+        self.manifest["attempts"] = attempts
+        self.earlier_seconds = sum(a.get("attempt_seconds") or 0 for a in attempts)
 
     def update(self, **fields):
         self.manifest.update(fields)
@@ -88,28 +167,32 @@ class RunLog:
             write_json(self.dir / "manifest.json", self.manifest)
 
     def finish(self, status: str, exit_code: int, error: str | None = None):
-        self.update(status=status, exit_code=exit_code, error=error, end_time=utc_now(),
-                    wall_seconds=round(time.time() - self.started, 1), peak_memory=peak_memory())
+        # wall_seconds: the whole run, summed over attempts (an attempt killed without an end record counts 0)
+        seconds = round(time.time() - self.started, 1)
+        self.update(status=status, exit_code=exit_code, error=error, end_time=utc_now(), attempt_seconds=seconds,
+                    wall_seconds=round(self.earlier_seconds + seconds, 1), peak_memory=peak_memory())
 
     def callback(self) -> "LogHistoryCallback":
-        return LogHistoryCallback(self.dir / "log_history.jsonl", enabled=self.enabled)
+        return LogHistoryCallback(self.dir / "log_history.jsonl", enabled=self.enabled,
+                                  attempt=len(self.manifest["attempts"]))
 
 
 class LogHistoryCallback(TrainerCallback):
     """Appends every Trainer log event to log_history.jsonl and prints a one-line progress report."""
 
-    def __init__(self, path: Path, enabled: bool = True):
+    def __init__(self, path: Path, enabled: bool = True, attempt: int = 0):
         self.path = path
         self.enabled = enabled
+        self.attempt = attempt
         self.started = time.time()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not self.enabled or not logs:
             return
         event = {**logs, "step": state.global_step, "epoch": state.epoch,
-                 "elapsed_s": round(time.time() - self.started, 2)}
+                 "elapsed_s": round(time.time() - self.started, 2), "attempt": self.attempt}
         with open(self.path, "a") as f:
-            f.write(json.dumps(event) + "\n")
+            f.write(json.dumps(redact(event)) + "\n")
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                           for k, v in logs.items() if k in ("loss", "eval_loss", "train_loss", "epoch"))
         print(f"[workshop] step {state.global_step}/{state.max_steps} ({event['elapsed_s']:.0f} s): {shown}",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainingArguments, default_data_collator
+from transformers.trainer_utils import get_last_checkpoint
 
 from workshop.config import RunConfig, WorkshopError, parse_args, resolve_precision
 from workshop.data import load_squad, split, tokenize
@@ -77,7 +78,12 @@ def train(cfg: RunConfig, run: RunLog):
     print(f"[workshop] training {cfg.model} ({run.manifest['parameters'] / 1e6:.1f} M parameters) on "
           f"{len(train_set)} examples, evaluating on {len(eval_set)}; logs in {run.dir}", flush=True)
 
-    trainer.train()
+    # [failures] A requeued job (or a rerun with the same --output-dir) goes on from its latest checkpoint-*.
+    resume = get_last_checkpoint(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
+    if resume:
+        print(f"[workshop] resuming from {resume} (attempt {len(run.manifest['attempts'])})", flush=True)
+        run.update(resumed_from=resume)
+    trainer.train(resume_from_checkpoint=resume)
     save_model(trainer.model, tokenizer, f"{cfg.output_dir}/final")
     return trainer
 

@@ -1,0 +1,108 @@
+"""Nothing lost when a job fails: provenance, no token on disk, resume after a requeue, end-state markers.
+
+Real tiny trainings in a fresh copy of the repository (see tests/test_slurm.py for the fixtures' idea).
+"""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_slurm import check_loggers_stopped, job_env, repo_copy, wait_for_job  # noqa: F401 - fixture
+from workshop.runlog import git_provenance, provenance, redact
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE_TOKEN = "hf_FAKEtokenForTheLeakTest0123456789"
+# 36 training examples, 9 steps an epoch, a checkpoint at steps 9, 18 and 27: a kill lands mid-run.
+RESUMABLE = ["--profile", "tiny", "--subset-size", "40", "--gradient-accumulation-steps", "1",
+             "--num-train-epochs", "3", "--save-strategy", "epoch", "--eval-strategy", "no", "--logging-steps", "3"]
+
+
+def fill_tables(root):
+    tables = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "logs/", "--format", "csv"],
+                            cwd=root, capture_output=True, text=True)
+    assert tables.returncode == 0, tables.stderr
+    return tables.stdout
+
+
+def test_provenance_of_this_checkout():
+    found = git_provenance(REPO)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    diff = subprocess.run(["git", "diff", "HEAD"], cwd=REPO, capture_output=True).stdout
+    assert found["commit"] == head and found["source"] == "git"
+    assert found["diff_sha256"] == hashlib.sha256(diff).hexdigest()
+    assert isinstance(found["untracked"], list)
+
+
+def test_provenance_without_git_and_from_a_snapshot(tmp_path):
+    found = provenance(tmp_path)
+    assert found["commit"] is None and found["diff_sha256"] is None and "not a git checkout" in found["reason"]
+    (tmp_path / "SNAPSHOT.json").write_text(json.dumps({"commit": "abc123", "diff_sha256": "d1ff"}))
+    assert provenance(tmp_path) | {"root": None} == {"commit": "abc123", "diff_sha256": "d1ff",
+                                                     "source": "snapshot", "root": None}
+
+
+def test_redact(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    assert redact(["x", "--hub-token", "abc", f"--hub_token={FAKE_TOKEN}", f"pre{FAKE_TOKEN}"]) == \
+        ["x", "--hub-token", "<redacted>", "--hub_token=<redacted>", "pre<redacted>"]
+
+
+def test_no_token_in_any_file_of_the_run(repo_copy):  # noqa: F811
+    env = dict(job_env(), HF_TOKEN=FAKE_TOKEN, HUGGING_FACE_HUB_TOKEN=FAKE_TOKEN[::-1])
+    run = subprocess.run(["bash", "slurm/baseline.slurm", "--profile", "tiny", "--max-steps", "2"],
+                         cwd=repo_copy, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    [run_dir] = (repo_copy / "logs").glob("baseline-local*")
+    files = [path for path in run_dir.rglob("*") if path.is_file()]
+    assert {"manifest.json", "train.out", "log_history.jsonl", "loggers.json"} <= {path.name for path in files}
+    for path in files:
+        text = path.read_bytes()
+        assert FAKE_TOKEN.encode() not in text and FAKE_TOKEN[::-1].encode() not in text, path
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["provenance"]["commit"] is None  # the copy is no git checkout: null, with the reason
+    assert manifest["provenance"]["reason"]
+
+
+def test_killed_run_resumes_from_its_checkpoint(repo_copy):  # noqa: F811
+    run_dir, out_dir = repo_copy / "logs" / "baseline-requeue1", repo_copy / "outputs" / "baseline-requeue1"
+    command = [sys.executable, "baseline/train.py", *RESUMABLE, "--run-dir", str(run_dir), "--output-dir",
+               str(out_dir)]
+    first = subprocess.Popen(command, cwd=repo_copy, env=job_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (out_dir / "checkpoint-9" / "trainer_state.json").is_file():
+        assert first.poll() is None and time.monotonic() < deadline, "no checkpoint-9 before the run ended"
+        time.sleep(0.2)
+    time.sleep(1)  # let the checkpoint's last files land
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=60)
+    if (out_dir / "final").exists():
+        pytest.skip("the first attempt finished before the kill (machine too fast for this test)")
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "cancelled"
+
+    second = subprocess.run(command, cwd=repo_copy, env=job_env(), capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert "[workshop] resuming from" in second.stdout
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["resumed_from"].startswith(str(out_dir / "checkpoint-"))
+    [earlier] = manifest["attempts"]
+    assert earlier["status"] == "cancelled"
+    assert manifest["wall_seconds"] == pytest.approx(earlier["attempt_seconds"] + manifest["attempt_seconds"],
+                                                     abs=0.2)
+    events = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
+    first_steps = [e["step"] for e in events if e["attempt"] == 0]
+    second_steps = [e["step"] for e in events if e["attempt"] == 1]
+    resumed_at = int(Path(manifest["resumed_from"]).name.split("-")[1])
+    assert first_steps and second_steps and min(second_steps) > resumed_at >= 9  # went on, did not restart
+    assert max(second_steps) == 27
+
+    rows = [line for line in fill_tables(repo_copy).splitlines() if "baseline-requeue1" in line]
+    assert len(rows) == 2 and all(",completed," in row for row in rows)  # one row in each baseline table
