@@ -4,6 +4,7 @@ Read `train()` top to bottom: it is the whole lesson. `main()` wraps it with the
 error handling that always records how the run ended.
 """
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -40,7 +41,31 @@ def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> Trainin
         deepspeed=ds_config,
         push_to_hub=False,
         report_to="none",
+        **_cpu_deepspeed_state(ds_config),
     )
+
+
+def _cpu_deepspeed_state(ds_config: dict | None) -> dict:
+    """Several DeepSpeed processes on a machine without a GPU (tests, CI, a laptop): make the Trainer count them.
+
+    accelerate picks a communication backend only for devices it knows (nccl for CUDA, ...); on a plain CPU it
+    leaves none and then reports one process, so the Trainer fills DeepSpeed's "auto" train_batch_size for a
+    world of 1 and DeepSpeed, which sees them all, stops (`train_batch_size ... 16 != 4 * 4 * 2`). ddp_backend
+    does not help: the Trainer ignores it under DeepSpeed. So here, and only here, the shared state is set up
+    first with DeepSpeed's own CPU backend (ccl or gloo) and the Trainer is told to use it. On a GPU node this
+    returns {} and nothing changes.
+    """
+    if ds_config is None or torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return {}
+    from accelerate import PartialState
+    from deepspeed.accelerator import get_accelerator
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # as the Trainer does: start deepspeed.comm, not plain torch
+    try:
+        PartialState(backend=get_accelerator().communication_backend_name())
+    finally:
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
+    return {"accelerator_config": {"use_configured_state": True}}
 
 
 def load_deepspeed_config(cfg: RunConfig):
@@ -78,8 +103,10 @@ def train(cfg: RunConfig, run: RunLog):
     print(f"[workshop] training {cfg.model} ({run.manifest['parameters'] / 1e6:.1f} M parameters) on "
           f"{len(train_set)} examples, evaluating on {len(eval_set)}; logs in {run.dir}", flush=True)
 
-    # [failures] A requeued job (or a rerun with the same --output-dir) goes on from its latest checkpoint-*.
-    resume = get_last_checkpoint(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
+    # [failures] A requeued job (or a rerun with the same --run-dir) goes on from its latest checkpoint-*.
+    # Only then: a fresh run must not pick up an older run's checkpoints from a shared --output-dir.
+    earlier = run.manifest["attempts"] and Path(cfg.output_dir).is_dir()
+    resume = get_last_checkpoint(cfg.output_dir) if earlier else None
     if resume:
         print(f"[workshop] resuming from {resume} (attempt {len(run.manifest['attempts'])})", flush=True)
         run.update(resumed_from=resume)
