@@ -106,3 +106,59 @@ def test_killed_run_resumes_from_its_checkpoint(repo_copy):  # noqa: F811
 
     rows = [line for line in fill_tables(repo_copy).splitlines() if "baseline-requeue1" in line]
     assert len(rows) == 2 and all(",completed," in row for row in rows)  # one row in each baseline table
+
+
+def wait_for_events(run_dir, process=None, timeout=300):
+    """Wait until the training has logged at least one event (so a kill leaves partial metrics)."""
+    deadline = time.monotonic() + timeout
+    history = run_dir / "log_history.jsonl"
+    while not (history.is_file() and history.read_text().strip()):
+        assert time.monotonic() < deadline and (process is None or process.poll() is None), "nothing logged"
+        time.sleep(0.2)
+
+
+def status_cells(root, run_name):
+    return {row.split(",")[1] for row in fill_tables(root).splitlines() if row.startswith(run_name + ",")}
+
+
+def test_sigkill_shows_killed_with_partial_metrics(repo_copy):  # noqa: F811
+    script = subprocess.Popen(["bash", "slurm/baseline.slurm", *RESUMABLE], cwd=repo_copy, env=job_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in script.stdout:
+        if line.startswith("[workshop] training pid "):
+            train_pid = int(line.split()[3].rstrip(":"))
+            break
+    [run_dir] = (repo_copy / "logs").glob("baseline-local*")
+    wait_for_events(run_dir, script)
+    os.kill(train_pid, signal.SIGKILL)  # no handler runs: the manifest keeps "running"
+    output = script.communicate(timeout=120)[0]
+    assert script.returncode == 137, output
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "running"
+    record = check_loggers_stopped(run_dir)
+    assert record["training"]["exit_status"] == 137
+
+    tables = fill_tables(repo_copy)
+    rows = [row for row in tables.splitlines() if row.startswith(run_dir.name + ",")]
+    assert rows and all(row.split(",")[1] == "killed (no end record)" for row in rows), tables
+    loss = rows[0].split(",")[2]  # objective 1's first metric: the last logged training loss
+    assert float(loss) > 0, tables
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_scancel_shows_cancelled(slurm_cluster, repo_copy):  # noqa: F811
+    (repo_copy / "logs").mkdir()
+    submitted = subprocess.run(["sbatch", "--parsable", "slurm/baseline.slurm", *RESUMABLE],
+                               cwd=repo_copy, env=job_env(), capture_output=True, text=True)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().split(";")[0]
+    run_dir = repo_copy / "logs" / f"baseline-{job_id}"
+    try:
+        wait_for_events(run_dir, timeout=600)
+    finally:
+        subprocess.run(["scancel", job_id], check=True)
+    state, _ = wait_for_job(job_id, timeout=120)
+    assert state == "CANCELLED"
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "cancelled"
+    check_loggers_stopped(run_dir)
+    assert status_cells(repo_copy, run_dir.name) == {"cancelled"}

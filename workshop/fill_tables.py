@@ -138,11 +138,30 @@ def load_run_dir(path):
     run.cpu = _take(run, read_psrecord(path / "cpu_memory.log"), "cpu_memory.log")
     status = manifest.get("status") if isinstance(manifest, dict) else None
     if isinstance(status, str) and status:
-        run.status = status
+        run.status = end_status(run, status)
     else:
         run.status = guess_status(run.events, run.stdout)
         run.notes.append(f"{run.name}: no status in a manifest; `{run.status}` is guessed from the logs")
     return run
+
+
+# Statuses of a run that ended before its last values were logged (the manifest's, and end_status's).
+ENDED_EARLY = ("failed", "oom", "cancelled", "timeout", "killed (no end record)")
+
+
+def end_status(run, status):
+    """The manifest's status, made precise where the manifest alone cannot know how the job ended."""
+    if status == "running" and (run.path / "loggers.json").is_file():
+        # common.sh wrote its end record, so the training is gone, yet it never finished its manifest:
+        # SIGKILL, the kernel's OOM killer, a node failure. Whatever it logged before still shows.
+        run.notes.append(f"{run.name}: `killed (no end record)` — the training stopped without finishing its "
+                         "manifest (SIGKILL, the OOM killer or a lost node); values are what it logged until then")
+        return "killed (no end record)"
+    if status == "cancelled":  # SIGTERM: scancel, or SLURM's time limit, which says so in the job's .out
+        job_out = read_text(run.path.with_name(run.path.name + ".out"))
+        if isinstance(job_out, str) and "DUE TO TIME LIMIT" in job_out:
+            return "timeout"
+    return status
 
 
 def load_bare_out(path):
@@ -172,7 +191,7 @@ def absent(run, what, source=None):
         return Missing("not yet (running)", "still running: values appear as it logs them")
     if source in run.damage:
         return Missing(run.damage[source])  # the run's own note explains it
-    if run.status in ("failed", "oom"):
+    if run.status in ENDED_EARLY:
         return Missing(f"missing (run {run.status})", f"the run ended `{run.status}` before logging these values")
     return Missing("missing (not logged)", f"{source} does not hold these values")
 
