@@ -13,7 +13,9 @@
 #
 # Settings from the environment: WORKSHOP_PYTHON (default: the checkout's .venv, else `python` on PATH;
 # sbatch passes the submitter's environment on), GPU_LOG_INTERVAL, CPU_LOG_INTERVAL, LOGGER_GRACE (seconds
-# a logger gets to stop after TERM before KILL, default 5).
+# a logger gets to stop after TERM before KILL, default 5), WORKSHOP_LOGS_ROOT and WORKSHOP_OUTPUTS_ROOT (where
+# run folders and checkpoints go, default logs/ and outputs/ here; `python -m workshop.submit` points them
+# at the checkout while the code runs from its snapshot).
 set -euo pipefail
 
 # The repository is the folder above this file. Under sbatch the .slurm file itself runs from a spool
@@ -49,14 +51,14 @@ workshop_run() {
 
     JOB_ID=${SLURM_JOB_ID:-local$(date +%Y%m%d-%H%M%S)-$$}
     RUN_ID=$name-$JOB_ID
-    RUN_DIR=logs/$RUN_ID
+    RUN_DIR=${WORKSHOP_LOGS_ROOT:-logs}/$RUN_ID
     mkdir -p "$RUN_DIR"
     export JOB_ID RUN_ID RUN_DIR
     _keep_earlier_attempt
     cmd+=(--run-dir "$RUN_DIR")
     [[ " ${cmd[*]} " == *" --output-dir "* || " ${cmd[*]} " == *" --output-dir="* ]] ||
-        cmd+=(--output-dir "outputs/$RUN_ID")
-    say "run $RUN_ID on $(hostname -s): $WORKSHOP_ROOT/$RUN_DIR"
+        cmd+=(--output-dir "${WORKSHOP_OUTPUTS_ROOT:-outputs}/$RUN_ID")
+    say "run $RUN_ID on $(hostname -s): $(cd "$RUN_DIR" && pwd)"
 
     TRAIN_PID='' TRAIN_STATUS='' TRAIN_CMD=$(_redact "$(_quote "${cmd[@]}")")
     GPU_PID='' GPU_ENDED='not started' GPU_STATUS='' GPU_CMD=''

@@ -162,3 +162,31 @@ def test_scancel_shows_cancelled(slurm_cluster, repo_copy):  # noqa: F811
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "cancelled"
     check_loggers_stopped(run_dir)
     assert status_cells(repo_copy, run_dir.name) == {"cancelled"}
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_submit_runs_the_snapshot_not_later_edits(slurm_cluster, repo_copy):  # noqa: F811
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "the submitted code"]):
+        subprocess.run(git + command, cwd=repo_copy, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_copy, capture_output=True, text=True).stdout.strip()
+    submitted = subprocess.run([sys.executable, "-m", "workshop.submit", "slurm/baseline.slurm", "--job-name",
+                                "baseline", "--", "--profile", "tiny", "--max-steps", "2", "--eval-strategy", "no"],
+                               cwd=repo_copy, env=job_env(), capture_output=True, text=True, timeout=60)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.split()[2].rstrip(";")
+    train_py = repo_copy / "workshop" / "train.py"  # an edit after submitting must not reach the job
+    train_py.write_text('raise SystemExit("edited after submit")\n' + train_py.read_text())
+
+    state, exit_code = wait_for_job(job_id, timeout=600)
+    job_out = repo_copy / "logs" / f"baseline-{job_id}.out"
+    assert (state, exit_code) == ("COMPLETED", "0:0"), job_out.read_text()
+    run_dir = repo_copy / "logs" / f"baseline-{job_id}"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    [snapshot] = (repo_copy / "snapshots").glob("*-baseline")
+    assert manifest["provenance"]["source"] == "snapshot" and manifest["provenance"]["commit"] == head
+    assert manifest["provenance"]["root"] == str(snapshot) and not manifest["provenance"]["dirty"]
+    assert (repo_copy / "outputs" / f"baseline-{job_id}" / "final").is_dir()
+    assert "edited after submit" not in (run_dir / "train.out").read_text()
+    assert str(snapshot) in submitted.stdout
