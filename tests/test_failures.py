@@ -190,3 +190,31 @@ def test_submit_runs_the_snapshot_not_later_edits(slurm_cluster, repo_copy):  # 
     assert (repo_copy / "outputs" / f"baseline-{job_id}" / "final").is_dir()
     assert "edited after submit" not in (run_dir / "train.out").read_text()
     assert str(snapshot) in submitted.stdout
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_requeued_job_resumes_in_the_same_run_folder(slurm_cluster, repo_copy):  # noqa: F811
+    (repo_copy / "logs").mkdir()
+    submitted = subprocess.run(["sbatch", "--parsable", "--requeue", "slurm/baseline.slurm", *RESUMABLE],
+                               cwd=repo_copy, env=job_env(), capture_output=True, text=True)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().split(";")[0]
+    run_dir, out_dir = repo_copy / "logs" / f"baseline-{job_id}", repo_copy / "outputs" / f"baseline-{job_id}"
+    deadline = time.monotonic() + 600
+    while not (out_dir / "checkpoint-9" / "trainer_state.json").is_file():
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", job_id])
+            pytest.fail("no checkpoint-9 in 600 s")
+        time.sleep(0.2)
+    time.sleep(1)
+    subprocess.run(["scontrol", "requeue", job_id], check=True)  # what a preemption or node failure does
+
+    state, exit_code = wait_for_job(job_id, timeout=900)
+    assert (state, exit_code) == ("COMPLETED", "0:0"), (repo_copy / "logs" / f"baseline-{job_id}.out").read_text()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["resumed_from"]
+    assert [attempt["status"] for attempt in manifest["attempts"]] == ["cancelled"]
+    assert (run_dir / "attempt-0" / "train.out").is_file() and (run_dir / "attempt-0" / "loggers.json").is_file()
+    assert "resuming from" in (run_dir / "train.out").read_text()
+    assert status_cells(repo_copy, run_dir.name) == {"completed"}
