@@ -1,0 +1,163 @@
+"""Lesson 3 without GPUs: the hostfile builder, the fail-fast checks, and real 2-process DeepSpeed runs on the CPU.
+
+The 2-process runs go through the lesson's .slurm files (bash off-cluster with GPUS=2, and a real sbatch with
+--gpus-per-node=2 on the local cluster's fake GPUs): DeepSpeed's CPU accelerator starts two ranks that talk over
+gloo, exactly the path of a 2-GPU node except the device. Each takes a minute or two on 2 CPU cores.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_deepspeed_lesson import OFFLINE
+from test_slurm import check_loggers_stopped, job_env, wait_for_job
+from workshop.config import WorkshopError
+from workshop.launch import check_hostfile, expand_nodelist, hostfile
+
+REPO = Path(__file__).resolve().parents[1]
+LESSON_FILES = ("slurm/", "deepspeed_single_gpu/", "deepspeed_multi_gpu/", "workshop/")
+TINY = ["--profile", "tiny", "--samples-per-gpu", "20", "--num-train-epochs", "1", "--save-strategy", "no"]
+
+
+@pytest.mark.parametrize("nodelist, names", [
+    ("node[01-04]", ["node01", "node02", "node03", "node04"]),
+    ("a[1-2],b3", ["a1", "a2", "b3"]),
+    ("x,y,z", ["x", "y", "z"]),
+    ("gpu[1,3-4],login-2", ["gpu1", "gpu3", "gpu4", "login-2"]),
+    ("n[08-10]-ib", ["n08-ib", "n09-ib", "n10-ib"]),
+    ("vm", ["vm"]),
+])
+def test_expand_nodelist(nodelist, names):
+    assert expand_nodelist(nodelist) == names
+    if shutil.which("scontrol"):  # the fallback must agree with SLURM's own expander
+        shown = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True)
+        if shown.stdout.split():  # older SLURM (22.05) refuses a suffix after the brackets
+            assert shown.stdout.split() == names
+
+
+def test_expand_nodelist_rejects_garbage():
+    with pytest.raises(WorkshopError, match="cannot read node list"):
+        expand_nodelist("node[a-c]")
+
+
+def launch(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "workshop.launch", *args], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, **(env or {})})
+
+
+def test_hostfile_for_an_allocation(tmp_path):
+    made = launch("hostfile", "--nodelist", "node[01-03]", "--slots", "4")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == "node01 slots=4\nnode02 slots=4\nnode03 slots=4\n"
+    assert check_hostfile(made.stdout, expand_nodelist("node[01-03]")) == ["node01", "node02", "node03"]
+    assert hostfile(["a1", "b3"], 2) == "a1 slots=2\nb3 slots=2\n"
+
+
+def test_hostfile_naming_an_unknown_node_fails(tmp_path):
+    (tmp_path / "hostfile").write_text("node01 slots=4\nnode07 slots=4\n")
+    checked = launch("check-hostfile", str(tmp_path / "hostfile"), "--nodelist", "node[01-02]")
+    assert checked.returncode == 2
+    assert checked.stderr == ("error: hostfile line 2: node 'node07' is not in this allocation "
+                              "(node01, node02)\n")
+
+
+def test_more_gpus_than_visible_fails():
+    counted = launch("gpus", "--want", "3", env={"CUDA_VISIBLE_DEVICES": "0,1"})
+    assert counted.returncode == 2
+    assert counted.stderr.startswith("error: 3 GPUs requested but only 2 visible")
+    assert launch("gpus", env={"CUDA_VISIBLE_DEVICES": "0,1", "SLURM_GPUS_ON_NODE": "2"}).stdout == "2\n"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--samples-per-gpu", "300"], "--samples-per-gpu 300 x 2 processes = 600 examples, more than --data embedded"),
+    (["--samples-per-gpu", "10", "--global-batch-size", "12"],
+     "--global-batch-size 12 is not a multiple of 2 processes x 4 per device = 8"),
+    (["--subset-size", "40"], "sizes the data with --samples-per-gpu"),
+])
+def test_lesson_refuses_before_loading(flags, message):
+    run = subprocess.run([sys.executable, "deepspeed_multi_gpu/train.py", "--profile", "tiny", *flags], cwd=REPO,
+                         env={**os.environ, "WORLD_SIZE": "2"}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.startswith("error: ") and message in run.stderr, run.stderr
+
+
+def copy_lesson(copy):
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in files:
+        if name.startswith(LESSON_FILES) and (REPO / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, copy / name)
+    return copy
+
+
+def check_two_process_run(run_dir, samples_per_gpu=20):
+    """A complete run folder of two DeepSpeed ranks: world size 2, data doubled, both ranks trained."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed", manifest["error"]
+    assert manifest["lesson"] == "deepspeed_multi_gpu"
+    assert manifest["world_size"] == 2
+    assert manifest["subset_size"] == 2 * samples_per_gpu
+    assert manifest["train_samples"] + manifest["eval_samples"] == 2 * samples_per_gpu
+    # Each rank reads half the training set: 18 examples in batches of 4 are 5 micro-batches; with
+    # gradient accumulation 4 that is 2 optimizer steps (one rank alone would take 9 batches, 3 steps).
+    per_rank = -(-manifest["train_samples"] // 2)
+    assert manifest["steps_per_epoch"] == -(-(-(-per_rank // 4)) // 4)
+
+    out = (run_dir / "train.out").read_text()
+    # DeepSpeed's launcher starts two ranks; each prints its own start line and its own notice.
+    assert sorted(re.findall(r"local_rank=(\d)", out)) == ["0", "1"] or out.count("[workshop] training ") == 2, out
+    assert out.count("[workshop] training ") == 2, out[-3000:]
+    assert out.count("[workshop] done; run folder") == 2
+
+    events = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
+    assert any("loss" in e for e in events) and any("train_runtime" in e for e in events)
+    record = check_loggers_stopped(run_dir)
+    assert record["training"]["exit_status"] == 0
+    return manifest
+
+
+@pytest.mark.slow
+def test_weak_scaling_two_cpu_processes(tmp_path):
+    lesson = copy_lesson(tmp_path / "repo")
+    run = subprocess.run(["bash", "slurm/multi_gpu_weak_scaling.slurm", *TINY], cwd=lesson,
+                         env={**job_env(), **OFFLINE, "GPUS": "2"}, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    [run_dir] = (lesson / "logs").glob("weak_scaling_2gpu-local*")
+    manifest = check_two_process_run(run_dir)
+    assert manifest["config_name"] == "stage0"
+
+
+@pytest.mark.slow
+def test_zero2_two_cpu_processes(tmp_path):
+    lesson = copy_lesson(tmp_path / "repo")
+    run = subprocess.run(["bash", "slurm/multi_gpu_zero.slurm", "stage2", *TINY], cwd=lesson,
+                         env={**job_env(), **OFFLINE, "GPUS": "2"}, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    [run_dir] = (lesson / "logs").glob("stage2_2gpu-local*")
+    manifest = check_two_process_run(run_dir)
+    assert manifest["deepspeed_config"] == "deepspeed_single_gpu/configs/stage2.json"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_sbatch_weak_scaling_on_two_fake_gpus(slurm_cluster, tmp_path):
+    lesson = copy_lesson(tmp_path / "repo")
+    (lesson / "logs").mkdir()
+    # The script asks for a big node; the local cluster's 2 fake GPUs are enough, with less memory and CPU.
+    submitted = subprocess.run(["sbatch", "--parsable", "--gpus-per-node=2", "--mem=8G", "--cpus-per-task=2",
+                                "slurm/multi_gpu_weak_scaling.slurm", *TINY],
+                               cwd=lesson, env={**job_env(), **OFFLINE}, capture_output=True, text=True)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().split(";")[0]
+    state, exit_code = wait_for_job(job_id, timeout=1200)
+    job_out = lesson / "logs" / f"weak_scaling-{job_id}.out"
+    assert (state, exit_code) == ("COMPLETED", "0:0"), job_out.read_text()[-4000:]
+    assert "weak scaling on 2 GPU(s)" in job_out.read_text()
+    check_two_process_run(lesson / "logs" / f"weak_scaling_2gpu-{job_id}")
