@@ -111,8 +111,8 @@ def check_two_process_run(run_dir, samples_per_gpu=20):
     assert manifest["steps_per_epoch"] == -(-(-(-per_rank // 4)) // 4)
 
     out = (run_dir / "train.out").read_text()
-    # DeepSpeed's launcher starts two ranks; each prints its own start line and its own notice.
-    assert sorted(re.findall(r"local_rank=(\d)", out)) == ["0", "1"] or out.count("[workshop] training ") == 2, out
+    # DeepSpeed's launcher spawned two ranks, and each got as far as training and finishing.
+    assert sorted(re.findall(r"spawned with command: .*'--local_rank=(\d)'", out)) == ["0", "1"], out[-3000:]
     assert out.count("[workshop] training ") == 2, out[-3000:]
     assert out.count("[workshop] done; run folder") == 2
 
@@ -132,6 +132,14 @@ def test_weak_scaling_two_cpu_processes(tmp_path):
     [run_dir] = (lesson / "logs").glob("weak_scaling_2gpu-local*")
     manifest = check_two_process_run(run_dir)
     assert manifest["config_name"] == "stage0"
+
+    filled = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "logs", "--format", "json"],
+                            cwd=lesson, capture_output=True, text=True)
+    assert filled.returncode == 0, filled.stderr
+    [row] = json.loads(filled.stdout)["deepspeed_multi_gpu_weak_scaling"]["rows"]
+    assert (row["run"], row["GPUs (processes)"], row["samples per GPU"]) == (run_dir.name, 2, 20)
+    assert row["total runtime s (train_runtime)"] > 0 and row["train samples/s"] > 0
+    assert row["efficiency (fewest-GPU runtime / runtime)"] == 1.0  # the only run is its own baseline
 
 
 @pytest.mark.slow

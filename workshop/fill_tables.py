@@ -531,6 +531,51 @@ def offload_answers(rows):
     return answers
 
 
+# ---------------------------------------------------------------------------------------------- lesson 3 tables
+# Weak scaling: the same samples per GPU on more GPUs. Ideal is a flat runtime; efficiency is the fewest-GPU
+# runtime over this runtime (1.0 = perfect), within one model, data per GPU and config.
+
+def world_of(run):
+    value = _manifest(run).get("world_size")
+    return value if isinstance(value, int) and value > 0 else 1
+
+
+def multi_gpu_row(run):
+    row = zero_row(run)
+    world, subset = world_of(run), _manifest(run).get("subset_size")
+    row["GPUs (processes)"] = world
+    row["samples per GPU"] = subset // world if isinstance(subset, int) else absent(run, "subset_size")
+    summary = [e for e in run.events if "train_runtime" in e] if not isinstance(run.events, Missing) else []
+    row["train samples/s"] = number_or(summary[-1].get("train_samples_per_second") if summary else None,
+                                       absent(run, "train samples/s"))
+    return row
+
+
+@table("deepspeed_multi_gpu", "deepspeed_multi_gpu_weak_scaling", "Weak scaling: same samples per GPU, more GPUs",
+       each_run=False)
+def weak_scaling(runs):
+    chosen, notes = latest_runs(runs)
+    notes += [note for run in chosen for note in run.notes]
+    rows = sorted((multi_gpu_row(run) for run in chosen),
+                  key=lambda r: (r["model"], r["init"], str(r["samples per GPU"]), r["config"], r["GPUs (processes)"]))
+    runtime, answers = "total runtime s (train_runtime)", []
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["init"], str(row["samples per GPU"]), row["config"]), []).append(row)
+    for (model, init, per_gpu, config), group in groups.items():
+        measured = [row for row in group if is_number(row[runtime])]
+        base = measured[0] if measured else None
+        for row in group:
+            row["efficiency (fewest-GPU runtime / runtime)"] = round(base[runtime] / row[runtime], 3) \
+                if base and row in measured else Missing("n/a (no runtime)", "a run without train_runtime has no efficiency")
+        if len(measured) > 1:
+            last = measured[-1]
+            answers.append(f"{model} ({init}, {per_gpu} samples per GPU, {config}): {base['GPUs (processes)']} -> "
+                           f"{last['GPUs (processes)']} GPUs took {change(last[runtime], base[runtime])}; "
+                           f"efficiency {base[runtime] / last[runtime]:.2f}.")
+    return rows, answers, notes
+
+
 def build_tables(paths):
     """{key: DataFrame} for every table that has at least one run; markers are strings in the cells.
     df.attrs["title"] is the table's title, df.attrs["notes"] the lines that explain its markers,
