@@ -302,7 +302,7 @@ def objective_1(run):
         for column in ["train loss (last logged)", "train_loss (run mean)", "eval loss (epoch 1)",
                        "train samples/s", "eval samples/s (last eval)", "steps/epoch"]:
             row[column] = events
-        return row
+        return {**row, **answer_scores(run)}
     losses = [e for e in events if "loss" in e]
     evals = [e for e in events if "eval_loss" in e]
     summary = next((e for e in reversed(events) if "train_runtime" in e), None)
@@ -321,7 +321,24 @@ def objective_1(run):
     row["eval samples/s (last eval)"] = evals[-1].get("eval_samples_per_second", absent(run, "eval samples/s")) \
         if evals else absent(run, "eval")
     row["steps/epoch"] = steps_per_epoch(run, summary)
-    return row
+    return {**row, **answer_scores(run)}
+
+
+def answer_scores(run):
+    """{"EM": %, "F1": %} of the fine-tuned model, from answer_quality.json (python -m workshop.answer_quality)."""
+    if not run.path.is_dir():
+        return {"EM": run.manifest, "F1": run.manifest}  # a bare .out: its marker says there is no run folder
+    text = read_text(run.path / "answer_quality.json")
+    if isinstance(text, Missing):
+        # No note: the marker itself says what to run.
+        missing = Missing(f"n/a (not scored: run python -m workshop.answer_quality --run-dir {run.path})")
+        return {"EM": missing, "F1": missing}
+    damaged = Missing("damaged (answer_quality.json)", f"{run.path / 'answer_quality.json'} has no after scores")
+    try:
+        after = json.loads(text)["after"]
+        return {"EM": number_or(after["exact_match"], damaged), "F1": number_or(after["f1"], damaged)}
+    except (ValueError, KeyError, TypeError):
+        return {"EM": damaged, "F1": damaged}
 
 
 @table("baseline", "baseline_objective_2", "Baseline, objective 2: memory")
