@@ -3,6 +3,7 @@
 Real tiny trainings in a fresh copy of the repository (see tests/test_slurm.py for the fixtures' idea).
 """
 
+import csv
 import hashlib
 import json
 import os
@@ -118,7 +119,8 @@ def wait_for_events(run_dir, process=None, timeout=300):
 
 
 def status_cells(root, run_name):
-    return {row.split(",")[1] for row in fill_tables(root).splitlines() if row.startswith(run_name + ",")}
+    rows = csv.reader(line for line in fill_tables(root).splitlines() if line.startswith(run_name + ","))
+    return {row[1] for row in rows}
 
 
 def test_sigkill_shows_killed_with_partial_metrics(repo_copy):  # noqa: F811
@@ -218,3 +220,12 @@ def test_requeued_job_resumes_in_the_same_run_folder(slurm_cluster, repo_copy): 
     assert (run_dir / "attempt-0" / "train.out").is_file() and (run_dir / "attempt-0" / "loggers.json").is_file()
     assert "resuming from" in (run_dir / "train.out").read_text()
     assert status_cells(repo_copy, run_dir.name) == {"completed"}
+
+
+def test_flag_typo_shows_failed_without_manifest(repo_copy):  # noqa: F811
+    run = subprocess.run(["bash", "slurm/baseline.slurm", "--profile", "tiny", "--leraning-rate", "1"],
+                         cwd=repo_copy, env=job_env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    [run_dir] = (repo_copy / "logs").glob("baseline-local*")
+    assert not (run_dir / "manifest.json").exists() and "--leraning-rate" in (run_dir / "train.out").read_text()
+    assert status_cells(repo_copy, run_dir.name) == {"failed (exit 2, no manifest)"}

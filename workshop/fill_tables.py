@@ -39,7 +39,8 @@ from workshop.logparse import (
 )
 
 LESSONS = ("baseline", "deepspeed_single_gpu", "deepspeed_multi_gpu")
-RUN_MARKERS = ("manifest.json", "log_history.jsonl")  # either one makes a folder a run folder
+# Any one makes a folder a run folder; loggers.json alone: the training stopped before its manifest (a flag typo).
+RUN_MARKERS = ("manifest.json", "log_history.jsonl", "loggers.json")
 # Lesson 2's configs (deepspeed_single_gpu/configs/<name>.json), in the order the lesson walks through them.
 ZERO_CONFIGS = ("stage0", "stage1", "stage1_offload", "stage2", "stage2_offload", "stage2_offload_nopin",
                 "stage3", "stage3_offload", "stage3_offload_nopin")
@@ -139,10 +140,22 @@ def load_run_dir(path):
     status = manifest.get("status") if isinstance(manifest, dict) else None
     if isinstance(status, str) and status:
         run.status = end_status(run, status)
+    elif (exit_status := training_exit_status(path)) not in (None, 0):
+        run.status = f"failed (exit {exit_status}, no manifest)"
+        run.notes.append(f"{run.name}: `{run.status}` — the training stopped before writing its manifest "
+                         "(a mistyped flag, a missing file); train.out says why")
     else:
         run.status = guess_status(run.events, run.stdout)
         run.notes.append(f"{run.name}: no status in a manifest; `{run.status}` is guessed from the logs")
     return run
+
+
+def training_exit_status(path):
+    """The training's exit status from common.sh's loggers.json, or None."""
+    try:
+        return json.loads((path / "loggers.json").read_text())["training"]["exit_status"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # Statuses of a run that ended before its last values were logged (the manifest's, and end_status's).
@@ -191,7 +204,7 @@ def absent(run, what, source=None):
         return Missing("not yet (running)", "still running: values appear as it logs them")
     if source in run.damage:
         return Missing(run.damage[source])  # the run's own note explains it
-    if run.status in ENDED_EARLY:
+    if run.status.startswith(ENDED_EARLY):
         return Missing(f"missing (run {run.status})", f"the run ended `{run.status}` before logging these values")
     return Missing("missing (not logged)", f"{source} does not hold these values")
 
