@@ -201,7 +201,11 @@ def test_lesson_registry(tmp_path):
     run = copy_run(tmp_path, "deepspeed_single_gpu_zero2-7")
     edit_manifest(run, run_id="deepspeed_single_gpu_zero2-7", lesson="deepspeed_single_gpu")
     (tmp_path / "deepspeed_multi_gpu-8.out").write_bytes((COMPLETE / "train.out").read_bytes())
-    assert build_tables([tmp_path]) == {}  # no tables for those lessons yet, and they are not baseline runs
+    tables = build_tables([tmp_path])
+    # Neither is a baseline run; the lesson-3 .out lands in lesson 3's table only, and the lesson-2 run has no
+    # known DeepSpeed config, so no lesson-2 table takes it.
+    assert not [key for key in tables if key.startswith(("baseline", "deepspeed_single_gpu"))]
+    assert list(tables["deepspeed_multi_gpu_weak_scaling"]["run"]) == ["deepspeed_multi_gpu-8"]
 
     @table("deepspeed_single_gpu", "ds_test", "A test table")
     def row(run):
