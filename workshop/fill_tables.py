@@ -343,8 +343,8 @@ def answer_scores(run):
         return {"EM": run.manifest, "F1": run.manifest}  # a bare .out: its marker says there is no run folder
     text = read_text(run.path / "answer_quality.json")
     if isinstance(text, Missing):
-        # No note: the marker itself says what to run.
-        missing = Missing(f"n/a (not scored: run python -m workshop.answer_quality --run-dir {run.path})")
+        missing = Missing("n/a (not scored)",
+                          f"score its answers with `python -m workshop.answer_quality --run-dir {run.path}`")
         return {"EM": missing, "F1": missing}
     damaged = Missing("damaged (answer_quality.json)", f"{run.path / 'answer_quality.json'} has no after scores")
     try:
