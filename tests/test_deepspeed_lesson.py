@@ -44,12 +44,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def copy_lesson(copy):
+def copy_lesson(copy, prefixes=LESSON_FILES):
     """Copy the lesson's files (tracked and untracked, not ignored) to `copy`, so logs/ and outputs/ land there."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
                            cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")
     for name in files:
-        if name.startswith(LESSON_FILES) and (REPO / name).is_file():
+        if name.startswith(prefixes) and (REPO / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, copy / name)
     return copy

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from test_deepspeed_lesson import OFFLINE
+from test_deepspeed_lesson import copy_lesson as copy_deepspeed_lesson
 from test_slurm import check_loggers_stopped, job_env, wait_for_job
 from workshop.config import WorkshopError
 from workshop.launch import check_hostfile, expand_nodelist, hostfile
@@ -88,13 +89,7 @@ def test_lesson_refuses_before_loading(flags, message):
 
 
 def copy_lesson(copy):
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in files:
-        if name.startswith(LESSON_FILES) and (REPO / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, copy / name)
-    return copy
+    return copy_deepspeed_lesson(copy, prefixes=LESSON_FILES)
 
 
 def check_two_process_run(run_dir, samples_per_gpu=20):
