@@ -38,6 +38,7 @@ class RunConfig:
     gradient_checkpointing: bool = False
     eval_strategy: str = "epoch"
     save_strategy: str = "epoch"
+    save_steps: int = 500             # with --save-strategy steps: a checkpoint every N optimizer steps
     logging_steps: int = 10
     seed: int = 42
     deepspeed: Optional[str] = None   # path to a DeepSpeed JSON config

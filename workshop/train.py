@@ -26,6 +26,7 @@ def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> Trainin
         output_dir=cfg.output_dir,
         eval_strategy=cfg.eval_strategy,
         save_strategy=cfg.save_strategy,
+        save_steps=cfg.save_steps,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
