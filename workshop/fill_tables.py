@@ -526,11 +526,11 @@ def _by_setup(rows):
     return setups
 
 
-def lowest_peak_answers(rows):
+def lowest_peak_answers(rows, gpu_column="peak GPU MiB (nvidia-smi)"):
     """Per model and data, the configuration with the lowest GPU peak; host RSS when no GPU was measured."""
     answers = []
     for setup, group in _by_setup(rows).items():
-        column, what = "peak GPU MiB (nvidia-smi)", "GPU memory (nvidia-smi)"
+        column, what = gpu_column, "GPU memory (nvidia-smi)"
         if not any(is_number(row[column]) for row in group):
             column, what = "peak CPU MiB (psrecord)", "host RSS (psrecord), as no GPU was measured"
         measured = sorted((row[column], row["config"]) for row in group if is_number(row[column]))
@@ -562,48 +562,181 @@ def offload_answers(rows):
 
 
 # ---------------------------------------------------------------------------------------------- lesson 3 tables
-# Weak scaling: the same samples per GPU on more GPUs. Ideal is a flat runtime; efficiency is the fewest-GPU
-# runtime over this runtime (1.0 = perfect), within one model, data per GPU and config.
+# Two experiments share the lesson: weak scaling (the same samples per GPU on more GPUs; slurm/
+# multi_gpu_weak_scaling.slurm) and ZeRO on 2 GPUs (stages 1-3 with and without offload; slurm/multi_gpu_zero.slurm).
+# Both tables measure the same things per run, lesson 2's columns plus the Trainer's throughput and losses.
+
+ZERO_2GPU = ("stage1", "stage1_offload", "stage2", "stage2_offload", "stage3", "stage3_offload")
+PEAK_PER_GPU, MEAN_PER_GPU = "peak GPU MiB per GPU (nvidia-smi)", "mean GPU MiB per GPU (nvidia-smi)"
+RUNTIME, HOST_PEAK = "total runtime s (train_runtime)", "peak CPU MiB (psrecord)"
+
 
 def world_of(run):
     value = _manifest(run).get("world_size")
     return value if isinstance(value, int) and value > 0 else 1
 
 
+def is_zero_2gpu(run):
+    """A run of the 2-GPU ZeRO comparison: one of its six configs on 2 processes, not part of a weak-scaling sweep."""
+    return config_of(run) in ZERO_2GPU and world_of(run) == 2 and not run.name.startswith("weak_scaling")
+
+
+def gpu_mean_per_gpu(run):
+    """nvidia-smi memory.used averaged over each GPU's samples, then over the GPUs (every GPU's rows count)."""
+    if isinstance(run.gpu, Missing):
+        return run.gpu
+    value = run.gpu.groupby("index")["memory_used_mib"].mean().mean()
+    return float(value) if pd.notna(value) else \
+        Missing("n/a (memory.used [N/A])", "nvidia-smi reported no memory.used values")
+
+
+def summary_value(run, summary, key, what):
+    return number_or(summary.get(key) if summary else None, absent(run, what))
+
+
 def multi_gpu_row(run):
-    row = zero_row(run)
+    """The ten measurements of a lesson-3 run (the weak-scaling and the 2-GPU ZeRO tables share them)."""
+    lesson2 = zero_row(run)
     world, subset = world_of(run), _manifest(run).get("subset_size")
+    events = [] if isinstance(run.events, Missing) else run.events
+    summary = next((e for e in reversed(events) if "train_runtime" in e), None)
+    evals = [e for e in events if "eval_loss" in e]
+    last_eval = evals[-1] if evals else None
+    row = {key: lesson2[key] for key in ("model", "init", "subset", "config", "run", "status")}
     row["GPUs (processes)"] = world
-    row["samples per GPU"] = subset // world if isinstance(subset, int) else absent(run, "subset_size")
-    summary = [e for e in run.events if "train_runtime" in e] if not isinstance(run.events, Missing) else []
-    row["train samples/s"] = number_or(summary[-1].get("train_samples_per_second") if summary else None,
-                                       absent(run, "train samples/s"))
+    row["samples per GPU"] = subset // world if isinstance(subset, int) else absent(run, "subset_size", "manifest.json")
+    row[RUNTIME] = lesson2[RUNTIME]
+    row["train samples/s"] = summary_value(run, summary, "train_samples_per_second", "train samples/s")
+    row["train steps/s"] = summary_value(run, summary, "train_steps_per_second", "train steps/s")
+    row["train_loss (run mean)"] = summary_value(run, summary, "train_loss", "train_loss")
+    row["eval loss (last eval)"] = summary_value(run, last_eval, "eval_loss", "eval loss")
+    row["eval samples/s (last eval)"] = summary_value(run, last_eval, "eval_samples_per_second", "eval samples/s")
+    row[PEAK_PER_GPU] = lesson2["peak GPU MiB (nvidia-smi)"]  # the busiest GPU's peak: it sets the limit
+    row[MEAN_PER_GPU] = gpu_mean_per_gpu(run)
+    row["torch max reserved MiB"] = lesson2["torch max reserved MiB"]
+    row[HOST_PEAK] = lesson2[HOST_PEAK]
+    row["wall s (manifest)"] = lesson2["wall s (manifest)"]
     return row
+
+
+MEMORY_NOTE = (f"`{PEAK_PER_GPU}`: the largest memory.used of the busiest GPU (it sets the limit); "
+               f"`{MEAN_PER_GPU}`: each GPU's samples averaged, then the GPUs averaged. "
+               f"`{HOST_PEAK}` is the whole node: every rank's process together.")
+
+
+def percent_spread(values):
+    return (max(values) - min(values)) / min(values) * 100
 
 
 @table("deepspeed_multi_gpu", "deepspeed_multi_gpu_weak_scaling", "Weak scaling: same samples per GPU, more GPUs",
        each_run=False)
 def weak_scaling(runs):
-    chosen, notes = latest_runs(runs)
-    notes += [note for run in chosen for note in run.notes]
+    chosen, notes = latest_runs([run for run in runs if not is_zero_2gpu(run)])
+    notes += [note for run in chosen for note in run.notes] + [MEMORY_NOTE]
     rows = sorted((multi_gpu_row(run) for run in chosen),
                   key=lambda r: (r["model"], r["init"], str(r["samples per GPU"]), r["config"], r["GPUs (processes)"]))
-    runtime, answers = "total runtime s (train_runtime)", []
+    answers = []
     groups = {}
     for row in rows:
         groups.setdefault((row["model"], row["init"], str(row["samples per GPU"]), row["config"]), []).append(row)
     for (model, init, per_gpu, config), group in groups.items():
-        measured = [row for row in group if is_number(row[runtime])]
+        label = f"{model} ({init}, {per_gpu} samples per GPU, {config})"
+        measured = [row for row in group if is_number(row[RUNTIME])]
         base = measured[0] if measured else None
         for row in group:
-            row["efficiency (fewest-GPU runtime / runtime)"] = round(base[runtime] / row[runtime], 3) \
+            row["efficiency (fewest-GPU runtime / runtime)"] = round(base[RUNTIME] / row[RUNTIME], 3) \
                 if base and row in measured else Missing("n/a (no runtime)", "a run without train_runtime has no efficiency")
         if len(measured) > 1:
             last = measured[-1]
-            answers.append(f"{model} ({init}, {per_gpu} samples per GPU, {config}): {base['GPUs (processes)']} -> "
-                           f"{last['GPUs (processes)']} GPUs took {change(last[runtime], base[runtime])}; "
-                           f"efficiency {base[runtime] / last[runtime]:.2f}.")
+            answers.append(f"{label}: {base['GPUs (processes)']} -> {last['GPUs (processes)']} GPUs took "
+                           f"{change(last[RUNTIME], base[RUNTIME])}; efficiency {base[RUNTIME] / last[RUNTIME]:.2f}.")
+        answers.append(constant_memory_answer(label, group))
     return rows, answers, notes
+
+
+def constant_memory_answer(label, group):
+    """The quiz: is peak memory per GPU constant as GPUs are added? Within 5% across the GPU counts counts as yes.
+    Without GPU numbers, host RSS per process (psrecord's node total / processes) stands in, and says so."""
+    column, what = PEAK_PER_GPU, "peak GPU memory per GPU (nvidia-smi)"
+    if sum(is_number(row[column]) for row in group) < 2:
+        column, what = HOST_PEAK, "host RSS per process (psrecord / processes), as no GPU was measured"
+    points = sorted((row["GPUs (processes)"], row[column] / (1 if column == PEAK_PER_GPU else row["GPUs (processes)"]))
+                    for row in group if is_number(row[column]))
+    if len({gpus for gpus, _ in points}) < 2:
+        return (f"{label}: is peak memory per GPU constant as GPUs are added? not answerable yet: measured at "
+                f"{', '.join(str(g) for g, _ in points) or 'no'} GPU count(s); run at least two "
+                "(bash slurm/submit_weak_scaling.sh).")
+    values = [mib for _, mib in points]
+    spread = percent_spread(values)
+    shown = ", ".join(f"{mib:.0f} MiB at {gpus}" for gpus, mib in points)
+    verdict = "yes, about constant" if spread <= 5 else \
+        ("no, it grows" if values[-1] > values[0] else "no, it shrinks")
+    return f"{label}: is {what} constant as GPUs are added? {verdict} ({shown}; spread {spread:.1f}% of the smallest, 5% counts as constant)."
+
+
+def zero_2gpu_runs(runs):
+    chosen, notes = latest_runs([run for run in runs if is_zero_2gpu(run)])
+    order = {name: i for i, name in enumerate(ZERO_2GPU)}
+    chosen.sort(key=lambda run: (setup_of(run), order[config_of(run)]))
+    return chosen, notes + [note for run in chosen for note in run.notes]
+
+
+@table("deepspeed_multi_gpu", "deepspeed_multi_gpu_zero_2gpu", "ZeRO on 2 GPUs: stages 1-3, with and without offload",
+       each_run=False)
+def zero_2gpu(runs):
+    chosen, notes = zero_2gpu_runs(runs)
+    rows = [multi_gpu_row(run) for run in chosen]
+    missing = [config for config in ZERO_2GPU if config not in {row["config"] for row in rows}]
+    if rows and missing:
+        notes.append(f"no run yet of {', '.join(missing)}: `CONFIGS=\"{' '.join(missing)}\" "
+                     "bash slurm/submit_zero_2gpu.sh` submits them")
+    return rows, lowest_peak_answers(rows, PEAK_PER_GPU), notes + [MEMORY_NOTE]
+
+
+SAVING = "GPU memory saving % (peak per GPU)"
+SLOWER = "runtime change % (train_runtime)"
+HOST_CHANGE = "host RSS change % (psrecord)"
+
+
+@table("deepspeed_multi_gpu", "deepspeed_multi_gpu_zero_savings", "ZeRO on 2 GPUs: what offloading saves and costs",
+       each_run=False)
+def zero_savings(runs):
+    """Per model and data and stage: offload against the same stage without, from the 2-GPU ZeRO table's runs."""
+    chosen, notes = zero_2gpu_runs(runs)
+    rows = []
+    for setup, group in _by_setup([multi_gpu_row(run) for run in chosen]).items():
+        by_config = {row["config"]: row for row in group}
+        for stage in ("stage1", "stage2", "stage3"):
+            plain, offload = by_config.get(stage), by_config.get(f"{stage}_offload")
+            if plain is None and offload is None:
+                continue
+            row = dict(zip(("model", "init", "subset"), setup), stage=stage,
+                       runs=" vs ".join(r["run"] for r in (plain, offload) if r))
+            row[SAVING] = relative(plain, offload, PEAK_PER_GPU, stage, saving=True)
+            row[SLOWER] = relative(plain, offload, RUNTIME, stage)
+            row[HOST_CHANGE] = relative(plain, offload, HOST_PEAK, stage)
+            rows.append(row)
+    notes += [f"`{SAVING}` = (no-offload - offload) / no-offload x 100 of `{PEAK_PER_GPU}`: positive means "
+              "offloading freed GPU memory.",
+              f"`{SLOWER}` = (offload - no-offload) / no-offload x 100 of `{RUNTIME}`: positive means offloading "
+              "made the training slower.",
+              f"`{HOST_CHANGE}` = (offload - no-offload) / no-offload x 100 of `{HOST_PEAK}`: where the offloaded "
+              "states went."]
+    return rows, [], notes
+
+
+def relative(plain, offload, column, stage, saving=False):
+    """The percentage of the savings table, or the marker saying which run or value is missing."""
+    for config, row in ((stage, plain), (f"{stage}_offload", offload)):
+        if row is None:
+            return Missing(f"n/a (no {config} run)", "the comparison needs both runs of the stage")
+        if not is_number(row[column]):
+            return Missing(f"n/a ({config}: {row[column]})", "the comparison needs a number from both runs; "
+                           "the ZeRO table's notes say why one is missing")
+    before, after = plain[column], offload[column]
+    if not before:
+        return Missing("n/a (zero baseline)", "a no-offload value of 0 gives no percentage")
+    return round(((before - after) if saving else (after - before)) / before * 100, 1)
 
 
 def build_tables(paths):
