@@ -159,20 +159,33 @@ def training_exit_status(path):
 
 
 # Statuses of a run that ended before its last values were logged (the manifest's, and end_status's).
+# Matched with startswith, so "oom (host memory limit)" counts as "oom".
 ENDED_EARLY = ("failed", "oom", "cancelled", "timeout", "killed (no end record)")
 
 
 def end_status(run, status):
-    """The manifest's status, made precise where the manifest alone cannot know how the job ended."""
+    """The manifest's status, made precise where the manifest alone cannot know how the job ended.
+    common.sh's end record (loggers.json) says whether the kernel's OOM killer or SLURM's time limit ended it."""
+    try:
+        training = json.loads((run.path / "loggers.json").read_text())["training"]
+        ended = training.get("ended") if isinstance(training, dict) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        training, ended = None, None
+    if status == "running" and ended == "oom-killed":  # SIGKILL from the kernel: no chance to write the end
+        limit = training.get("memory_limit_mb")
+        run.notes.append(f"{run.name}: `oom (host memory limit)` — the kernel's OOM killer stopped the training: it "
+                         f"needed more host memory than the job may use (--mem{f'={limit}M' if limit else ''}); "
+                         "ask for more, or use less; values are what it logged until then")
+        return "oom (host memory limit)"
     if status == "running" and (run.path / "loggers.json").is_file():
         # common.sh wrote its end record, so the training is gone, yet it never finished its manifest:
         # SIGKILL, the kernel's OOM killer, a node failure. Whatever it logged before still shows.
         run.notes.append(f"{run.name}: `killed (no end record)` — the training stopped without finishing its "
                          "manifest (SIGKILL, the OOM killer or a lost node); values are what it logged until then")
         return "killed (no end record)"
-    if status == "cancelled":  # SIGTERM: scancel, or SLURM's time limit, which says so in the job's .out
+    if status == "cancelled":  # SIGTERM: scancel, or SLURM's time limit (the end record or the job's .out says which)
         job_out = read_text(run.path.with_name(run.path.name + ".out"))
-        if isinstance(job_out, str) and "DUE TO TIME LIMIT" in job_out:
+        if ended == "time limit" or (isinstance(job_out, str) and "DUE TO TIME LIMIT" in job_out):
             return "timeout"
     return status
 
