@@ -724,7 +724,7 @@ def zero_savings(runs):
             if plain is None and offload is None:
                 continue
             row = dict(zip(("model", "init", "subset"), setup), stage=stage,
-                       runs=" vs ".join(r["run"] for r in (plain, offload) if r))
+                       run=" vs ".join(r["run"] for r in (plain, offload) if r))  # names the run(s) in the notes
             row[SAVING] = relative(plain, offload, PEAK_PER_GPU, stage, saving=True)
             row[SLOWER] = relative(plain, offload, RUNTIME, stage)
             row[HOST_CHANGE] = relative(plain, offload, HOST_PEAK, stage)
