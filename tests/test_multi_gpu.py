@@ -19,6 +19,7 @@ from test_deepspeed_lesson import OFFLINE
 from test_deepspeed_lesson import copy_lesson as copy_deepspeed_lesson
 from test_slurm import check_loggers_stopped, job_env, wait_for_job
 from workshop.config import WorkshopError
+from workshop.fill_tables import ZERO_2GPU, build_tables
 from workshop.launch import check_hostfile, expand_nodelist, hostfile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,34 +119,73 @@ def check_two_process_run(run_dir, samples_per_gpu=20):
     return manifest
 
 
+# ---------------------------------------------------------------------------------------------- the 2-process runs
+# One real 2-process run of the weak-scaling job and of each of the six ZeRO configs, two optimizer steps each, made
+# once per session in one lesson copy: the tests below and notebooks/03_multi_gpu.ipynb's test
+# (tests/test_notebooks.py) read their logs.
+SHORT = [*TINY, "--max-steps", "2"]
+JOBS = [("weak_scaling", ["slurm/multi_gpu_weak_scaling.slurm"])] + \
+       [(config, ["slurm/multi_gpu_zero.slurm", config]) for config in ZERO_2GPU]
+_MADE = {}
+
+
+def two_process_logs(tmp_path_factory):
+    """logs/ of a lesson copy holding a complete 2-process run of each job in JOBS (made on the first call)."""
+    if "logs" not in _MADE:
+        lesson = copy_lesson(tmp_path_factory.mktemp("multi_gpu") / "repo")
+        for name, script in JOBS:
+            run = subprocess.run(["bash", *script, *SHORT], cwd=lesson, env={**job_env(), **OFFLINE, "GPUS": "2"},
+                                 capture_output=True, text=True, timeout=900)
+            assert run.returncode == 0, f"{name}: " + (run.stdout + run.stderr)[-4000:]
+        _MADE["logs"] = lesson / "logs"
+    return _MADE["logs"]
+
+
+@pytest.fixture(scope="module")
+def lesson_logs(tmp_path_factory):
+    return two_process_logs(tmp_path_factory)
+
+
 @pytest.mark.slow
-def test_weak_scaling_two_cpu_processes(tmp_path):
-    lesson = copy_lesson(tmp_path / "repo")
-    run = subprocess.run(["bash", "slurm/multi_gpu_weak_scaling.slurm", *TINY], cwd=lesson,
-                         env={**job_env(), **OFFLINE, "GPUS": "2"}, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
-    [run_dir] = (lesson / "logs").glob("weak_scaling_2gpu-local*")
+def test_weak_scaling_two_cpu_processes(lesson_logs):
+    [run_dir] = lesson_logs.glob("weak_scaling_2gpu-local*")
     manifest = check_two_process_run(run_dir)
     assert manifest["config_name"] == "stage0"
 
-    filled = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "logs", "--format", "json"],
-                            cwd=lesson, capture_output=True, text=True)
+    filled = subprocess.run([sys.executable, "-m", "workshop.fill_tables", str(lesson_logs), "--format", "json"],
+                            cwd=REPO, capture_output=True, text=True)
     assert filled.returncode == 0, filled.stderr
-    [row] = json.loads(filled.stdout)["deepspeed_multi_gpu_weak_scaling"]["rows"]
+    [row] = json.loads(filled.stdout)["deepspeed_multi_gpu_weak_scaling"]["rows"]  # the ZeRO runs are not in it
     assert (row["run"], row["GPUs (processes)"], row["samples per GPU"]) == (run_dir.name, 2, 20)
     assert row["total runtime s (train_runtime)"] > 0 and row["train samples/s"] > 0
     assert row["efficiency (fewest-GPU runtime / runtime)"] == 1.0  # the only run is its own baseline
 
 
 @pytest.mark.slow
-def test_zero2_two_cpu_processes(tmp_path):
-    lesson = copy_lesson(tmp_path / "repo")
-    run = subprocess.run(["bash", "slurm/multi_gpu_zero.slurm", "stage2", *TINY], cwd=lesson,
-                         env={**job_env(), **OFFLINE, "GPUS": "2"}, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
-    [run_dir] = (lesson / "logs").glob("stage2_2gpu-local*")
+@pytest.mark.parametrize("config", ZERO_2GPU)
+def test_zero_config_on_two_cpu_processes(lesson_logs, config):
+    [run_dir] = lesson_logs.glob(f"{config}_2gpu-local*")
     manifest = check_two_process_run(run_dir)
-    assert manifest["deepspeed_config"] == "deepspeed_single_gpu/configs/stage2.json"
+    assert manifest["deepspeed_config"] == f"deepspeed_single_gpu/configs/{config}.json"
+    assert manifest["config_name"] == config and manifest["settings"]["max_steps"] == 2
+
+
+@pytest.mark.slow
+def test_zero_runs_fill_the_2gpu_tables(lesson_logs):
+    tables = build_tables([lesson_logs])
+    rows = tables["deepspeed_multi_gpu_zero_2gpu"].to_dict("records")
+    assert [row["config"] for row in rows] == list(ZERO_2GPU)
+    for row in rows:
+        assert row["status"] == "completed" and row["GPUs (processes)"] == 2
+        for column in ("total runtime s (train_runtime)", "train samples/s", "train steps/s", "train_loss (run mean)",
+                       "eval loss (last eval)", "peak CPU MiB (psrecord)"):
+            assert isinstance(row[column], float) and row[column] > 0, (row["config"], column, row[column])
+        assert row["peak GPU MiB per GPU (nvidia-smi)"] == "n/a (no GPU)"  # CPU ranks: the cell says why
+    savings = tables["deepspeed_multi_gpu_zero_savings"]
+    assert list(savings["stage"]) == ["stage1", "stage2", "stage3"]
+    assert all(isinstance(value, float) for value in savings["runtime change % (train_runtime)"])
+    assert list(savings["GPU memory saving % (peak per GPU)"]) == [f"n/a ({stage}: n/a (no GPU))"
+                                                                  for stage in savings["stage"]]
 
 
 @pytest.mark.slurm

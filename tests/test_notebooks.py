@@ -153,6 +153,30 @@ def test_zero_notebook_runs_both_configs_and_shows_tables_answers_and_figures(ze
     assert len(pngs) >= 2, f"expected the memory timelines and the peak bars, got {len(pngs)} images"
 
 
+@pytest.mark.slow
+def test_multi_gpu_notebook_fills_its_tables_answers_and_figures(tmp_path_factory, python3_kernel):
+    """Lesson 3's notebook on the real 2-process CPU runs tests/test_multi_gpu.py makes (made once, shared)."""
+    from test_multi_gpu import two_process_logs
+
+    logs = two_process_logs(tmp_path_factory)
+    before = sorted(path.name for path in logs.iterdir())
+    nb = execute("03_multi_gpu.ipynb", logs, python3_kernel)
+    errors = [f"{o.ename}: {o.evalue}\n" + "\n".join(o.traceback) for o in outputs(nb) if o.output_type == "error"]
+    assert not errors, errors[0]
+    assert sorted(path.name for path in logs.iterdir()) == before  # runs were there: the notebook trained none
+
+    text, tables = output_text(nb), build_tables([logs])
+    for key, (title, _) in TABLES["deepspeed_multi_gpu"].items():
+        assert title in text, f"table title {title!r} not shown"
+        for line in tables[key].attrs["answers"]:
+            assert line in text, f"answer not shown: {line}"
+    assert "is peak memory per GPU constant" in text  # the quiz, answered (or said why not) from the numbers
+    for run in tables["deepspeed_multi_gpu_zero_2gpu"]["run"]:
+        assert run in text
+    pngs = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
+    assert len(pngs) == 3, f"expected throughput, memory per GPU and the ZeRO trade-off, got {len(pngs)} images"
+
+
 def test_ensure_configs_without_permission_to_run(tmp_path, capsys):
     assert plots.ensure_configs(tmp_path / "logs", ["stage2_offload"], ["--profile", "tiny"], run=False) == []
     assert "bash slurm/stage2_offload.slurm --profile tiny" in capsys.readouterr().out
