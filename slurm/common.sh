@@ -7,7 +7,9 @@
 #   train.out         COMMAND's stdout+stderr (also printed to the job's own output)
 #   gpu_memory.csv    python -m workshop.monitor gpu     (every GPU_LOG_INTERVAL seconds, default 1)
 #   cpu_memory.log    psrecord --include-children        (every CPU_LOG_INTERVAL seconds, default 1)
-#   loggers.json      pids, commands and how the training and each logger ended
+#   loggers.json      pids, commands and how the training and each logger ended (the end record): the
+#                     training's `ended` is "exited", "oom-killed" (the kernel's OOM killer, e.g. over
+#                     `#SBATCH --mem`), "time limit" (SLURM's --time), "SIGTERM" (scancel) or "SIGINT"
 # The loggers are always stopped, whether the training succeeds, fails or the job is cancelled, and
 # the script exits with the training's exit status.
 #
@@ -60,7 +62,8 @@ workshop_run() {
         cmd+=(--output-dir "${WORKSHOP_OUTPUTS_ROOT:-outputs}/$RUN_ID")
     say "run $RUN_ID on $(hostname -s): $(cd "$RUN_DIR" && pwd)"
 
-    TRAIN_PID='' TRAIN_STATUS='' TRAIN_CMD=$(_redact "$(_quote "${cmd[@]}")")
+    TRAIN_PID='' TRAIN_STATUS='' TRAIN_ENDED='' TRAIN_CMD=$(_redact "$(_quote "${cmd[@]}")")
+    OOM_KILLS_BEFORE=$(_oom_kills)  # compared at the end: did the kernel's OOM killer strike during the run?
     GPU_PID='' GPU_ENDED='not started' GPU_STATUS='' GPU_CMD=''
     CPU_PID='' CPU_ENDED='not started' CPU_STATUS='' CPU_CMD=''
     trap _workshop_on_exit EXIT
@@ -134,6 +137,26 @@ _redact() {
     sed -E 's/(--hub[-_]token[= ])[^ ]+/\1<redacted>/g' <<<"$text"
 }
 
+# _oom_kills: how many processes the kernel's OOM killer has killed in this job's memory cgroup (the
+# `oom_kill` line of memory.oom_control under cgroup v1, of memory.events under v2); empty where unreadable.
+# SLURM's `--mem` is enforced by this cgroup, and the training runs in the same one as this script.
+_oom_kills() {
+    local path
+    path=$(sed -n 's/^[0-9]*:memory:\(.*\)/\1/p' /proc/self/cgroup)
+    if [[ -n $path ]]; then
+        path=/sys/fs/cgroup/memory$path/memory.oom_control
+    else  # cgroup v2: the one `0::PATH` line
+        path=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/memory.events
+    fi
+    awk '$1 == "oom_kill" { print $2 }' "$path" 2>/dev/null || true
+}
+
+# _slurm_reason: why SLURM is ending this job, e.g. `TimeLimit` (squeue's %r); empty off-cluster.
+_slurm_reason() {
+    [[ -n ${SLURM_JOB_ID:-} ]] || return 0
+    timeout 10 squeue -h -j "$SLURM_JOB_ID" -o %r 2>/dev/null || true
+}
+
 # _wait_gone PID SECONDS: true once PID has exited, false if it still runs after SECONDS (whole seconds).
 _wait_gone() {
     local tries=$(($2 * 10))
@@ -167,7 +190,11 @@ _stop() {
 
 _workshop_on_signal() {
     trap - TERM INT  # a second signal must not re-enter this
-    say "got SIG$1: stopping the training"
+    TRAIN_ENDED=SIG$1
+    local why=''
+    # SLURM sends the same SIGTERM for scancel and for its time limit; only its reason tells them apart.
+    if [[ $1 == TERM && $(_slurm_reason) == TimeLimit ]]; then TRAIN_ENDED='time limit' why=' (time limit)'; fi
+    say "got SIG$1: stopping the training$why"
     if [[ -n $TRAIN_PID ]] && kill -0 "$TRAIN_PID" 2>/dev/null; then
         kill -TERM "$TRAIN_PID" 2>/dev/null || true
         _wait_gone "$TRAIN_PID" 10 || kill -KILL "$TRAIN_PID" 2>/dev/null || true
@@ -181,13 +208,26 @@ _workshop_on_exit() {
     local status=$?
     trap - EXIT TERM INT
     set +e
+    # SIGKILL (137) while the cgroup counted a new OOM kill: the kernel killed the training for memory.
+    local oom_kills='' now
+    now=$(_oom_kills)
+    [[ -z $OOM_KILLS_BEFORE || -z $now ]] || oom_kills=$((now - OOM_KILLS_BEFORE))
+    if [[ -z $TRAIN_ENDED && -n $TRAIN_STATUS ]]; then
+        TRAIN_ENDED=exited
+        if [[ $TRAIN_STATUS == 137 && ${oom_kills:-0} -gt 0 ]]; then
+            TRAIN_ENDED=oom-killed
+            say "the kernel's OOM killer stopped the training: it needed more host memory than the job may use" \
+                "(#SBATCH --mem${SLURM_MEM_PER_NODE:+=${SLURM_MEM_PER_NODE}M}); ask for more, or use less"
+        fi
+    fi
     if [[ -n $GPU_PID ]]; then _stop "$GPU_PID"; GPU_ENDED=$_ENDED GPU_STATUS=$_STATUS; fi
     if [[ -n $CPU_PID ]]; then _stop "$CPU_PID"; CPU_ENDED=$_ENDED CPU_STATUS=$_STATUS; fi
     say "gpu logger: $GPU_ENDED (status $GPU_STATUS); cpu logger: $CPU_ENDED (status $CPU_STATUS)"
     # train.out is complete once tee has drained the pipe (bounded: a stray grandchild may hold it open).
     _wait_gone "$TEE_PID" 5 || kill -TERM "$TEE_PID" 2>/dev/null
-    "$PYTHON" - "$RUN_DIR/loggers.json" "$RUN_ID" "$TRAIN_PID" "$TRAIN_CMD" "$TRAIN_STATUS" \
-        "$GPU_PID" "$GPU_CMD" "$GPU_ENDED" "$GPU_STATUS" "$CPU_PID" "$CPU_CMD" "$CPU_ENDED" "$CPU_STATUS" <<'EOF'
+    "$PYTHON" - "$RUN_DIR/loggers.json" "$RUN_ID" "$TRAIN_PID" "$TRAIN_CMD" "$TRAIN_STATUS" "$TRAIN_ENDED" \
+        "$oom_kills" "${SLURM_MEM_PER_NODE:-}" "$GPU_PID" "$GPU_CMD" "$GPU_ENDED" "$GPU_STATUS" \
+        "$CPU_PID" "$CPU_CMD" "$CPU_ENDED" "$CPU_STATUS" <<'EOF'
 import json, sys
 
 out, run_id, *fields = sys.argv[1:]
@@ -195,10 +235,14 @@ number = lambda text: int(text) if text.isdigit() else None
 def process(pid, command, ended, status):
     return {"pid": number(pid), "command": command, "ended": ended, "exit_status": number(status),
             "stopped": ended != "running"}
+pid, command, status, ended, oom_kills, mem_mb, *fields = fields
 record = {
     "run_id": run_id,
-    "training": {"pid": number(fields[0]), "command": fields[1], "exit_status": number(fields[2])},
-    "loggers": {"gpu": process(*fields[3:7]), "cpu": process(*fields[7:11])},
+    # oom_kills: the kernel's OOM kills in the job's memory cgroup during the run (null: not readable);
+    # memory_limit_mb: the job's `--mem` as SLURM passed it (null: none given, or off-cluster)
+    "training": {"pid": number(pid), "command": command, "exit_status": number(status), "ended": ended or None,
+                 "oom_kills": number(oom_kills), "memory_limit_mb": number(mem_mb)},
+    "loggers": {"gpu": process(*fields[0:4]), "cpu": process(*fields[4:8])},
 }
 with open(out, "w") as f:
     json.dump(record, f, indent=2)

@@ -174,3 +174,23 @@ def needed_ops(cfg) -> list:
     if not _adam(cfg):
         return []
     return ["cpu_adam"] if needs_cpu_adam(cfg) else ["fused_adam"]
+
+
+def check_gpu_precision(cfg, ds_config, has_cuda: bool):
+    """fp16/bf16 switched on explicitly (--fp16/--bf16, or "enabled": true in the DeepSpeed JSON) needs a CUDA GPU.
+
+    Without one, the Trainer or DeepSpeed would stop deep in their setup with a traceback; here it is one line.
+    The default (fp16 unset, "auto" in the JSON) still falls back to fp32 with a notice (config.resolve_precision).
+    """
+    if has_cuda:
+        return
+    request = "request one (sbatch --gpus=1, or --gres=gpu:1)"
+    for flag in ("fp16", "bf16"):
+        if getattr(cfg, flag) is True:
+            raise WorkshopError(f"--{flag} needs a CUDA GPU and none is visible here: drop the flag (the run then "
+                                f"trains in fp32) or {request}")
+    for section in ("fp16", "bf16", "bfloat16"):
+        values = (ds_config or {}).get(section)
+        if isinstance(values, dict) and values.get("enabled") is True:
+            raise WorkshopError(f"{cfg.deepspeed}: {section}.enabled is true, which needs a CUDA GPU, and none is "
+                                f"visible here: set it to \"auto\" (it then follows --fp16/--bf16) or {request}")

@@ -122,6 +122,27 @@ def peak_memory() -> dict:
     return peaks
 
 
+def cuda_memory_now() -> dict:
+    """The GPU's memory right now, in MiB: what a caught torch.OutOfMemoryError is recorded with.
+    allocated = live tensors, reserved = held by PyTorch's caching allocator, total = the card."""
+    if not torch.cuda.is_available():
+        return {"device": "cpu"}
+    device = torch.cuda.current_device()
+    mib = lambda size: round(size / 2**20, 1)  # noqa: E731
+    return {"device": f"cuda:{device}", "allocated_mib": mib(torch.cuda.memory_allocated(device)),
+            "reserved_mib": mib(torch.cuda.memory_reserved(device)),
+            "max_reserved_mib": mib(torch.cuda.max_memory_reserved(device)),
+            "total_mib": mib(torch.cuda.get_device_properties(device).total_memory)}
+
+
+def describe_cuda_memory(memory: dict) -> str:
+    """cuda_memory_now() as one phrase for an error line."""
+    if "total_mib" not in memory:
+        return f"no figures: device {memory.get('device')}"
+    return (f"{memory['device']}: {memory['allocated_mib']:.0f} MiB allocated, {memory['reserved_mib']:.0f} MiB "
+            f"reserved (peak {memory['max_reserved_mib']:.0f}) of {memory['total_mib']:.0f} MiB")
+
+
 class RunLog:
     """Owns one run folder. Only the main process writes; other ranks get a no-op."""
 
@@ -166,11 +187,11 @@ class RunLog:
         if self.enabled:
             write_json(self.dir / "manifest.json", self.manifest)
 
-    def finish(self, status: str, exit_code: int, error: str | None = None):
+    def finish(self, status: str, exit_code: int, error: str | None = None, **fields):
         # wall_seconds: the whole run, summed over attempts (an attempt killed without an end record counts 0)
         seconds = round(time.time() - self.started, 1)
         self.update(status=status, exit_code=exit_code, error=error, end_time=utc_now(), attempt_seconds=seconds,
-                    wall_seconds=round(self.earlier_seconds + seconds, 1), peak_memory=peak_memory())
+                    wall_seconds=round(self.earlier_seconds + seconds, 1), peak_memory=peak_memory(), **fields)
 
     def callback(self) -> "LogHistoryCallback":
         return LogHistoryCallback(self.dir / "log_history.jsonl", enabled=self.enabled,

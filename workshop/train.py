@@ -16,10 +16,12 @@ from transformers.trainer_utils import get_last_checkpoint
 from workshop.config import RunConfig, WorkshopError, parse_args, resolve_precision
 from workshop.data import load_squad, split, tokenize
 from workshop.model import load_model, resolve_model, save_model
-from workshop.runlog import RunLog, default_run_dir
+from workshop.runlog import RunLog, cuda_memory_now, default_run_dir, describe_cuda_memory
 
 
 def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> TrainingArguments:
+    from workshop.ds_config import check_gpu_precision  # explicit fp16/bf16 without a GPU: one error line
+    check_gpu_precision(cfg, ds_config, torch.cuda.is_available())
     fp16, bf16 = resolve_precision(cfg, torch.cuda.is_available(),
                                    torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     return TrainingArguments(
@@ -145,8 +147,10 @@ def main(argv=None, lesson="baseline", require_deepspeed=False, **lesson_default
         run.finish("failed", 2, str(err))
         fail(err)
     except torch.OutOfMemoryError as err:
-        run.finish("oom", 3, str(err).splitlines()[0])
-        fail(f"out of GPU memory; peaks are in {run.dir}/manifest.json", code=3)
+        memory = cuda_memory_now()  # the failed step's tensors are still alive: the figures at the time
+        run.finish("oom", 3, str(err).splitlines()[0], oom_memory=memory)
+        fail(f"out of GPU memory ({describe_cuda_memory(memory)}); lower --per-device-train-batch-size or use "
+             f"DeepSpeed; figures in {run.dir}/manifest.json", code=3)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
         run.finish("cancelled" if code == 128 + signal.SIGTERM else "failed", code)
