@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from test_fill_tables_zero import edit_manifest, events, manifest, rows_by_config, set_train_runtime
 from workshop import plots
 from workshop.fill_tables import ZERO_2GPU, build_tables, render
-from workshop.logparse import read_gpu_csv, read_psrecord
+from workshop.logparse import final_summary, read_gpu_csv, read_psrecord
 
 DATA = Path(__file__).parent / "data" / "logs"
 GPU_RUN = DATA / "run_complete" / "baseline-1001"
@@ -62,7 +62,7 @@ def zero_sweep(dest, skip=()):
 
 
 def summary(run):
-    return next(e for e in events(run) if "train_runtime" in e)
+    return final_summary(events(run))
 
 
 def test_zero_table_holds_the_ten_measurements_of_each_config(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 from workshop import fill_tables, plots
 from workshop.estimate import estimate_table
 from workshop.fill_tables import build_tables, render
-from workshop.logparse import read_gpu_csv, read_psrecord
+from workshop.logparse import final_summary, is_summary, read_gpu_csv, read_psrecord
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_DATA = Path(__file__).parent / "data" / "logs"
@@ -73,11 +73,11 @@ def events(run):
 
 
 def train_runtime(run):
-    return next(e["train_runtime"] for e in events(run) if "train_runtime" in e)
+    return final_summary(events(run))["train_runtime"]
 
 
 def set_train_runtime(run, seconds):
-    lines = [{**e, "train_runtime": seconds} if "train_runtime" in e else e for e in events(run)]
+    lines = [{**e, "train_runtime": seconds} if is_summary(e) else e for e in events(run)]
     (run / "log_history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
 
 

@@ -42,6 +42,11 @@ class RunConfig:
     logging_steps: int = 10
     seed: int = 42
     deepspeed: Optional[str] = None   # path to a DeepSpeed JSON config
+    # "make it fast" (notebooks/04): each off by default, so the lesson's run stays the seed configuration
+    padding: str = "max"              # "max": pad to max_length; "longest": to the batch's longest; "packed"
+    optim: Optional[str] = None       # the Trainer's optimizer name (None: its default), e.g. adamw_torch_fused
+    torch_compile: bool = False
+    fused_loss: bool = False          # BLOOM's 250,880-way softmax without materialising the logits (Liger)
     # bookkeeping
     profile: str = "lesson"
     lesson: str = "baseline"
@@ -62,14 +67,17 @@ CHOICES = {
     "eval_strategy": ("no", "epoch", "steps"),
     "save_strategy": ("no", "epoch", "steps", "best"),
     "profile": tuple(PROFILES),
+    "padding": ("max", "longest", "packed"),
+    "optim": ("adamw_torch", "adamw_torch_fused"),
 }
+BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss")
 
 
 def _add_flags(parser):
     for field in dataclasses.fields(RunConfig):
         flag = "--" + field.name.replace("_", "-")
         default = field.default
-        if field.name in ("fp16", "bf16", "gradient_checkpointing"):
+        if field.name in BOOLEAN_FLAGS:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
             continue
         kind = {int: int, float: float}.get(type(default), str)

@@ -1,4 +1,4 @@
-"""SQuAD for causal-LM fine-tuning: `Question: … Context: … Answer: …`, padded to 512, labels = input ids.
+"""SQuAD for causal-LM fine-tuning: `Question: … Context: … Answer: …`, 512 tokens, labels = input ids.
 
 Sources: the Hub's `squad` (the lesson's path), a local SQuAD v1.1 JSON file, or the embedded sample
 that `workshop.sample_data` generates (no network). Examples are plain lists of dicts: the Trainer takes any
@@ -6,6 +6,8 @@ sequence, and only the Hub path needs the `datasets` library.
 """
 import json
 import random
+
+from transformers import DataCollatorForSeq2Seq, default_data_collator
 
 from workshop.config import WorkshopError
 
@@ -64,17 +66,44 @@ def format_prompt(question: str, context: str, answer: str | None = None) -> str
     return prompt if answer is None else f"{prompt} {answer}"
 
 
-def tokenize(examples, tokenizer, max_length: int = 512) -> list[dict]:
-    """Pad/truncate each prompt to max_length; labels are the input ids with padding set to -100."""
+def tokenize(examples, tokenizer, max_length: int = 512, pad: bool = True) -> list[dict]:
+    """Truncate each prompt to max_length and, with `pad`, pad it there; labels are the input ids, -100 on padding.
+
+    Without `pad` rows keep their own length and the collator pads each batch (`collator()`).
+    """
     # The end-of-text token teaches the model where an answer stops.
     texts = [format_prompt(e["question"], e["context"], e["answers"]["text"][0]) + tokenizer.eos_token
              for e in examples]
-    encoded = tokenizer(texts, max_length=max_length, truncation=True, padding="max_length")
+    encoded = tokenizer(texts, max_length=max_length, truncation=True,
+                        padding="max_length" if pad else False)
     rows = []
     for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"]):
         labels = [tok if keep else -100 for tok, keep in zip(ids, mask)]
         rows.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
     return rows
+
+
+def pack(rows, block_size: int) -> list[dict]:
+    """Concatenate unpadded rows end to end and cut blocks of block_size: every token is a real one.
+
+    Examples then share a block (attention crosses their boundary, as in pre-training; each still ends with
+    end-of-text). The last, partial block is dropped.
+    """
+    stream = [tok for row in rows for tok in row["input_ids"]]
+    blocks = [stream[i:i + block_size] for i in range(0, len(stream) - block_size + 1, block_size)]
+    return [{"input_ids": b, "attention_mask": [1] * block_size, "labels": list(b)} for b in blocks]
+
+
+def collator(tokenizer, padding: str):
+    """Batches for the Trainer: fixed-length rows stack as they are; others are padded to the batch's longest."""
+    if padding == "max":
+        return default_data_collator
+    # Padding to a multiple of 8 keeps matrix shapes friendly to tensor cores and limits recompiles.
+    return DataCollatorForSeq2Seq(tokenizer, padding="longest", pad_to_multiple_of=8, label_pad_token_id=-100)
+
+
+def real_tokens(rows) -> int:
+    return sum(sum(row["attention_mask"]) for row in rows)
 
 
 def split(examples, eval_fraction: float = 0.1, seed: int = 42):

@@ -29,6 +29,8 @@ import pandas as pd
 
 from workshop.logparse import (
     Missing,
+    final_summary,
+    is_summary,
     describe_bad_lines,
     read_gpu_csv,
     read_log_history,
@@ -38,7 +40,7 @@ from workshop.logparse import (
     read_trainer_out,
 )
 
-LESSONS = ("baseline", "deepspeed_single_gpu", "deepspeed_multi_gpu")
+LESSONS = ("baseline", "deepspeed_single_gpu", "deepspeed_multi_gpu", "make_it_fast")
 # Any one makes a folder a run folder; loggers.json alone: the training stopped before its manifest (a flag typo).
 RUN_MARKERS = ("manifest.json", "log_history.jsonl", "loggers.json")
 # Lesson 2's configs (deepspeed_single_gpu/configs/<name>.json), in the order the lesson walks through them.
@@ -98,7 +100,7 @@ def guess_lesson(name):
 
 def guess_status(events, text):
     """Status of a run without a manifest, from what its stdout shows."""
-    if not isinstance(events, Missing) and any("train_runtime" in e for e in events):
+    if not isinstance(events, Missing) and any(is_summary(e) for e in events):
         return "completed"
     if "out of memory" in text.lower():
         return "oom"
@@ -331,7 +333,7 @@ def objective_1(run):
         return {**row, **answer_scores(run)}
     losses = [e for e in events if "loss" in e]
     evals = [e for e in events if "eval_loss" in e]
-    summary = next((e for e in reversed(events) if "train_runtime" in e), None)
+    summary = final_summary(events)
 
     row["train loss (last logged)"] = losses[-1]["loss"] if losses else absent(run, "training loss")
     row["train_loss (run mean)"] = summary.get("train_loss", absent(run, "train_loss")) if summary \
@@ -436,7 +438,7 @@ def train_runtime(run):
     """The Trainer's train_runtime (s) from its final summary event."""
     if isinstance(run.events, Missing):
         return run.events
-    summary = next((e for e in reversed(run.events) if "train_runtime" in e), None)
+    summary = final_summary(run.events)
     value = number_or(summary.get("train_runtime") if summary else None, None)
     return value if value is not None else absent(run, "the final train summary")
 
@@ -612,7 +614,7 @@ def multi_gpu_row(run):
     lesson2 = zero_row(run)
     world, subset = world_of(run), _manifest(run).get("subset_size")
     events = [] if isinstance(run.events, Missing) else run.events
-    summary = next((e for e in reversed(events) if "train_runtime" in e), None)
+    summary = final_summary(events)
     evals = [e for e in events if "eval_loss" in e]
     last_eval = evals[-1] if evals else None
     row = {key: lesson2[key] for key in ("model", "init", "subset", "config", "run", "status")}
@@ -750,6 +752,47 @@ def relative(plain, offload, column, stage, saving=False):
     if not before:
         return Missing("n/a (zero baseline)", "a no-offload value of 0 gives no percentage")
     return round(((before - after) if saving else (after - before)) / before * 100, 1)
+
+
+# ------------------------------------------------------------------------------------- make it fast
+
+def changes_of(run):
+    """The make-it-fast flags a run used, from its manifest's settings ("seed" when none)."""
+    settings = _manifest(run).get("settings", {})
+    changes = []
+    if settings.get("padding", "max") != "max":
+        changes.append(f"padding {settings['padding']}")
+    batch, accumulation = settings.get("per_device_train_batch_size"), settings.get("gradient_accumulation_steps")
+    if (batch, accumulation) != (4, 4) and batch:
+        changes.append(f"micro-batch {batch} x {accumulation}")
+    changes += [name for name, on in (("bf16", settings.get("bf16")), ("fused loss", settings.get("fused_loss")),
+                                      ("torch.compile", settings.get("torch_compile"))) if on]
+    if settings.get("optim"):
+        changes.append(settings["optim"])
+    return ", ".join(changes) or "seed"
+
+
+@table("make_it_fast", "make_it_fast", "Make it fast: speed of the steady training steps (workshop/speed.py)")
+def make_it_fast(run):
+    speed = _manifest(run).get("speed") or {}
+    row = {"run": run.name, "status": run.status, "changes": changes_of(run)}
+    if not speed:
+        why = absent(run, "speed figures", source="manifest.json")
+    elif "why_no_rates" in speed:
+        why = Missing("n/a (too few steps)", speed["why_no_rates"])
+    else:
+        why = None
+    for column, key, scale in (("real tokens/s", "real_tokens_per_s", 1), ("MFU %", "mfu", 100),
+                               ("s/step", "step_s", 1), ("start-up s", "startup_s", 1)):
+        value = number_or(speed.get(key), None)
+        if value is None and key == "mfu" and why is None:
+            value = Missing("n/a (no GPU)", "MFU needs a CUDA GPU whose peak workshop/speed.py knows")
+        row[column] = value * scale if value is not None and not isinstance(value, Missing) else (value or why)
+    evals = [] if isinstance(run.events, Missing) else [e for e in run.events if "eval_loss" in e]
+    row["final eval loss"] = evals[-1]["eval_loss"] if evals else absent(run, "eval loss")
+    row["peak GPU MiB (nvidia-smi)"] = gpu_stat(run, "max")
+    row["torch max reserved MiB"] = torch_reserved(run)
+    return row
 
 
 def build_tables(paths):

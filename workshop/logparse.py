@@ -281,3 +281,14 @@ def describe_bad_lines(filename, bad_lines):
     """The cell marker for skipped lines: 'damaged (line 7 unreadable)'."""
     word = "line" if len(bad_lines) == 1 else "lines"
     return f"damaged ({filename} {word} {_spans(bad_lines)} unreadable)"
+
+
+def is_summary(event) -> bool:
+    """The Trainer's end-of-training summary. Loss events may carry train_runtime too (transformers 5 adds it, and
+    train_tokens_per_second, when it counts input tokens), so the summary is the one without a loss."""
+    return "train_runtime" in event and "loss" not in event
+
+
+def final_summary(events):
+    """The last summary event, or None."""
+    return next((e for e in reversed(events) if is_summary(e)), None)

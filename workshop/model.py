@@ -39,8 +39,8 @@ def resolve_model(name: str) -> str:
     raise WorkshopError(f"unknown model {name!r}; choose one of {known} or a local checkpoint folder")
 
 
-def load_model(name: str, init: str = "pretrained", seed: int = 0):
-    """Return (model, tokenizer) for a model name (see resolve_model)."""
+def load_model(name: str, init: str = "pretrained", seed: int = 0, device: str | None = None):
+    """Return (model, tokenizer) for a model name (see resolve_model); `device` builds random weights there."""
     model_id = resolve_model(name)
     if model_id == TINY:
         # There are no trained weights for the tiny model: its "pretrained" state is a seeded random init.
@@ -49,7 +49,9 @@ def load_model(name: str, init: str = "pretrained", seed: int = 0):
         return BloomForCausalLM(BloomConfig.from_pretrained(TINY_DIR)), tokenizer
     if init == "random":
         torch.manual_seed(seed)
-        model = BloomForCausalLM(random_init_config(model_id))
+        # Random init of 560M+ parameters takes seconds of CPU time; on the GPU it is instant.
+        with torch.device(device or "cpu"):
+            model = BloomForCausalLM(random_init_config(model_id))
         return model, _tokenizer_for_random_init(model_id)
     return _from_hub(model_id)
 

@@ -35,7 +35,7 @@ from matplotlib.lines import Line2D
 
 from workshop.fill_tables import (Run, config_of, is_number, latest_runs, load_runs, setup_label, setup_of,
                                   steps_per_epoch)
-from workshop.logparse import Missing
+from workshop.logparse import Missing, final_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def loss_curves(runs):
         if isinstance(events, Missing) or not events:
             notes.append(f"{run.name}: no loss curve, {events or 'no log events'}")
             continue
-        per_epoch = steps_per_epoch(run, next((e for e in reversed(events) if "train_runtime" in e), None))
+        per_epoch = steps_per_epoch(run, final_summary(events))
         train = _points(events, "loss", per_epoch)
         evals = _points(events, "eval_loss", per_epoch)
         if not train[0] and not evals[0]:
@@ -436,3 +436,35 @@ def zero_tradeoff(zero):
             if len(ends) == 2:
                 ax.annotate("", xy=ends[1], xytext=ends[0], arrowprops={"arrowstyle": "->", "color": f"C{i}"})
     return _finish(fig, ax, notes)
+
+
+# ---------------------------------------------------------------------------------------------- make it fast
+
+def bench_results(folder):
+    """Every benchmark result (benchmarks/bench.py's *.json) in `folder` as one DataFrame: one row per run,
+    with the file it came from."""
+    frames = []
+    for path in sorted(Path(folder).glob("*.json")):
+        result = pd.read_json(path, typ="series")
+        if "runs" in result:
+            frames.append(pd.DataFrame(result["runs"]).assign(benchmark=path.stem))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def speed_ladder(results, title="real tokens/s per change"):
+    """Bar chart of real tokens/s per variant (log scale), MFU written on each bar."""
+    fig = Figure(figsize=(9, 3.5))
+    ax = fig.subplots()
+    done = results.dropna(subset=["real_tokens_per_s"])
+    labels = [f"{row.variant}\n({row.benchmark})" for row in done.itertuples()]
+    bars = ax.bar(range(len(done)), done["real_tokens_per_s"], color="tab:blue")
+    for bar, mfu in zip(bars, done["mfu"]):
+        if pd.notna(mfu):
+            ax.annotate(f"{mfu * 100:.1f}% MFU", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(done)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("real tokens/s")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

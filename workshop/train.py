@@ -10,13 +10,15 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments, default_data_collator
+from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from workshop.config import RunConfig, WorkshopError, parse_args, resolve_precision
-from workshop.data import load_squad, split, tokenize
+from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
+from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
 from workshop.model import load_model, resolve_model, save_model
 from workshop.runlog import RunLog, cuda_memory_now, default_run_dir, describe_cuda_memory
+from workshop.speed import SpeedCallback, flops_per_token
 
 
 def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> TrainingArguments:
@@ -39,6 +41,9 @@ def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> Trainin
         fp16=fp16,
         bf16=bf16,
         gradient_checkpointing=cfg.gradient_checkpointing,
+        torch_compile=cfg.torch_compile,
+        **({"optim": cfg.optim} if cfg.optim else {}),
+        include_num_input_tokens_seen="non_padding",  # real tokens, for workshop.speed
         logging_steps=cfg.logging_steps,
         seed=cfg.seed,
         deepspeed=ds_config,
@@ -92,16 +97,25 @@ def load_deepspeed_config(cfg: RunConfig):
 
 def train(cfg: RunConfig, run: RunLog):
     ds_config = load_deepspeed_config(cfg)  # first: a typo in the JSON fails before minutes of loading
-    model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed)
+    model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed, device=build_device(ds_config))
+    if cfg.fused_loss:
+        check_fused_loss(ds_config)
+        use_fused_loss(model, on_gpu=torch.cuda.is_available())
     dataset = load_squad(cfg.subset_size, source=cfg.data)
-    train_set, eval_set = split(tokenize(dataset, tokenizer, cfg.max_length), cfg.eval_fraction, cfg.seed)
+    rows = tokenize(dataset, tokenizer, cfg.max_length, pad=cfg.padding == "max")
+    train_set, eval_set = split(rows, cfg.eval_fraction, cfg.seed)
+    if cfg.padding == "packed":
+        train_set = pack(train_set, cfg.max_length)  # eval keeps one example a row: its loss compares across runs
 
     args = training_arguments(cfg, ds_config)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=default_data_collator, processing_class=tokenizer,
+                      data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
                       callbacks=[run.callback()])
-    run.update(train_samples=len(train_set), eval_samples=len(eval_set),
-               parameters=sum(p.numel() for p in model.parameters()),
+    parameters = sum(p.numel() for p in model.parameters())
+    mean_length = real_tokens(train_set) / len(train_set)
+    trainer.add_callback(SpeedCallback(run, flops_per_token(model.config, parameters, mean_length)))
+    run.update(train_samples=len(train_set), eval_samples=len(eval_set), parameters=parameters,
+               padding=cfg.padding, mean_train_row_tokens=round(mean_length, 1),
                steps_per_epoch=math.ceil(len(trainer.get_train_dataloader()) / cfg.gradient_accumulation_steps))
     print(f"[workshop] training {cfg.model} ({run.manifest['parameters'] / 1e6:.1f} M parameters) on "
           f"{len(train_set)} examples, evaluating on {len(eval_set)}; logs in {run.dir}", flush=True)
@@ -114,8 +128,23 @@ def train(cfg: RunConfig, run: RunLog):
         print(f"[workshop] resuming from {resume} (attempt {len(run.manifest['attempts'])})", flush=True)
         run.update(resumed_from=resume)
     trainer.train(resume_from_checkpoint=resume)
+    if cfg.eval_strategy != "no" and not _evaluated_at(trainer.state):
+        trainer.evaluate()  # a --max-steps run that stops mid-epoch still ends with an eval loss
     save_model(trainer.model, tokenizer, f"{cfg.output_dir}/final")
     return trainer
+
+
+def _evaluated_at(state) -> bool:
+    return any("eval_loss" in event and event.get("step") == state.global_step for event in state.log_history)
+
+
+def build_device(ds_config: dict | None):
+    """Where to build random weights: this process's GPU, unless ZeRO-3 is to partition them (its point is that
+    no GPU ever holds the whole model)."""
+    stage = ((ds_config or {}).get("zero_optimization") or {}).get("stage", 0)
+    if not torch.cuda.is_available() or stage == 3:
+        return None
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
 
 def fail(message, code=2):

@@ -1,0 +1,168 @@
+"""The make-it-fast lesson on the tiny model: packing and dynamic padding, the fused loss, real-token counting,
+speed figures in the manifest and fill_tables, slurm/fast.slurm, the benchmark runner and notebook 04."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BloomConfig
+
+from test_notebooks import execute, python3_kernel  # noqa: F401 (a fixture)
+from test_slurm import job_env
+from workshop.config import WorkshopError
+from workshop.data import collator, load_squad, pack, real_tokens, tokenize
+from workshop.fill_tables import build_tables, find_runs
+from workshop.fused_loss import check_supported, use_fused_loss
+from workshop.model import BLOOM_SHAPES, BLOOM_VOCAB, load_model
+from workshop.speed import flops_per_token, peak_flops
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_LENGTH = 160  # the tiny profile's max_length
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tokenizer = load_model("tiny", seed=0)
+    return model, tokenizer, load_squad(12, source="embedded")
+
+
+def test_pack_makes_full_rows_of_real_tokens_in_order(tiny):
+    _, tokenizer, examples = tiny
+    rows = tokenize(examples, tokenizer, 512, pad=False)
+    blocks = pack(rows, 64)
+    stream = [tok for row in rows for tok in row["input_ids"]]
+    assert len(blocks) == len(stream) // 64  # the partial last block is dropped
+    assert [tok for b in blocks for tok in b["input_ids"]] == stream[: len(blocks) * 64]
+    assert all(b["attention_mask"] == [1] * 64 and b["labels"] == b["input_ids"] for b in blocks)
+    assert real_tokens(blocks) == len(blocks) * 64
+
+
+def test_dynamic_padding_pads_to_the_batch_not_max_length(tiny):
+    _, tokenizer, examples = tiny
+    rows = tokenize(examples[:4], tokenizer, 512, pad=False)
+    batch = collator(tokenizer, "longest")(rows)
+    longest = max(len(r["input_ids"]) for r in rows)
+    assert batch["input_ids"].shape[1] == -(-longest // 8) * 8 < 512  # next multiple of 8
+    assert int(batch["attention_mask"].sum()) == real_tokens(rows)
+    assert bool(((batch["labels"] == -100) == (batch["attention_mask"] == 0)).all())  # padding never scored
+
+
+def test_fused_loss_matches_the_stock_loss_and_gradients(tiny):
+    _, tokenizer, examples = tiny
+    rows = tokenize(examples[:4], tokenizer, TINY_LENGTH, pad=True)
+    batch = {k: torch.tensor([r[k] for r in rows]) for k in rows[0]}
+    stock, _ = load_model("tiny", seed=0)
+    fused, _ = load_model("tiny", seed=0)
+    use_fused_loss(fused, on_gpu=False)  # the plain-math path; on a GPU the same forward calls Liger's kernel
+    stock(**batch).loss.backward()
+    fused(**batch).loss.backward()
+    assert fused(**batch).loss.item() == pytest.approx(stock(**batch).loss.item(), rel=1e-5)
+    for (name, a), b in zip(stock.named_parameters(), fused.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+    # The Trainer's num_items_in_batch (label tokens in the whole accumulated batch) sets the divisor.
+    counted = int((batch["labels"][:, 1:] != -100).sum())
+    doubled = fused(**batch, num_items_in_batch=torch.tensor(2 * counted)).loss
+    assert doubled.item() == pytest.approx(stock(**batch).loss.item() / 2, rel=1e-5)
+    assert fused(input_ids=batch["input_ids"]).logits.shape[-1] == stock.config.vocab_size  # no labels: stock
+
+
+def test_fused_loss_refuses_zero_stage_3():
+    with pytest.raises(WorkshopError, match="ZeRO stage 3"):
+        check_supported({"zero_optimization": {"stage": 3}})
+    check_supported({"zero_optimization": {"stage": 2}})
+    check_supported(None)
+
+
+def test_flops_per_token_and_device_peaks():
+    config = BloomConfig(vocab_size=BLOOM_VOCAB, **BLOOM_SHAPES["bigscience/bloom-560m"])
+    n = 559_214_592  # bloom-560m's parameter count (tied embeddings counted once)
+    assert flops_per_token(config, n, 512) == 6 * n + 12 * 24 * 1024 * 512
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989.4e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("NVIDIA H200") == 989.4e12
+    assert peak_flops("Tesla V100-SXM2-32GB") is None  # unknown: MFU is left empty, not guessed
+
+
+def run_slurm(script, logs, *args):
+    env = {**job_env(), "WORKSHOP_LOGS_ROOT": str(logs), "WORKSHOP_OUTPUTS_ROOT": str(logs.parent / "outputs"),
+           "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(["bash", f"slurm/{script}", "--profile", "tiny", *args], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [run_dir] = [d for d in find_runs([logs])[0] if d.name.startswith(script.removesuffix(".slurm"))]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def fast_logs(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("fast") / "logs"
+    run_slurm("fast.slurm", logs, "--max-steps", "12")
+    run_slurm("baseline.slurm", logs, "--max-steps", "12", "--num-train-epochs", "1")
+    return logs
+
+
+def manifest_of(logs, prefix):
+    [run_dir] = [d for d in find_runs([logs])[0] if d.name.startswith(prefix)]
+    return json.loads((run_dir / "manifest.json").read_text())
+
+
+def test_fast_slurm_trains_packed_rows_and_counts_only_real_tokens(fast_logs):
+    fast, seed = manifest_of(fast_logs, "fast"), manifest_of(fast_logs, "baseline")
+    assert fast["status"] == seed["status"] == "completed"
+    assert fast["lesson"] == "make_it_fast" and fast["padding"] == "packed"
+    settings = fast["settings"]
+    assert (settings["per_device_train_batch_size"], settings["gradient_accumulation_steps"]) == (16, 1)
+    assert settings["torch_compile"] and settings["optim"] == "adamw_torch_fused"
+    # Packed rows are all real tokens: whole rows of 160, at most 16 a step.
+    assert fast["speed"]["tokens_seen"] % TINY_LENGTH == 0
+    assert fast["speed"]["tokens_seen"] <= 12 * 16 * TINY_LENGTH
+    # Padded to 160, the seed run still counts only its real tokens: about its mean row length per row.
+    rows = 12 * 16
+    assert seed["speed"]["tokens_seen"] / rows == pytest.approx(seed["mean_train_row_tokens"], rel=0.25)
+    assert seed["speed"]["tokens_seen"] < 0.6 * rows * TINY_LENGTH
+    for manifest in (fast, seed):
+        assert manifest["speed"]["real_tokens_per_s"] > 0 and manifest["speed"]["startup_s"] > 0
+
+
+def test_fill_tables_make_it_fast_row(fast_logs):
+    tables = build_tables([fast_logs])
+    [row] = tables["make_it_fast"].to_dict("records")
+    assert row["status"] == "completed"
+    for change in ("padding packed", "micro-batch 16 x 1", "torch.compile", "adamw_torch_fused"):
+        assert change in row["changes"]
+    assert isinstance(row["real tokens/s"], float) and row["real tokens/s"] > 0
+    assert isinstance(row["final eval loss"], float)
+    assert str(row["MFU %"]) == "n/a (no GPU)"  # no CUDA here: no peak to divide by
+    assert all("fast" not in name for name in tables["baseline_objective_1"]["run"])  # kept out of lesson 1
+
+
+def test_bench_pairs_variants_and_writes_results(tmp_path):
+    out = tmp_path / "res"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", "benchmarks/make_it_fast.toml", "--common", "--profile tiny",
+         "--steps", "12", "--only", "seed,packing", "--out", str(out), "--work", str(tmp_path / "runs")],
+        cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    saved = json.loads(Path(f"{out}.json").read_text())
+    by_name = {row["variant"]: row for row in saved["runs"]}
+    assert set(by_name) == {"seed", "packing"} and all(r["status"] == "completed" for r in saved["runs"])
+    # Same steps and rows; packing fills each row with real tokens instead of padding.
+    assert by_name["packing"]["real_tokens_per_s"] > 2 * by_name["seed"]["real_tokens_per_s"]
+    assert all(r["startup_s"] > 0 and r["host_peak_rss_mib"] > 0 for r in saved["runs"])
+    text = Path(f"{out}.md").read_text()
+    assert "command: `" in text and saved["info"]["versions"]["torch"] in text
+
+
+def test_notebook_04_fills_the_table_and_plots(fast_logs, python3_kernel):
+    nb = execute("04_make_it_fast.ipynb", fast_logs, python3_kernel)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors, errors[0].get("evalue")
+    shown = "".join(o.get("data", {}).get("text/markdown", "") + o.get("data", {}).get("text/html", "")
+                    for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "Make it fast" in shown and "padding packed" in shown
+    assert "torch.compile" in shown  # the committed H100 rows
+    assert sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+               for o in c.outputs) >= 1

@@ -1,0 +1,64 @@
+"""BLOOM's loss without its logits: a fused linear + cross-entropy (`--fused-loss`).
+
+BLOOM predicts one of 250,880 tokens. The stock forward computes every logit and upcasts them to fp32 for the
+loss: 16 x 512 x 250,880 x 4 bytes = 7.7 GiB for one micro-batch, plus as much again for its gradient, which
+caps the micro-batch. Liger's fused linear-cross-entropy kernel computes the loss chunk by chunk from the last
+hidden states and the output projection, so those logits never exist at once.
+
+`use_fused_loss(model)` replaces the model's forward for training batches (those with labels). Generation
+and batches without labels use the stock forward. Without a CUDA GPU (Liger's kernels are Triton) the same
+forward computes the loss the plain way, so CI checks the plumbing against the stock model.
+"""
+import types
+
+import torch
+import torch.nn.functional as F
+from transformers.modeling_outputs import CausalLMOutput
+
+from workshop.config import WorkshopError
+
+
+def liger_loss_fn():
+    try:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+    except ImportError as err:
+        raise WorkshopError("--fused-loss needs the liger-kernel package on a CUDA GPU: "
+                            "pip install liger-kernel") from err
+    return LigerFusedLinearCrossEntropyLoss(reduction="sum")
+
+
+def plain_loss(weight, hidden, targets):
+    logits = (hidden @ weight.t()).float()
+    return F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum")
+
+
+def use_fused_loss(model, on_gpu: bool):
+    """Make `model` (a BloomForCausalLM) compute its training loss with Liger's kernel (plain math on CPU)."""
+    # Dynamo cannot trace Liger's Triton kernels: under --torch-compile the loss stays eager, the model compiled.
+    loss_sum = torch.compiler.disable(liger_loss_fn()) if on_gpu else plain_loss
+    stock_forward = model.forward
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, num_items_in_batch=None, **kwargs):
+        if labels is None:
+            return stock_forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        hidden = self.transformer(input_ids, attention_mask=attention_mask, use_cache=False)[0]
+        # Position i predicts token i + 1, as in the stock loss.
+        hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+        targets = labels[:, 1:].reshape(-1).to(hidden.device)
+        # The Trainer passes the number of label tokens in the whole accumulated batch, so that gradient
+        # accumulation weighs every token equally; without it, average over this batch.
+        count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
+        weight = self.lm_head.weight.to(hidden.dtype)  # fp32 master weights, bf16/fp16 activations under amp
+        return CausalLMOutput(loss=loss_sum(weight, hidden, targets) / count)
+
+    model.forward = types.MethodType(forward, model)
+    return model
+
+
+def check_supported(deepspeed_config: dict | None):
+    stage = ((deepspeed_config or {}).get("zero_optimization") or {}).get("stage", 0)
+    if stage == 3:
+        # ZeRO-3 gathers lm_head.weight only inside the stock forward's hooks; the fused loss reads it directly.
+        raise WorkshopError("--fused-loss does not work with ZeRO stage 3 (the output weights are partitioned); "
+                            "drop the flag or use stage 0-2")
+
