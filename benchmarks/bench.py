@@ -1,0 +1,222 @@
+"""Benchmark lesson configurations for a fixed number of optimizer steps (a benchmark, not a test).
+
+    python benchmarks/bench.py benchmarks/make_it_fast.toml --out docs/results/make_it_fast_h100
+    python benchmarks/bench.py benchmarks/make_it_fast.toml --only seed,packed --steps 12   # a quick subset
+
+The TOML file lists the variants (see make_it_fast.toml). Each variant runs as its own process, either directly
+(`python -m workshop.train`) or through its lesson script with plain bash (`script = "slurm/stage2.slurm"`: the
+deepspeed launcher and both loggers, as a student runs it). Variants run in the file's order, `--repeats` times
+round-robin, so slow drift of the machine hits every variant alike; the table gives the median over repeats.
+
+Per variant: samples (rows)/s, real (unpadded) tokens/s and MFU (workshop/speed.py states the formula), time per
+step with warm-up excluded, start-up to the first step (from this script's launch, so imports, model build and
+DeepSpeed's set-up all count), peak GPU memory three ways (torch max reserved from the run's manifest; NVML
+sampled every 50 ms here; the lesson's nvidia-smi CSV when the loggers ran), peak host RSS (50 ms, process
+tree), and the final eval loss. Results: OUT.json (everything) and OUT.md (the table, with command, device,
+versions and date), both written by this script.
+"""
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from workshop.logparse import Parsed, read_gpu_csv, read_log_history  # noqa: E402
+from workshop.runlog import versions  # noqa: E402
+
+
+class Sampler(threading.Thread):
+    """Peak GPU memory used (NVML, every GPU, no CUDA context of its own) and peak RSS of a process tree."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.gpu_peak_mib = None
+        self.rss_peak_mib = 0.0
+        self.done = threading.Event()
+
+    def run(self):
+        handles = _nvml_handles()
+        root = psutil.Process(self.pid)
+        while not self.done.is_set():
+            if handles:
+                import pynvml
+                used = max(pynvml.nvmlDeviceGetMemoryInfo(h).used for h in handles) / 2**20
+                self.gpu_peak_mib = max(self.gpu_peak_mib or 0.0, used)
+            self.rss_peak_mib = max(self.rss_peak_mib, _tree_rss_mib(root))
+            time.sleep(self.interval)
+
+
+def _nvml_handles():
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        return [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    except Exception:  # no driver / no GPU: GPU columns stay empty
+        return []
+
+
+def _tree_rss_mib(root) -> float:
+    total = 0
+    try:
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return total / 2**20
+
+
+def command_for(variant: dict, flags: list[str], run_dir: Path) -> list[str]:
+    if "script" in variant:  # common.sh names the run folder itself, inside WORKSHOP_LOGS_ROOT (see run_variant)
+        return ["bash", str(ROOT / variant["script"]), *flags]
+    return [sys.executable, "-m", "workshop.train", *flags, "--run-dir", str(run_dir),
+            "--output-dir", str(run_dir / "outputs")]
+
+
+def run_variant(variant: dict, flags: list[str], run_dir: Path, log) -> dict:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}",
+           "WORKSHOP_PYTHON": sys.executable,
+           "WORKSHOP_LOGS_ROOT": str(run_dir), "WORKSHOP_OUTPUTS_ROOT": str(run_dir / "outputs")}
+    cmd = command_for(variant, flags, run_dir)
+    print(f"[bench] {variant['name']}: {shlex.join(cmd)}", flush=True)
+    launched = time.time()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        sampler = Sampler(proc.pid)
+        sampler.start()
+        code = proc.wait()
+        sampler.done.set()
+        sampler.join()
+    if "script" in variant:  # the one run folder common.sh made inside run_dir
+        run_dir = next((p.parent for p in run_dir.glob("*/manifest.json")), run_dir)
+    return summarise(variant, run_dir, launched, code, sampler)
+
+
+def summarise(variant, run_dir: Path, launched: float, code: int, sampler: Sampler) -> dict:
+    manifest_path = run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    speed = manifest.get("speed", {})
+    peaks = manifest.get("peak_memory", {})
+    events = read_log_history(run_dir / "log_history.jsonl")
+    evals = [e["eval_loss"] for e in events.data if "eval_loss" in e] if isinstance(events, Parsed) else []
+    smi = read_gpu_csv(run_dir / "gpu_memory.csv")  # only when the loggers ran (a `script` variant)
+    smi_peak = float(smi.data["memory_used_mib"].max()) if isinstance(smi, Parsed) else None
+    first_step = speed.get("first_step_at")
+    return {
+        "variant": variant["name"], "exit": code, "status": manifest.get("status", "no manifest"),
+        "rows_per_s": speed.get("rows_per_s"), "real_tokens_per_s": speed.get("real_tokens_per_s"),
+        "mfu": speed.get("mfu"), "step_s": speed.get("step_s"), "timed_steps": speed.get("timed_steps"),
+        "startup_s": round(first_step - launched, 1) if first_step else None,
+        "gpu_peak_nvml_50ms_mib": round(sampler.gpu_peak_mib, 0) if sampler.gpu_peak_mib else None,
+        "gpu_peak_nvidia_smi_mib": smi_peak,
+        "torch_max_reserved_mib": peaks.get("cuda_max_reserved_mib"),
+        "host_peak_rss_mib": round(sampler.rss_peak_mib, 0),
+        "final_eval_loss": evals[-1] if evals else None,
+        "tokens_seen": speed.get("tokens_seen"),
+        "device": speed.get("device"),
+    }
+
+
+def expand(spec: dict) -> list[dict]:
+    """Variants with their full flag lists: `adds` builds on the variant before it, `flags` stands alone."""
+    variants, previous = [], []
+    for variant in spec["variant"]:
+        own = variant.get("flags")
+        flags = list(own) if own is not None else previous + list(variant.get("adds", []))
+        variants.append({**variant, "all_flags": flags})
+        previous = flags
+    return variants
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("spec", type=Path, help="TOML file of variants")
+    parser.add_argument("--steps", type=int, help="optimizer steps per run (default: the file's `steps`)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--only", help="comma-separated variant names")
+    parser.add_argument("--common", default=None, help="replaces the file's common flags (one string)")
+    parser.add_argument("--out", type=Path, default=None, help="results prefix (default: bench-results/<spec>)")
+    parser.add_argument("--work", type=Path, default=Path("bench-runs"), help="where run folders go")
+    args = parser.parse_args(argv)
+
+    spec = tomllib.loads(args.spec.read_text())
+    variants = expand(spec)
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = set(wanted) - {v["name"] for v in variants}
+        if unknown:
+            parser.error(f"unknown variant(s) {sorted(unknown)}; the file has {[v['name'] for v in variants]}")
+        variants = [v for v in variants if v["name"] in wanted]
+    common = shlex.split(args.common) if args.common is not None else list(spec.get("common", []))
+    steps = args.steps or spec.get("steps", 30)
+    fixed = [*common, "--logging-steps", str(spec.get("logging_steps", 5)),
+             "--save-strategy", "no"]
+    out = args.out or Path("bench-results") / args.spec.stem
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+
+    rows = []
+    for repeat in range(args.repeats):
+        for variant in variants:
+            slug = "".join(c if c.isalnum() else "_" for c in variant["name"])
+            run_dir = (args.work / f"{stamp}-{slug}-r{repeat}").resolve()
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            flags = [*fixed, "--max-steps", str(variant.get("steps", steps)), *variant["all_flags"]]
+            row = run_variant(variant, flags, run_dir, run_dir.parent / f"{run_dir.name}.log")
+            row.update(repeat=repeat, flags=shlex.join(variant["all_flags"]))
+            print("[bench] " + json.dumps(row), flush=True)
+            rows.append(row)
+            write_results(out, rows, argv, spec, steps)
+    print(table(rows).to_markdown(index=False))
+    print(f"[bench] results: {out}.md, {out}.json")
+
+
+COLUMNS = ["variant", "status", "real_tokens_per_s", "x_first_row", "mfu", "rows_per_s", "step_s", "startup_s",
+           "gpu_peak_nvml_50ms_mib", "gpu_peak_nvidia_smi_mib", "torch_max_reserved_mib", "host_peak_rss_mib",
+           "final_eval_loss", "tokens_seen"]
+
+
+def table(rows) -> pd.DataFrame:
+    """One row per variant: medians over repeats; x_first_row = real tokens/s relative to the first variant."""
+    frame = pd.DataFrame(rows)
+    numeric = [c for c in COLUMNS[2:] if c in frame and c != "x_first_row"]
+    medians = frame.groupby("variant", sort=False)[numeric].median()
+    result = frame.groupby("variant", sort=False)[["status"]].first().join(medians).reset_index()
+    result["x_first_row"] = (result["real_tokens_per_s"] / result["real_tokens_per_s"].iloc[0]).round(2)
+    return result[COLUMNS]
+
+
+def write_results(out: Path, rows, argv, spec, steps):
+    info = {"command": shlex.join([sys.executable, "benchmarks/bench.py", *(argv or sys.argv[1:])]),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": next((r["device"] for r in rows if r.get("device")), "no CUDA device"),
+            "versions": versions(), "steps": steps, "spec": spec}
+    Path(f"{out}.json").write_text(json.dumps({"info": info, "runs": rows}, indent=2, default=str) + "\n")
+    summary = table(rows)
+    text = [f"# {spec.get('title', out.name)}", "",
+            f"- command: `{info['command']}`", f"- date: {info['date']}", f"- device: {info['device']}",
+            f"- versions: {json.dumps(info['versions'])}", f"- {steps} optimizer steps per run; "
+            f"medians over {summary.shape[0] and len(rows) // summary.shape[0]} repeat(s); raw rows in "
+            f"{Path(out).name}.json", "", summary.to_markdown(index=False), ""]
+    if spec.get("notes"):
+        text += ["", spec["notes"].strip(), ""]
+    Path(f"{out}.md").write_text("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()
