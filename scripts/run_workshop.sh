@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up, then run every lesson on the embedded default (bloom-tiny + generated SQuAD-format sample) on this
 # machine, through the same .slurm files a cluster runs, and print the filled exercise tables.
-#   bash scripts/run_workshop.sh              # everything; CPU is fine (~10 min on 2 cores, plus a one-time
+#   bash scripts/run_workshop.sh              # everything; CPU is fine (~20 min on 2 cores, plus a one-time
 #                                             # build of DeepSpeed's ops)
 #   bash scripts/run_workshop.sh baseline     # only the named lessons' scripts
 set -euo pipefail
@@ -9,20 +9,30 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$REPO_ROOT"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1  # the embedded default needs no network
 
-# lesson -> the .slurm files it runs (each also runs off-cluster with plain bash)
+# lesson -> the .slurm files it runs (each also runs off-cluster with plain bash); `script:CONFIG` passes CONFIG first
 declare -A LESSON_SCRIPTS=(
     [baseline]="slurm/baseline.slurm"
     [deepspeed_single_gpu]="slurm/stage0.slurm slurm/stage1.slurm slurm/stage1_offload.slurm slurm/stage2.slurm
         slurm/stage2_offload.slurm slurm/stage2_offload_nopin.slurm slurm/stage3.slurm slurm/stage3_offload.slurm
         slurm/stage3_offload_nopin.slurm"
+    [deepspeed_multi_gpu]="slurm/multi_gpu_weak_scaling.slurm slurm/multi_gpu_zero.slurm:stage1
+        slurm/multi_gpu_zero.slurm:stage1_offload slurm/multi_gpu_zero.slurm:stage2 slurm/multi_gpu_zero.slurm:stage2_offload
+        slurm/multi_gpu_zero.slurm:stage3 slurm/multi_gpu_zero.slurm:stage3_offload"
+    [make_it_fast]="slurm/fast.slurm"
 )
+# Lesson 3 without GPUs: two processes on the CPU, 20 examples each, one epoch.
+declare -A LESSON_ARGS=([deepspeed_multi_gpu]="--samples-per-gpu 20 --num-train-epochs 1")
+export GPUS=${GPUS:-2}
 lessons=("$@")
-[ ${#lessons[@]} -gt 0 ] || lessons=(baseline deepspeed_single_gpu)
+[ ${#lessons[@]} -gt 0 ] || lessons=(baseline deepspeed_single_gpu deepspeed_multi_gpu make_it_fast)
 for lesson in "${lessons[@]}"; do
     [ -n "${LESSON_SCRIPTS[$lesson]:-}" ] || { echo "unknown lesson '$lesson'; choose from: ${!LESSON_SCRIPTS[*]}" >&2; exit 2; }
-    for script in ${LESSON_SCRIPTS[$lesson]}; do
-        echo "[workshop] === $lesson: bash $script --profile tiny"
-        bash "$script" --profile tiny
+    for entry in ${LESSON_SCRIPTS[$lesson]}; do
+        script=${entry%%:*} config=()
+        [[ $entry != *:* ]] || config=("${entry#*:}")
+        # shellcheck disable=SC2086 # LESSON_ARGS holds several flags
+        echo "[workshop] === $lesson: bash $script ${config[*]} --profile tiny ${LESSON_ARGS[$lesson]:-}"
+        bash "$script" "${config[@]}" --profile tiny ${LESSON_ARGS[$lesson]:-}
     done
 done
 echo "[workshop] === filled tables (python -m workshop.fill_tables logs/)"
