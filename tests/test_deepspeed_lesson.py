@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from test_slurm import check_loggers_stopped, job_env
+from workshop.logparse import is_summary
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "deepspeed_single_gpu" / "configs"
