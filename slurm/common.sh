@@ -107,8 +107,7 @@ workshop_deepspeed() {
     shift
     local file=deepspeed_single_gpu/configs/$config.json
     [[ -f $file ]] || die "no DeepSpeed config $file"
-    # Build (first time) or load DeepSpeed's ops before the training starts, so its runtime never holds a JIT build.
-    "$PYTHON" -m workshop.prebuild_ops || die "DeepSpeed ops failed to build (see above)"
+    # DeepSpeed's ops are loaded (or built, the first time) by the training itself, before its clock starts.
     workshop_run "$config" -- "$PYTHON" -m deepspeed.launcher.runner --num_gpus=1 --master_port="$(free_port)" \
         deepspeed_single_gpu/train.py --ds-config "$file" "$@"
 }

@@ -7,7 +7,7 @@ DeepSpeed's CPU accelerator never page-locks memory, so pin_memory true/false is
 and the ZeRO optimizer's settings, not in the tensors (`is_pinned()` is False either way; asserted below).
 
 The ops (fused_adam, cpu_adam, deepspeed_shm_comm) come from the shared build folder of
-`python -m workshop.prebuild_ops`, which every .slurm file runs first; the first build on a clean machine takes
+`python -m workshop.prebuild_ops`, which the training loads before its clock starts; the first build on a clean machine takes
 minutes, later runs load them in seconds.
 
 Run as a script (`python tests/test_deepspeed_lesson.py CONFIG OUT.json`) this file is the engine probe: one

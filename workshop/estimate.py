@@ -12,6 +12,8 @@ ZeRO-1 splits the fp32 part (16) across GPUs. Activations, buffers and the CUDA 
 
 import argparse
 import json
+import os
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
@@ -105,6 +107,24 @@ def estimate_table(model="bloom-560m", gpus=(1,)) -> pd.DataFrame:
                              "configs": configs, "gpu_gib_per_gpu": gpu / GIB, "cpu_gib_per_node": cpu / GIB,
                              "source": source})
     return pd.DataFrame(rows)
+
+
+def cached_estimate_table(model="bloom-560m", gpus=(1,)) -> pd.DataFrame:
+    """estimate_table, kept on disk per model, GPU counts and DeepSpeed version: importing DeepSpeed to compute
+    it takes seconds, which fill_tables would otherwise pay on every call."""
+    counts = [gpus] if isinstance(gpus, int) else list(gpus)
+    cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "workshop" / "estimates"
+    path = cache_root / f"{model}-gpus{'_'.join(map(str, counts))}-deepspeed{version('deepspeed')}.json"
+    try:
+        return pd.read_json(path, orient="records")
+    except (OSError, ValueError):
+        table = estimate_table(model, counts)
+        try:
+            cache_root.mkdir(parents=True, exist_ok=True)
+            table.to_json(path, orient="records")
+        except OSError:  # a read-only home: just no cache
+            pass
+        return table
 
 
 def main(argv=None):

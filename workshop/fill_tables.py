@@ -497,9 +497,9 @@ def part1(runs):
 
 @functools.lru_cache(maxsize=None)
 def _estimates(model):
-    from workshop.estimate import estimate_table  # imports DeepSpeed: only when there are lesson-2 runs
+    from workshop.estimate import cached_estimate_table  # DeepSpeed's estimators, kept on disk after the first use
 
-    return estimate_table(model, [1])
+    return cached_estimate_table(model, [1])
 
 
 def model_state_estimate(run):

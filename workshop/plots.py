@@ -448,7 +448,10 @@ def bench_results(folder):
         result = pd.read_json(path, typ="series")
         if "runs" in result:
             frames.append(pd.DataFrame(result["runs"]).assign(benchmark=path.stem))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not frames:
+        print(f"no benchmark results (*.json from benchmarks/bench.py) in {folder}")
+        return pd.DataFrame(columns=["benchmark", "variant", "real_tokens_per_s", "mfu"])
+    return pd.concat(frames, ignore_index=True)
 
 
 def speed_ladder(results, title="real tokens/s per change"):

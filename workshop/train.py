@@ -92,7 +92,21 @@ def load_deepspeed_config(cfg: RunConfig):
             print(f"[workshop] notice: optimizer.params.{key} {params[key]} in {cfg.deepspeed} "
                   f"replaced by {value} from the command line / --profile {cfg.profile}")
             params[key] = value
+    load_ops(ds_config)
     return ds_config
+
+
+def load_ops(ds_config: dict):
+    """Load (or, the first time on this machine, build) the DeepSpeed ops this config uses, before the Trainer's
+    clock starts: train_runtime then never holds a JIT build. In this process, so a job starts no extra Python."""
+    from workshop.ds_config import needed_ops
+    from workshop.prebuild_ops import build
+
+    for op in needed_ops(ds_config):
+        seconds = build(op)
+        if seconds > 30:  # a real compile, not a load: say how to keep it out of the next class's jobs
+            print(f"[workshop] built DeepSpeed's {op} in {seconds:.0f} s; builds are kept and reused "
+                  "(`python -m workshop.prebuild_ops` on a GPU node does it before class)", flush=True)
 
 
 def train(cfg: RunConfig, run: RunLog):
