@@ -219,6 +219,11 @@ _workshop_on_exit() {
                 "(#SBATCH --mem${SLURM_MEM_PER_NODE:+=${SLURM_MEM_PER_NODE}M}); ask for more, or use less"
         fi
     fi
+    # A DeepSpeed training without a GPU removes its /dev/shm buffers (67 MB a rank, in RAM) as it exits; these
+    # are the ones of a training that was killed. The master port in their names is this job's.
+    if [[ $TRAIN_CMD =~ --master_port=([0-9]+) ]]; then
+        rm -f /dev/shm/deepspeed_allreduce_buffer_"$(id -u)"_*_"${BASH_REMATCH[1]}"_*
+    fi
     if [[ -n $GPU_PID ]]; then _stop "$GPU_PID"; GPU_ENDED=$_ENDED GPU_STATUS=$_STATUS; fi
     if [[ -n $CPU_PID ]]; then _stop "$CPU_PID"; CPU_ENDED=$_ENDED CPU_STATUS=$_STATUS; fi
     say "gpu logger: $GPU_ENDED (status $GPU_STATUS); cpu logger: $CPU_ENDED (status $CPU_STATUS)"

@@ -21,11 +21,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from test_slurm import check_loggers_stopped, job_env
+from test_slurm import check_loggers_stopped, deepspeed_shm_buffers, job_env
 from workshop.logparse import is_summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,6 +104,31 @@ def test_config_trains_tiny_through_its_slurm_file(lesson_copy, name):
     check_deepspeed_run(run_dir, name)
     train_out = (run_dir / "train.out").read_text()
     assert "fp16 needs a CUDA GPU" in train_out  # the lesson asks for fp16; the CPU run says it uses fp32
+
+
+@pytest.mark.slow
+def test_a_killed_training_leaves_no_shared_memory(lesson_copy):
+    """DeepSpeed's CPU backend puts a 67 MB buffer per rank in /dev/shm (RAM) and never removes it; a training
+    that exits removes its own, and common.sh removes those of one the kernel killed (SIGKILL: no handler runs)."""
+    script = subprocess.Popen(["bash", "slurm/stage0.slurm", "--profile", "tiny", "--num-train-epochs", "30",
+                               "--logging-steps", "1", "--eval-strategy", "no"],
+                              cwd=lesson_copy, env={**job_env(), **OFFLINE}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    for line in script.stdout:
+        if line.startswith("[workshop] training pid "):
+            port = re.search(r"--master_port=(\d+)", line)[1]
+            launcher = psutil.Process(int(line.split()[3].rstrip(":")))
+            break
+    buffers = f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_0"
+    deadline = time.monotonic() + 300
+    while not list(Path("/dev/shm").glob(buffers)):  # created when the Trainer sets up DeepSpeed's communication
+        assert time.monotonic() < deadline and script.poll() is None, "DeepSpeed made no /dev/shm buffer"
+        time.sleep(0.2)
+    [rank] = [child for child in launcher.children(recursive=True) if "--local_rank=0" in child.cmdline()]
+    rank.kill()
+    output = script.communicate(timeout=120)[0]
+    assert script.returncode != 0, output
+    assert list(Path("/dev/shm").glob(buffers)) == [], output
 
 
 def test_the_lesson_has_the_nine_configs_each_with_a_slurm_file():

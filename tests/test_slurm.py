@@ -74,7 +74,16 @@ def check_loggers_stopped(run_dir):
         if any(run_dir.name in arg for arg in process.info["cmdline"] or [])
     ]
     assert leftovers == []
+    assert deepspeed_shm_buffers(record) == []  # a DeepSpeed run without a GPU leaves no RAM behind in /dev/shm
     return record
+
+
+def deepspeed_shm_buffers(record):
+    """The /dev/shm buffers of a DeepSpeed job's CPU backend (named after the job's master port) that still exist."""
+    port = re.search(r"--master_port=(\d+)", record["training"]["command"])
+    if port is None:  # not a DeepSpeed launch: nothing of this kind to leave behind
+        return []
+    return sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port[1]}_*"))
 
 
 def check_completed_run(run_dir):

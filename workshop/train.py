@@ -3,6 +3,7 @@
 Read `train()` top to bottom: it is the whole lesson. `main()` wraps it with the run folder and with
 error handling that always records how the run ended.
 """
+import atexit
 import math
 import os
 import signal
@@ -93,6 +94,7 @@ def load_deepspeed_config(cfg: RunConfig):
                   f"replaced by {value} from the command line / --profile {cfg.profile}")
             params[key] = value
     load_ops(ds_config)
+    atexit.register(remove_shm_buffers)
     return ds_config
 
 
@@ -107,6 +109,20 @@ def load_ops(ds_config: dict):
         if seconds > 30:  # a real compile, not a load: say how to keep it out of the next class's jobs
             print(f"[workshop] built DeepSpeed's {op} in {seconds:.0f} s; builds are kept and reused "
                   "(`python -m workshop.prebuild_ops` on a GPU node does it before class)", flush=True)
+
+
+def remove_shm_buffers():
+    """Remove this job's DeepSpeed shared-memory buffers from /dev/shm (at exit; a no-op where there are none).
+
+    Without a GPU, DeepSpeed's communication backend gives each rank a 67 MB buffer in /dev/shm and never
+    removes it. /dev/shm is RAM: a day of runs on one node filled 21 of its 24 GiB and the kernel began
+    killing compilers and trainings. By exit every rank has mapped the others' buffers, so unlinking them is
+    safe; the master port in the name is this job's alone. slurm/common.sh catches a training that was killed.
+    """
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if addr and port:
+        for buffer in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_*"):
+            buffer.unlink(missing_ok=True)
 
 
 def train(cfg: RunConfig, run: RunLog):
