@@ -169,6 +169,11 @@ def needs_cpu_adam(cfg) -> bool:
     return _adam(cfg) and _offloads(cfg)[1] is not None
 
 
+def zero_stage(cfg) -> int:
+    """The ZeRO stage of a checked config (load_ds_config), 0 for none."""
+    return (cfg or {}).get("zero_optimization", {}).get("stage", 0)
+
+
 def needed_ops(cfg) -> list:
     """The DeepSpeed ops this config JIT-builds for its optimizer (see workshop.prebuild_ops)."""
     if not _adam(cfg):

@@ -785,9 +785,12 @@ def make_it_fast(run):
     for column, key, scale in (("real tokens/s", "real_tokens_per_s", 1), ("MFU %", "mfu", 100),
                                ("s/step", "step_s", 1), ("start-up s", "startup_s", 1)):
         value = number_or(speed.get(key), None)
-        if value is None and key == "mfu" and why is None:
-            value = Missing("n/a (no GPU)", "MFU needs a CUDA GPU whose peak workshop/speed.py knows")
-        row[column] = value * scale if value is not None and not isinstance(value, Missing) else (value or why)
+        if value is not None:
+            row[column] = value * scale
+        elif key == "mfu" and why is None:  # rates were measured, so only the GPU's peak was missing
+            row[column] = Missing("n/a (no GPU)", "MFU needs a CUDA GPU whose peak workshop/speed.py knows")
+        else:
+            row[column] = why
     evals = [] if isinstance(run.events, Missing) else [e for e in run.events if "eval_loss" in e]
     row["final eval loss"] = evals[-1]["eval_loss"] if evals else absent(run, "eval loss")
     row["peak GPU MiB (nvidia-smi)"] = gpu_stat(run, "max")

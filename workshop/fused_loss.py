@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import CausalLMOutput
 
 from workshop.config import WorkshopError
+from workshop.ds_config import zero_stage
 
 
 def liger_loss_fn():
@@ -56,8 +57,7 @@ def use_fused_loss(model, on_gpu: bool):
 
 
 def check_supported(deepspeed_config: dict | None):
-    stage = ((deepspeed_config or {}).get("zero_optimization") or {}).get("stage", 0)
-    if stage == 3:
+    if zero_stage(deepspeed_config) == 3:
         # ZeRO-3 gathers lm_head.weight only inside the stock forward's hooks; the fused loss reads it directly.
         raise WorkshopError("--fused-loss does not work with ZeRO stage 3 (the output weights are partitioned); "
                             "drop the flag or use stage 0-2")

@@ -171,8 +171,9 @@ def _evaluated_at(state) -> bool:
 def build_device(ds_config: dict | None):
     """Where to build random weights: this process's GPU, unless ZeRO-3 is to partition them (its point is that
     no GPU ever holds the whole model)."""
-    stage = ((ds_config or {}).get("zero_optimization") or {}).get("stage", 0)
-    if not torch.cuda.is_available() or stage == 3:
+    from workshop.ds_config import zero_stage
+
+    if not torch.cuda.is_available() or zero_stage(ds_config) == 3:
         return None
     return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
