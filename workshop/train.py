@@ -16,6 +16,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from workshop.config import RunConfig, WorkshopError, parse_args, resolve_precision
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
+from workshop.ds_config import check_gpu_precision
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
 from workshop.model import load_model, resolve_model, save_model
 from workshop.runlog import RunLog, cuda_memory_now, default_run_dir, describe_cuda_memory
@@ -23,8 +24,6 @@ from workshop.speed import SpeedCallback, flops_per_token
 
 
 def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> TrainingArguments:
-    from workshop.ds_config import check_gpu_precision  # explicit fp16/bf16 without a GPU: one error line
-    check_gpu_precision(cfg, ds_config, torch.cuda.is_available())
     fp16, bf16 = resolve_precision(cfg, torch.cuda.is_available(),
                                    torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     return TrainingArguments(
@@ -93,8 +92,6 @@ def load_deepspeed_config(cfg: RunConfig):
             print(f"[workshop] notice: optimizer.params.{key} {params[key]} in {cfg.deepspeed} "
                   f"replaced by {value} from the command line / --profile {cfg.profile}")
             params[key] = value
-    load_ops(ds_config)
-    atexit.register(remove_shm_buffers)
     return ds_config
 
 
@@ -109,6 +106,7 @@ def load_ops(ds_config: dict):
         if seconds > 30:  # a real compile, not a load: say how to keep it out of the next class's jobs
             print(f"[workshop] built DeepSpeed's {op} in {seconds:.0f} s; builds are kept and reused "
                   "(`python -m workshop.prebuild_ops` on a GPU node does it before class)", flush=True)
+    atexit.register(remove_shm_buffers)
 
 
 def remove_shm_buffers():
@@ -127,6 +125,9 @@ def remove_shm_buffers():
 
 def train(cfg: RunConfig, run: RunLog):
     ds_config = load_deepspeed_config(cfg)  # first: a typo in the JSON fails before minutes of loading
+    check_gpu_precision(cfg, ds_config, torch.cuda.is_available())  # and so does fp16 on a machine without a GPU
+    if ds_config is not None:
+        load_ops(ds_config)
     model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed, device=build_device(ds_config))
     if cfg.fused_loss:
         check_fused_loss(ds_config)
