@@ -7,8 +7,8 @@ DeepSpeed's CPU accelerator never page-locks memory, so pin_memory true/false is
 and the ZeRO optimizer's settings, not in the tensors (`is_pinned()` is False either way; asserted below).
 
 The ops (fused_adam, cpu_adam, deepspeed_shm_comm) come from the shared build folder of
-`python -m workshop.prebuild_ops`, which the training loads before its clock starts; the first build on a clean machine takes
-minutes, later runs load them in seconds.
+`python -m workshop.prebuild_ops`, which the training loads before its clock starts; the first build on a clean
+machine takes minutes, later runs load them in seconds.
 
 Run as a script (`python tests/test_deepspeed_lesson.py CONFIG OUT.json`) this file is the engine probe: one
 process per config, because DeepSpeed's global state does not reset within a process.
@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from test_slurm import check_loggers_stopped, deepspeed_shm_buffers, job_env
+from test_slurm import check_loggers_stopped, deepspeed_shm_buffers, job_env, training_started
 from workshop.logparse import is_summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,21 +114,16 @@ def test_a_killed_training_leaves_no_shared_memory(lesson_copy):
                                "--logging-steps", "1", "--eval-strategy", "no"],
                               cwd=lesson_copy, env={**job_env(), **OFFLINE}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
-    for line in script.stdout:
-        if line.startswith("[workshop] training pid "):
-            port = re.search(r"--master_port=(\d+)", line)[1]
-            launcher = psutil.Process(int(line.split()[3].rstrip(":")))
-            break
-    buffers = f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_0"
+    pid, command = training_started(script)
     deadline = time.monotonic() + 300
-    while not list(Path("/dev/shm").glob(buffers)):  # created when the Trainer sets up DeepSpeed's communication
+    while not deepspeed_shm_buffers(command):  # created when the Trainer sets up DeepSpeed's communication
         assert time.monotonic() < deadline and script.poll() is None, "DeepSpeed made no /dev/shm buffer"
         time.sleep(0.2)
-    [rank] = [child for child in launcher.children(recursive=True) if "--local_rank=0" in child.cmdline()]
+    [rank] = [child for child in psutil.Process(pid).children(recursive=True) if "--local_rank=0" in child.cmdline()]
     rank.kill()
     output = script.communicate(timeout=120)[0]
     assert script.returncode != 0, output
-    assert list(Path("/dev/shm").glob(buffers)) == [], output
+    assert deepspeed_shm_buffers(command) == [], output
 
 
 def test_the_lesson_has_the_nine_configs_each_with_a_slurm_file():

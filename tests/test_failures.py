@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_slurm import check_loggers_stopped, job_env, repo_copy, wait_for_job  # noqa: F401 - fixture
+from tests.test_slurm import (check_loggers_stopped, job_env, repo_copy,  # noqa: F401 - repo_copy: fixture
+                              training_started, wait_for_job)
 from workshop.runlog import git_provenance, provenance, redact
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,10 +127,7 @@ def status_cells(root, run_name):
 def test_sigkill_shows_killed_with_partial_metrics(repo_copy):  # noqa: F811
     script = subprocess.Popen(["bash", "slurm/baseline.slurm", *RESUMABLE], cwd=repo_copy, env=job_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in script.stdout:
-        if line.startswith("[workshop] training pid "):
-            train_pid = int(line.split()[3].rstrip(":"))
-            break
+    train_pid, _ = training_started(script)
     [run_dir] = (repo_copy / "logs").glob("baseline-local*")
     wait_for_events(run_dir, script)
     os.kill(train_pid, signal.SIGKILL)  # no handler runs: the manifest keeps "running"

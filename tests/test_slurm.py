@@ -74,13 +74,24 @@ def check_loggers_stopped(run_dir):
         if any(run_dir.name in arg for arg in process.info["cmdline"] or [])
     ]
     assert leftovers == []
-    assert deepspeed_shm_buffers(record) == []  # a DeepSpeed run without a GPU leaves no RAM behind in /dev/shm
+    assert deepspeed_shm_buffers(record["training"]["command"]) == []  # no RAM left behind in /dev/shm
     return record
 
 
-def deepspeed_shm_buffers(record):
-    """The /dev/shm buffers of a DeepSpeed job's CPU backend (named after the job's master port) that still exist."""
-    port = re.search(r"--master_port=(\d+)", record["training"]["command"])
+def training_started(script):
+    """Read a .slurm script's output (a Popen with stdout piped) up to `[workshop] training pid N: COMMAND`;
+    returns N and COMMAND."""
+    for line in script.stdout:
+        if line.startswith("[workshop] training pid "):
+            pid, command = line.removeprefix("[workshop] training pid ").split(": ", 1)
+            return int(pid), command
+    pytest.fail(f"the script ended (status {script.wait()}) before it started the training")
+
+
+def deepspeed_shm_buffers(command):
+    """The /dev/shm buffers of the CPU backend of the DeepSpeed launch `command` (named after its master port)
+    that exist now."""
+    port = re.search(r"--master_port=(\d+)", command)
     if port is None:  # not a DeepSpeed launch: nothing of this kind to leave behind
         return []
     return sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port[1]}_*"))

@@ -16,9 +16,10 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from workshop.config import RunConfig, WorkshopError, parse_args, resolve_precision
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
-from workshop.ds_config import check_gpu_precision
+from workshop.ds_config import check_gpu_precision, load_ds_config, needed_ops, zero_stage
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
 from workshop.model import load_model, resolve_model, save_model
+from workshop.prebuild_ops import build, setup_build_env
 from workshop.runlog import RunLog, cuda_memory_now, default_run_dir, describe_cuda_memory
 from workshop.speed import SpeedCallback, flops_per_token
 
@@ -79,9 +80,6 @@ def _cpu_deepspeed_state(ds_config: dict | None) -> dict:
 def load_deepspeed_config(cfg: RunConfig):
     if cfg.deepspeed is None:
         return None
-    from workshop.ds_config import load_ds_config  # validates: one clear error naming the file and key
-    from workshop.prebuild_ops import setup_build_env
-
     setup_build_env()  # reuse ops built by `python -m workshop.prebuild_ops`; fix TORCH_CUDA_ARCH_LIST=9.0a
     ds_config = load_ds_config(cfg.deepspeed)
     # The JSON files spell out the lesson's optimizer. A flag or profile that changes the same setting wins,
@@ -98,9 +96,6 @@ def load_deepspeed_config(cfg: RunConfig):
 def load_ops(ds_config: dict):
     """Load (or, the first time on this machine, build) the DeepSpeed ops this config uses, before the Trainer's
     clock starts: train_runtime then never holds a JIT build. In this process, so a job starts no extra Python."""
-    from workshop.ds_config import needed_ops
-    from workshop.prebuild_ops import build
-
     for op in needed_ops(ds_config):
         seconds = build(op)
         if seconds > 30:  # a real compile, not a load: say how to keep it out of the next class's jobs
@@ -172,8 +167,6 @@ def _evaluated_at(state) -> bool:
 def build_device(ds_config: dict | None):
     """Where to build random weights: this process's GPU, unless ZeRO-3 is to partition them (its point is that
     no GPU ever holds the whole model)."""
-    from workshop.ds_config import zero_stage
-
     if not torch.cuda.is_available() or zero_stage(ds_config) == 3:
         return None
     return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
