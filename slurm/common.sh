@@ -219,7 +219,7 @@ _workshop_on_exit() {
                 "(#SBATCH --mem${SLURM_MEM_PER_NODE:+=${SLURM_MEM_PER_NODE}M}); ask for more, or use less"
         fi
     fi
-    # A DeepSpeed training without a GPU removes its /dev/shm buffers (67 MB a rank, in RAM) as it exits; these
+    # A DeepSpeed training without a GPU removes its /dev/shm buffers (66 MiB a rank, in RAM) as it exits; these
     # are the ones of a training that was killed. The master port in their names is this job's.
     if [[ $TRAIN_CMD =~ --master_port=([0-9]+) ]]; then
         rm -f /dev/shm/deepspeed_allreduce_buffer_"$(id -u)"_*_"${BASH_REMATCH[1]}"_*

@@ -108,7 +108,7 @@ def test_config_trains_tiny_through_its_slurm_file(lesson_copy, name):
 
 @pytest.mark.slow
 def test_a_killed_training_leaves_no_shared_memory(lesson_copy):
-    """DeepSpeed's CPU backend puts a 67 MB buffer per rank in /dev/shm (RAM) and never removes it; a training
+    """DeepSpeed's CPU backend puts a 66 MiB buffer per rank in /dev/shm (RAM) and never removes it; a training
     that exits removes its own, and common.sh removes those of one the kernel killed (SIGKILL: no handler runs)."""
     script = subprocess.Popen(["bash", "slurm/stage0.slurm", "--profile", "tiny", "--num-train-epochs", "30",
                                "--logging-steps", "1", "--eval-strategy", "no"],

@@ -107,8 +107,8 @@ def load_ops(ds_config: dict):
 def remove_shm_buffers():
     """Remove this job's DeepSpeed shared-memory buffers from /dev/shm (at exit; a no-op where there are none).
 
-    Without a GPU, DeepSpeed's communication backend gives each rank a 67 MB buffer in /dev/shm and never
-    removes it. /dev/shm is RAM: a day of runs on one node filled 21 of its 24 GiB and the kernel began
+    Without a GPU, DeepSpeed's communication backend gives each rank a 66 MiB buffer in /dev/shm and never
+    removes it. /dev/shm is RAM: a day of runs on one node filled 20.8 of its 23.5 GiB and the kernel began
     killing compilers and trainings. By exit every rank has mapped the others' buffers, so unlinking them is
     safe; the master port in the name is this job's alone. slurm/common.sh catches a training that was killed.
     """
