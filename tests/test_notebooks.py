@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hashlib
+
 import nbformat
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -22,6 +24,9 @@ from workshop.config import RunConfig
 from workshop.estimate import BLOOM_VOCAB
 from workshop.fill_tables import TABLES, build_tables, find_runs
 from workshop.logparse import read_gpu_csv, read_psrecord
+from workshop.reference import find as find_references
+
+import lab_browser
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -171,10 +176,80 @@ def test_multi_gpu_notebook_fills_its_tables_answers_and_figures(tmp_path_factor
         for line in tables[key].attrs["answers"]:
             assert line in text, f"answer not shown: {line}"
     assert "is peak memory per GPU constant" in text  # the quiz, answered (or said why not) from the numbers
+    assert "No GPU reference for `deepspeed_multi_gpu`" in text  # none measured yet: said, not left blank
     for run in tables["deepspeed_multi_gpu_zero_2gpu"]["run"]:
         assert run in text
     pngs = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
     assert len(pngs) == 3, f"expected throughput, memory per GPU and the ZeRO trade-off, got {len(pngs)} images"
+
+
+# ---------------------------------------------------------------------------------------------- in JupyterLab
+
+def test_setup_registered_the_workshop_kernel():
+    """scripts/setup.sh registers the kernel the notebooks name, inside the venv, on the venv's interpreter."""
+    spec = KernelSpecManager().get_kernel_spec("deepspeed-workshop")  # NoSuchKernel: scripts/setup.sh did not run
+    assert spec.argv[0] == sys.executable and spec.display_name == "Python (deepspeed-workshop)"
+    assert Path(spec.resource_dir).is_relative_to(sys.prefix)
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        assert nbformat.read(path, as_version=4).metadata.kernelspec.name == "deepspeed-workshop", path.name
+
+
+def run_in_jupyterlab(name, logs, tmp_path):
+    """Open notebooks/<name> in JupyterLab in headless Chromium, Run > Run All Cells, and return what the page
+    shows; a screenshot of the page is kept in test-artifacts/. The committed notebook must stay as it was."""
+    lab_browser.require_browser()
+    before = hashlib.sha256((NOTEBOOKS / name).read_bytes()).hexdigest()
+    stem = name.removesuffix(".ipynb")
+    with lab_browser.lab_server(NOTEBOOKS, {"WORKSHOP_LOGS": str(logs)}, tmp_path) as (base, token, log):
+        try:
+            with lab_browser.chromium() as driver:
+                lab_browser.open_notebook(driver, base, token, name)
+                try:
+                    lab_browser.run_all_cells(driver, timeout=900)
+                finally:
+                    lab_browser.screenshot(driver, f"jupyterlab-{stem}")
+                report = lab_browser.page_report(driver)
+        finally:
+            lab_browser.copy_log(log, f"jupyterlab-{stem}")
+    assert hashlib.sha256((NOTEBOOKS / name).read_bytes()).hexdigest() == before, f"{name} was written to"
+    tracebacks = [text for text in report["stderr"] if "Traceback" in text or "Error" in text]
+    assert not tracebacks, tracebacks[0][-3000:]
+    return report
+
+
+def check_reference_shown(report, lesson):
+    (reference, *_) = find_references(lesson)
+    assert f"GPU reference: {reference.device}, {reference.date}" in report["text"]
+    assert reference.command in report["text"]
+    assert any(reference.label in table for table in report["tables"]), "no reference row in any table"
+
+
+@pytest.mark.browser
+def test_baseline_notebook_in_jupyterlab(baseline, run_dir, tmp_path):
+    report = run_in_jupyterlab("01_baseline.ipynb", baseline[1], tmp_path)
+    for key, (title, _) in TABLES["baseline"].items():
+        assert title in report["headings"], f"table title {title!r} not shown"
+        assert f"{title}: yours beside the GPU reference" in report["headings"]
+    filled = [table for table in report["tables"] if run_dir.name in table]
+    assert len(filled) >= 4, f"the run {run_dir.name} is a row of both tables and of both reference tables"
+    check_reference_shown(report, "baseline")
+    drawn = [image for image in report["images"] if image["png"] and image["width"] > 100 and image["height"] > 100]
+    assert len(drawn) >= 2, f"expected the loss curve and the memory timeline drawn, got {report['images']}"
+
+
+@pytest.mark.browser
+def test_zero_notebook_in_jupyterlab(zero_lesson, tmp_path):
+    nb, logs = zero_lesson
+    report = run_in_jupyterlab("02_zero_single_gpu.ipynb", logs, tmp_path)
+    run_dirs, _ = find_runs([logs])
+    for key, (title, _) in ZERO_TABLES.items():
+        assert title in report["headings"], f"table title {title!r} not shown"
+    for run in run_dirs:
+        assert any(run.name in table for table in report["tables"]), f"{run.name} is no row of any table"
+    check_reference_shown(report, "deepspeed_single_gpu")
+    assert "stage3_offload_nopin" in "\n".join(report["tables"])  # the reference's Part 2 holds all nine configs
+    drawn = [image for image in report["images"] if image["png"] and image["width"] > 100 and image["height"] > 100]
+    assert len(drawn) >= 2, f"expected the memory timelines and the peak bars drawn, got {report['images']}"
 
 
 def test_ensure_configs_without_permission_to_run(tmp_path, capsys):

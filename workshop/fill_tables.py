@@ -798,11 +798,14 @@ def make_it_fast(run):
     return row
 
 
-def build_tables(paths):
+def build_tables(paths, lesson=None):
     """{key: DataFrame} for every table that has at least one run; markers are strings in the cells.
     df.attrs["title"] is the table's title, df.attrs["notes"] the lines that explain its markers,
-    df.attrs["answers"] the quiz answers computed from its rows (empty for most tables)."""
+    df.attrs["answers"] the quiz answers computed from its rows (empty for most tables).
+    `lesson` files every run under that lesson (benchmarks/bench.py's runs are baseline runs by their manifest)."""
     runs = load_runs(paths)
+    for run in runs if lesson else ():
+        run.lesson = lesson
     tables = {}
     for lesson, lesson_tables in TABLES.items():
         members = [run for run in runs if run.lesson == lesson]

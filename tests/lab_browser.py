@@ -1,0 +1,198 @@
+"""JupyterLab driven by a real browser: a server on a loopback port with a token, headless Chromium from Debian
+(`apt-get install chromium chromium-driver`; scripts/test.sh installs them as root), Selenium pointed at both.
+
+`open_lab(notebooks, env, tmp)` starts the server the way the README does (`jupyter lab notebooks/`), with its own
+config, runtime, settings and workspace folders under tmp, autosave off (a run must not write outputs into the
+committed notebooks) and every cell attached to the DOM (JupyterLab 4 otherwise renders only the visible ones).
+"""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("WORKSHOP_TEST_ARTIFACTS", REPO / "test-artifacts"))
+SETTINGS = {  # JupyterLab user settings: plugin id -> values
+    "@jupyterlab/docmanager-extension/plugin": {"autosave": False},
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+}
+
+
+def browser_problem():
+    """None when Chromium, its driver and Selenium are here, else what is missing."""
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
+    if missing:
+        return f"{', '.join(missing)} missing: apt-get install -y chromium chromium-driver (scripts/test.sh does, as root)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed: pip install -e .[dev]"
+    return None
+
+
+def require_browser():
+    problem = browser_problem()
+    if problem and os.environ.get("CI") == "true":
+        pytest.fail(f"no browser: {problem}")  # CI promises one: a missing browser is a failure, not a skip
+    if problem:
+        pytest.skip(f"no browser: {problem}")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_server(url, server, log, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"jupyter lab exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return answer.read().decode()
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"jupyter lab did not answer {url} in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def lab_server(root, env, tmp):
+    """(base URL, token) of `jupyter lab root` on a free loopback port; stopped (and its kernels) on exit."""
+    settings = tmp / "settings"
+    for plugin, values in SETTINGS.items():
+        path = settings / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    token, port = secrets.token_hex(16), free_port()
+    env = {**os.environ, **env, "JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+           "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces")}
+    log = tmp / "jupyter-lab.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jupyter", "lab", str(root), "--no-browser", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+             "--ServerApp.allow_root=True"],  # CI runs as root
+            env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_server(f"{base}/api/status?token={token}", server, log)
+        yield base, token, log
+    finally:
+        server.terminate()  # jupyter_server shuts its kernels down on SIGTERM
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@contextmanager
+def chromium(width=1500, height=1200):
+    """Headless Chromium through Selenium, with the driver path given so Selenium Manager downloads nothing."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"  # belt and braces: Selenium Manager must not reach the network
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     f"--window-size={width},{height}"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver, condition, timeout, what):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=1).until(condition, message=f"timed out: {what}")
+
+
+def run_all_cells(driver, timeout):
+    """Run > Run All Cells from the menu bar, then wait until every code cell has run and the kernel is idle."""
+    from selenium.webdriver.common.by import By
+
+    menu = wait(driver, lambda d: next((m for m in d.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item")
+                                        if m.text.strip() == "Run"), None), 60, "the Run menu")
+    menu.click()
+    item = wait(driver, lambda d: next((i for i in d.find_elements(By.CSS_SELECTOR, ".lm-Menu-item .lm-Menu-itemLabel")
+                                        if i.text.strip() == "Run All Cells"), None), 30, "Run All Cells in the Run menu")
+    item.click()
+    script = """
+        const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
+        const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
+        return {prompts: prompts.map(p => p.textContent.trim()),
+                status: status ? status.getAttribute('data-status') : null};
+    """
+
+    def finished(d):
+        state = d.execute_script(script)
+        done = state["prompts"] and all(re.fullmatch(r"\[\d+\]:", p) for p in state["prompts"])
+        return state if done and state["status"] == "idle" else None
+
+    return wait(driver, finished, timeout, "every cell run and the kernel idle")
+
+
+def open_notebook(driver, base, token, name):
+    """Open notebooks/<name> in JupyterLab and wait until its kernel (the one the notebook names) is idle."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/lab/tree/{name}?token={token}")
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"), 120, f"{name}'s cells")
+    wait(driver, lambda d: d.execute_script(
+        "const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+        "return s && s.getAttribute('data-status') === 'idle';"), 120, "the kernel to start")
+
+
+def page_report(driver):
+    """What the rendered notebook shows: its output text, tables, images and stderr/error outputs."""
+    return driver.execute_script("""
+        const outputs = [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')];
+        const images = [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output img')];
+        return {
+          text: outputs.map(o => o.innerText).join('\\n'),
+          headings: [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output h4')].map(h => h.innerText),
+          tables: [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output table')].map(t => t.innerText),
+          images: images.map(i => ({png: i.src.startsWith('data:image/png;base64,'), width: i.naturalWidth,
+                                    height: i.naturalHeight})),
+          stderr: [...document.querySelectorAll(
+              '.jp-Notebook .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+              .map(o => o.innerText),
+        };
+    """)
+
+
+def screenshot(driver, name):
+    """Save the page as test-artifacts/<name>.png (or under $WORKSHOP_TEST_ARTIFACTS) and say where."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    # As tall as the notebook (all its cells are in the DOM), so the one picture shows every output.
+    height = driver.execute_script("const n = document.querySelector('.jp-NotebookPanel-notebook');"
+                                   "return n ? n.scrollHeight : 0;")
+    driver.set_window_size(driver.get_window_size()["width"], min(max(height + 250, 1200), 16000))
+    driver.save_screenshot(str(path))
+    print(f"[browser test] screenshot: {path}")
+    return path
+
+
+def copy_log(log, name):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(log, ARTIFACTS / f"{name}-jupyter-lab.log")
