@@ -6,8 +6,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$REPO_ROOT"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     bash .ci/start_slurm.sh
+    # The browser tests drive Debian's Chromium through its own driver: Selenium downloads no browser.
+    if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+        echo "[test] installing chromium and chromium-driver for the browser tests"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    fi
 else
-    echo "[test] not root on Debian: not starting a local SLURM cluster (SLURM tests use one if sinfo answers)"
+    echo "[test] not root on Debian: not starting a local SLURM cluster (SLURM tests use one if sinfo answers)," \
+        "not installing chromium (browser tests use /usr/bin/chromium and /usr/bin/chromedriver if there)"
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 # GPU tests only where torch sees a CUDA GPU; elsewhere they are deselected (and counted as such, not as passed).
