@@ -6,6 +6,7 @@ config, runtime, settings and workspace folders under tmp, autosave off (a run m
 committed notebooks) and every cell attached to the DOM (JupyterLab 4 otherwise renders only the visible ones).
 """
 
+import io
 import json
 import os
 import re
@@ -102,7 +103,7 @@ def lab_server(root, env, tmp):
 
 
 @contextmanager
-def chromium(width=1500, height=1200):
+def chromium(width=1500, height=1400):
     """Headless Chromium through Selenium, with the driver path given so Selenium Manager downloads nothing."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -181,14 +182,30 @@ def page_report(driver):
 
 
 def screenshot(driver, name):
-    """Save the page as test-artifacts/<name>.png (or under $WORKSHOP_TEST_ARTIFACTS) and say where."""
+    """Save the whole notebook as test-artifacts/<name>.png (or under $WORKSHOP_TEST_ARTIFACTS) and say where:
+    JupyterLab's bars, then the notebook scrolled a screen at a time and the pieces stitched under them."""
+    from PIL import Image
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    # As tall as the notebook (all its cells are in the DOM), so the one picture shows every output.
-    height = driver.execute_script("const n = document.querySelector('.jp-NotebookPanel-notebook');"
-                                   "return n ? n.scrollHeight : 0;")
-    driver.set_window_size(driver.get_window_size()["width"], min(max(height + 250, 1200), 16000))
-    driver.save_screenshot(str(path))
+    scroll = "const o = document.querySelector('.jp-NotebookPanel .jp-WindowedPanel-outer');"
+    left, top, width, height, total = driver.execute_script(scroll + """
+        if (!o) return [0, 0, 0, 0, 0];
+        o.scrollTop = 0;
+        const r = o.getBoundingClientRect();
+        return [r.left, r.top, r.width, o.clientHeight, o.scrollHeight];""")
+    page = Image.open(io.BytesIO(driver.get_screenshot_as_png()))
+    if not total:  # no notebook on the page: keep what the browser shows
+        page.save(path)
+    else:
+        box = [round(v) for v in (left, top, left + width, top + height)]
+        canvas = Image.new("RGB", (page.width, box[1] + total), "white")
+        canvas.paste(page.crop((0, 0, page.width, box[1])), (0, 0))
+        for offset in range(0, total, height):
+            shown = driver.execute_script(scroll + f"o.scrollTop = {offset}; return o.scrollTop;")
+            time.sleep(0.3)
+            canvas.paste(Image.open(io.BytesIO(driver.get_screenshot_as_png())).crop(box), (box[0], box[1] + shown))
+        canvas.save(path)
     print(f"[browser test] screenshot: {path}")
     return path
 
