@@ -111,3 +111,23 @@ def test_a_malformed_reference_json_names_the_file_and_key(tmp_path, spec, probl
     with pytest.raises(ValueError, match=problem) as error:
         reference.find("baseline", tmp_path)
     assert str(tmp_path / "bad" / "reference.json") in str(error.value)
+
+
+def shown_by(monkeypatch, tables, lesson):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *objects: shown.extend(objects))
+    reference.show(tables, lesson)
+    return shown
+
+
+def test_show_labels_the_reference_then_shows_each_table(monkeypatch):
+    shown = shown_by(monkeypatch, build_tables([LOCAL]), "baseline")
+    (ref,) = reference.find("baseline")
+    assert shown[0].data.startswith(f"**GPU reference: {ref.device}, {ref.date}**") and ref.command in shown[0].data
+    frames = [item for item in shown if hasattr(item, "columns")]
+    assert [list(frame["source"]) for frame in frames] == [[reference.YOURS, ref.label]] * 2
+
+
+def test_show_says_when_a_lesson_has_no_reference(monkeypatch):
+    (message,) = shown_by(monkeypatch, {}, "deepspeed_multi_gpu")
+    assert "No GPU reference for `deepspeed_multi_gpu` in `docs/results/` yet" in message.data
