@@ -30,6 +30,14 @@ plan() {
         for m in 3b 1b7; do
             for c in stage2_offload stage3_offload; do echo "$c --model $m --subset 10000 --max-steps 10 $SHORT"; done
         done ;;
+    rest)  # what a cut-short `sizes` did not reach
+        echo "stage3_offload --model 3b --subset 10000 --max-steps 10 $SHORT"
+        for c in stage2_offload stage3_offload; do echo "$c --model 1b7 --subset 10000 --max-steps 10 $SHORT"; done ;;
+    last)  # the 560m configs and the NVMe run the first calls did not reach
+        for c in stage1 stage2 stage3 stage2_offload stage3_offload; do
+            echo "$c --model 560m --subset 10000 --max-steps 20 $SHORT"; done
+        echo "stage3_offload_nvme --model 560m --subset 10000 --max-steps 4 --nvme-path /tmp/nvme $SHORT"
+        for c in stage1_offload stage2_offload_nopin; do echo "$c --model 560m --subset 10000 --max-steps 20 $SHORT"; done ;;
     small)
         for c in baseline stage0 stage1 stage1_offload stage2 stage2_offload stage2_offload_nopin stage3 \
             stage3_offload; do echo "$c --model 560m --subset 10000 --max-steps 20 $SHORT"; done ;;

@@ -97,6 +97,19 @@ def _cgroup_limit_bytes():
     return None
 
 
+def nvme_buffers_gib(ds_config) -> float:
+    """Pinned host buffers of NVMe offload: the parameter swap buffers (fp16; each must hold the largest tensor,
+    BLOOM's embedding) and the optimizer's swap buffers (fp32, one ZeRO sub-group each)."""
+    zero = ds_config["zero_optimization"]
+    param, optimizer = zero.get("offload_param") or {}, zero.get("offload_optimizer") or {}
+    total = 0
+    if param.get("device") == "nvme":
+        total += param.get("buffer_count", 5) * param.get("buffer_size", 1e8) * 2
+    if optimizer.get("device") == "nvme":
+        total += optimizer.get("buffer_count", 4) * zero.get("sub_group_size", 1e9) * 4
+    return total / GIB
+
+
 def check_async_io() -> str | None:
     """None when DeepSpeed's async_io op (NVMe offload) can be built or loaded here, else what is missing."""
     from workshop.ds_config import quiet_deepspeed
@@ -129,7 +142,7 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None):
     half = cfg.bf16 or cfg.fp16 is not False
     activations = activation_gib(model, cfg.per_device_train_batch_size, cfg.max_length, 2 if half else 4)
     gpu_gib = gpu_row.gpu_gib_per_gpu + activations + CUDA_CONTEXT_GIB
-    host_gib = host_row.cpu_gib_per_node + PROCESS_GIB * gpus
+    host_gib = host_row.cpu_gib_per_node + PROCESS_GIB * gpus + (nvme_buffers_gib(ds_config) if nvme else 0)
     limit, limit_source = host_limit(cfg.host_memory_gib)
     where = ds_config and f"ZeRO {gpu_row.stage}" + (f" + {gpu_row.offload} offload" if gpu_row.offload != "none"
                                                       else "") + (" to NVMe" if nvme else "")
