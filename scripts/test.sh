@@ -6,6 +6,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$REPO_ROOT"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     bash .ci/start_slurm.sh
+    # libaio for DeepSpeed's async_io op: the NVMe offload config (stage3_offload_nvme) trains in the tests
+    dpkg -s libaio-dev >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends libaio-dev >/dev/null
 else
     echo "[test] not root on Debian: not starting a local SLURM cluster (SLURM tests use one if sinfo answers)"
 fi

@@ -97,16 +97,16 @@ def _cgroup_limit_bytes():
     return None
 
 
-def nvme_buffers_gib(ds_config) -> float:
+def nvme_buffers_gib(ds_config, params: float) -> float:
     """Pinned host buffers of NVMe offload: the parameter swap buffers (fp16; each must hold the largest tensor,
-    BLOOM's embedding) and the optimizer's swap buffers (fp32, one ZeRO sub-group each)."""
+    BLOOM's embedding) and the optimizer's swap buffers (fp32, one ZeRO sub-group each, at most the model)."""
     zero = ds_config["zero_optimization"]
     param, optimizer = zero.get("offload_param") or {}, zero.get("offload_optimizer") or {}
     total = 0
     if param.get("device") == "nvme":
         total += param.get("buffer_count", 5) * param.get("buffer_size", 1e8) * 2
     if optimizer.get("device") == "nvme":
-        total += optimizer.get("buffer_count", 4) * zero.get("sub_group_size", 1e9) * 4
+        total += optimizer.get("buffer_count", 4) * min(zero.get("sub_group_size", 1e9), params) * 4
     return total / GIB
 
 
@@ -142,7 +142,8 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None):
     half = cfg.bf16 or cfg.fp16 is not False
     activations = activation_gib(model, cfg.per_device_train_batch_size, cfg.max_length, 2 if half else 4)
     gpu_gib = gpu_row.gpu_gib_per_gpu + activations + CUDA_CONTEXT_GIB
-    host_gib = host_row.cpu_gib_per_node + PROCESS_GIB * gpus + (nvme_buffers_gib(ds_config) if nvme else 0)
+    params = table.iloc[0].params_m * 1e6
+    host_gib = host_row.cpu_gib_per_node + PROCESS_GIB * gpus + (nvme_buffers_gib(ds_config, params) if nvme else 0)
     limit, limit_source = host_limit(cfg.host_memory_gib)
     where = ds_config and f"ZeRO {gpu_row.stage}" + (f" + {gpu_row.offload} offload" if gpu_row.offload != "none"
                                                       else "") + (" to NVMe" if nvme else "")
@@ -157,7 +158,7 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None):
     if gpu_total_gib is not None and gpu_gib > gpu_total_gib:
         print(f"[workshop] warning: expected {gpu_gib:.1f} GiB per GPU is more than the {gpu_total_gib:.1f} GiB "
               "available: expect an out-of-memory error (a lower stage or more offload would fit)", flush=True)
-    refusal = _check_nvme(ds_config, table.iloc[0].params_m * 1e6) if nvme else None
+    refusal = _check_nvme(ds_config, params) if nvme else None
     if refusal is None and limit is not None and host_gib > limit:
         refusal = (
             f"{model} under {where or 'no DeepSpeed'} needs about {host_gib:.0f} GiB of host memory per node but "

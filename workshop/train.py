@@ -96,7 +96,9 @@ def load_deepspeed_config(cfg: RunConfig):
 
 
 def use_nvme_path(cfg: RunConfig, ds_config: dict):
-    """--nvme-path replaces the config's nvme_path in each section that offloads to NVMe (ZeRO-Infinity)."""
+    """--nvme-path replaces the config's nvme_path in each section that offloads to NVMe (ZeRO-Infinity), and the
+    parameter swap buffers grow to the model's largest tensor (DeepSpeed stops at start-up if one does not fit;
+    each buffer is pinned host memory, so the config keeps them small for small models)."""
     zero = ds_config.get("zero_optimization", {})
     sections = [zero[key] for key in ("offload_optimizer", "offload_param")
                 if isinstance(zero.get(key), dict) and zero[key].get("device") == "nvme"]
@@ -104,6 +106,19 @@ def use_nvme_path(cfg: RunConfig, ds_config: dict):
         print(f"[workshop] notice: --nvme-path ignored: {cfg.deepspeed} offloads nothing to NVMe")
     for section in sections:
         section["nvme_path"] = cfg.nvme_path or section.get("nvme_path")
+    param = zero.get("offload_param") or {}
+    largest = largest_tensor(cfg.model)
+    if param.get("device") == "nvme" and largest and param.get("buffer_size", 1e8) < largest:
+        print(f"[workshop] notice: offload_param.buffer_size {param.get('buffer_size', 1e8):,.0f} raised to "
+              f"{largest:,} elements, the largest tensor of {cfg.model} (its embedding)")
+        param["buffer_size"] = largest
+
+
+def largest_tensor(model: str) -> int | None:
+    from workshop.estimate import BLOOM_SHAPES, bloom_params, bloom_shape
+
+    name = resolve_model(model).removeprefix("bigscience/")
+    return bloom_params(bloom_shape(name))[1] if name in (*BLOOM_SHAPES, "bloom-tiny") else None
 
 
 def cap_gpu_memory(cfg: RunConfig):
