@@ -137,7 +137,11 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None):
         print(f"[workshop] preflight: no estimate for {cfg.model} (a local checkpoint); skipped", flush=True)
         return None, None
     gpus = gpus or int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
-    table = estimate_table(model, gpus)
+    try:
+        table = estimate_table(model, gpus)
+    except ImportError as err:  # the estimators are DeepSpeed's: a lesson-1 environment may lack it
+        print(f"[workshop] preflight skipped: {err}", flush=True)
+        return None, None
     gpu_row, host_row, nvme = _offload_row(table, ds_config)
     half = cfg.bf16 or cfg.fp16 is not False
     activations = activation_gib(model, cfg.per_device_train_batch_size, cfg.max_length, 2 if half else 4)

@@ -267,8 +267,10 @@ def main(argv=None, lesson="baseline", require_deepspeed=False, **lesson_default
     except torch.OutOfMemoryError as err:
         memory = cuda_memory_now()  # the failed step's tensors are still alive: the figures at the time
         run.finish("oom", 3, str(err).splitlines()[0], oom_memory=memory)
-        fail(f"out of GPU memory ({describe_cuda_memory(memory)}); lower --per-device-train-batch-size or use "
-             f"DeepSpeed; figures in {run.dir}/manifest.json", code=3)
+        cap = run.manifest.get("gpu_memory_limit")
+        capped = f", capped at {cap['gib']:g} GiB to emulate {cap['emulates']}" if cap else ""
+        fail(f"out of GPU memory ({describe_cuda_memory(memory)}{capped}); lower --per-device-train-batch-size or "
+             f"use DeepSpeed; figures in {run.dir}/manifest.json", code=3)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
         run.finish("cancelled" if code == 128 + signal.SIGTERM else "failed", code)
