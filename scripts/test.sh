@@ -6,11 +6,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$REPO_ROOT"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     bash .ci/start_slurm.sh
-    # The browser tests drive Debian's Chromium through its own driver: Selenium downloads no browser.
-    if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-        echo "[test] installing chromium and chromium-driver for the browser tests"
+    # Debian packages the tests need: Chromium and its driver for the browser tests (Selenium downloads no
+    # browser), libaio for DeepSpeed's async_io op (the NVMe offload config, stage3_offload_nvme, trains in them).
+    missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+    dpkg -s libaio-dev >/dev/null 2>&1 || missing+=(libaio-dev)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "[test] installing ${missing[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
 else
     echo "[test] not root on Debian: not starting a local SLURM cluster (SLURM tests use one if sinfo answers)," \

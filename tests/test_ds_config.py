@@ -20,6 +20,7 @@ SHIPPED = {  # file -> what describe() says about it
     "stage3": "ZeRO 3",
     "stage3_offload": "ZeRO 3 + optimizer and parameter offload (pin_memory=true)",
     "stage3_offload_nopin": "ZeRO 3 + optimizer and parameter offload (pin_memory=false)",
+    "stage3_offload_nvme": "ZeRO 3 + optimizer and parameter offload to nvme (pin_memory=true)",
 }
 
 
@@ -36,7 +37,8 @@ def test_shipped_config_validates_and_describes_itself(name):
     assert describe(cfg) == SHIPPED[name]
     assert cfg["zero_optimization"]["stage"] == int(name[5])
     assert needs_cpu_adam(cfg) == ("offload" in name)
-    assert needed_ops(cfg) == (["cpu_adam"] if "offload" in name else ["fused_adam"])
+    assert needed_ops(cfg) == (["cpu_adam"] if "offload" in name else ["fused_adam"]) + (["async_io"] if "nvme" in name
+                                                                                       else [])
     assert cfg["gradient_clipping"] == 1.0
     assert cfg["optimizer"] == {"type": "AdamW", "params": {"lr": 5e-5, "betas": [0.9, 0.999], "eps": 1e-8,
                                                              "weight_decay": 0.01}}
@@ -69,7 +71,7 @@ def test_deepspeed_accepts_shipped_config_once_the_trainer_filled_the_autos(name
     assert ds.train_batch_size == 16 and ds.gradient_clipping == 1.0
     assert ds.optimizer_name == "adamw"
     offload = ds.zero_config.offload_optimizer
-    assert (offload is not None and offload.device == "cpu") == ("offload" in name)
+    assert (offload is not None and offload.device == ("nvme" if "nvme" in name else "cpu")) == ("offload" in name)
     if "offload" in name:
         assert offload.pin_memory == ("nopin" not in name)
     assert (ds.zero_config.offload_param is not None) == name.startswith("stage3_offload")

@@ -87,7 +87,8 @@ def test_formula_rows_follow_deepspeeds_accounting():
 def test_every_shipped_config_has_a_row():
     shipped = {p.stem for p in (Path(__file__).resolve().parents[1] / "deepspeed_single_gpu/configs").glob("*.json")}
     listed = {name.strip() for names in estimate_table("bloom-560m").configs for name in names.split(",")}
-    assert listed - {""} == shipped
+    # DeepSpeed has no estimator for NVMe offload: workshop.preflight adds its pinned buffers to the stage-3 rows
+    assert listed - {""} == shipped - {"stage3_offload_nvme"}
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv", "markdown"])

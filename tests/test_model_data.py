@@ -92,4 +92,4 @@ def test_local_squad_json_and_split(tmp_path):
 
 def test_subset_larger_than_dataset():
     with pytest.raises(WorkshopError, match="larger than the dataset"):
-        load_squad(10_000, source="embedded")
+        load_squad(50_000, source="embedded")  # the embedded sample grows to about 13,000

@@ -100,6 +100,31 @@ def test_bad_paragraph_count_is_refused():
         generate_squad(n_paragraphs=0)
 
 
+def test_ten_thousand_examples_distinct_deterministic_and_spans_correct():
+    from workshop.data import load_squad
+
+    rows = load_squad(10000, source="embedded")
+    assert len(rows) == 10000 and rows == load_squad(10000, source="embedded")
+    assert len({(r["question"], r["context"]) for r in rows}) == 10000
+    assert len({r["id"] for r in rows}) == 10000
+    for r in rows:
+        start, text = r["answers"]["answer_start"][0], r["answers"]["text"][0]
+        assert r["context"][start:start + len(text)] == text and r["context"].count(text) == 1
+    # Growing the sample only appends: the lesson's default 500 are the same as those of the 200-paragraph sample.
+    assert load_squad(500, source="embedded") == rows[:500]
+
+
+def test_a_subset_larger_than_the_embedded_sample_is_a_clear_error():
+    from workshop.config import WorkshopError
+    from workshop.data import load_squad
+    from workshop.sample_data import MAX_PARAGRAPHS
+
+    with pytest.raises(WorkshopError, match=r"--subset-size 50000 is larger than the dataset \(\d+ examples in 'embedded'\)"):
+        load_squad(50000, source="embedded")
+    with pytest.raises(ValueError, match="n_paragraphs"):
+        generate_squad(n_paragraphs=MAX_PARAGRAPHS + 1)
+
+
 # --- the shipped bloom-tiny assets ---
 
 def test_tokenizer_loads_offline_with_bloom_special_ids(tokenizer):

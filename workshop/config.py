@@ -39,6 +39,7 @@ class RunConfig:
     eval_strategy: str = "epoch"
     save_strategy: str = "epoch"
     save_steps: int = 500             # with --save-strategy steps: a checkpoint every N optimizer steps
+    save_final: bool = True           # the trained model in <output-dir>/final (--no-save-final: sweeps)
     logging_steps: int = 10
     seed: int = 42
     deepspeed: Optional[str] = None   # path to a DeepSpeed JSON config
@@ -47,6 +48,10 @@ class RunConfig:
     optim: Optional[str] = None       # the Trainer's optimizer name (None: its default), e.g. adamw_torch_fused
     torch_compile: bool = False
     fused_loss: bool = False          # BLOOM's 250,880-way softmax without materialising the logits (Liger)
+    # memory (lesson 2 at its real sizes)
+    gpu_memory_limit: Optional[float] = None  # GiB a process may allocate per GPU: 80 makes an H200 an H100 80GB
+    host_memory_gib: Optional[float] = None   # the node's usable RAM for the preflight, when it is read wrongly
+    nvme_path: Optional[str] = None           # where NVMe offload (stage3_offload_nvme) keeps its swap files
     # bookkeeping
     profile: str = "lesson"
     lesson: str = "baseline"
@@ -70,7 +75,7 @@ CHOICES = {
     "padding": ("max", "longest", "packed"),
     "optim": ("adamw_torch", "adamw_torch_fused"),
 }
-BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss")
+BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "save_final")
 
 
 def _add_flags(parser):
@@ -81,7 +86,7 @@ def _add_flags(parser):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
             continue
         kind = {int: int, float: float}.get(type(default), str)
-        if field.name == "num_train_epochs":
+        if field.name in ("num_train_epochs", "gpu_memory_limit", "host_memory_gib"):
             kind = float
         parser.add_argument(flag, type=kind, choices=CHOICES.get(field.name), default=argparse.SUPPRESS,
                             metavar=None if field.name in CHOICES else field.name.upper(),
@@ -129,6 +134,10 @@ def validate(cfg: RunConfig):
         raise WorkshopError(f"--data must be 'hub', 'embedded' or a SQuAD JSON file; {cfg.data!r} does not exist")
     if cfg.deepspeed is not None and not os.path.isfile(cfg.deepspeed):
         raise WorkshopError(f"--deepspeed: no such file {cfg.deepspeed!r}")
+    for name in ("gpu_memory_limit", "host_memory_gib"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
+            raise WorkshopError(f"--{name.replace('_', '-')} must be a positive number of GiB "
+                                f"(got {getattr(cfg, name)})")
     if cfg.fp16 and cfg.bf16:
         raise WorkshopError("choose one of --fp16 and --bf16")
 

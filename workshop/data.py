@@ -35,8 +35,8 @@ def load_squad(subset_size: int = 500, source: str = "hub") -> list[dict]:
         examples = _load_hub_squad(subset_size)
     else:
         if source == "embedded":
-            from workshop.sample_data import generate_squad
-            squad = generate_squad()
+            from workshop.sample_data import generate_squad, paragraphs_for
+            squad = generate_squad(n_paragraphs=paragraphs_for(subset_size))  # grows to the subset asked for
         else:
             with open(source) as f:
                 squad = json.load(f)

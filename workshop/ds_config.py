@@ -78,6 +78,21 @@ def _check_section(path, section, model, values):
         raise ConfigError(f"{path}: {key}: {why}") from None
 
 
+def _check_aio(path, aio):
+    """DeepSpeed reads the `aio` section (NVMe offload's libaio settings) key by key and ignores the rest."""
+    if aio is None:
+        return
+    from deepspeed.runtime.swap_tensor import constants
+
+    known = [value for name, value in vars(constants).items() if name.startswith("AIO_") and isinstance(value, str)
+             and not name.endswith("_DEFAULT") and name != "AIO_FORMAT"]
+    if not isinstance(aio, dict):
+        raise ConfigError(f"{path}: aio must be an object, got {aio!r}")
+    for key in aio:
+        if key not in known:
+            raise ConfigError(f"{path}: aio.{key}: {_unknown(key, known)}")
+
+
 def _check(path, cfg):
     with quiet_deepspeed():
         from deepspeed.runtime.config import DeepSpeedConfig, DeepSpeedConfigError
@@ -99,6 +114,7 @@ def _check(path, cfg):
     if "offload_param" in zero and stage < 3:
         raise ConfigError(f"{path}: zero_optimization.offload_param needs stage 3 (stage is {stage})")
     _check_section(path, "zero_optimization", DeepSpeedZeroConfig, zero)
+    _check_aio(path, cfg.get("aio"))
     for section, model in (("fp16", DeepSpeedFP16Config), ("bf16", DeepSpeedBF16Config)):
         if section in cfg:
             _check_section(path, section, model, cfg[section])
@@ -175,10 +191,12 @@ def zero_stage(cfg) -> int:
 
 
 def needed_ops(cfg) -> list:
-    """The DeepSpeed ops this config JIT-builds for its optimizer (see workshop.prebuild_ops)."""
+    """The DeepSpeed ops this config JIT-builds: its optimizer's, and async_io for NVMe offload (workshop.prebuild_ops)."""
+    _, optimizer, param = _offloads(cfg)
+    nvme = ["async_io"] if "nvme" in {getattr(o.device, "value", o.device) for o in (optimizer, param) if o} else []
     if not _adam(cfg):
-        return []
-    return ["cpu_adam"] if needs_cpu_adam(cfg) else ["fused_adam"]
+        return nvme
+    return (["cpu_adam"] if needs_cpu_adam(cfg) else ["fused_adam"]) + nvme
 
 
 def check_gpu_precision(cfg, ds_config, has_cuda: bool):

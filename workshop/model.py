@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BloomConfig, BloomForCausalLM
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from workshop.config import WorkshopError
 
@@ -46,14 +47,28 @@ def load_model(name: str, init: str = "pretrained", seed: int = 0, device: str |
         # There are no trained weights for the tiny model: its "pretrained" state is a seeded random init.
         tokenizer = AutoTokenizer.from_pretrained(TINY_DIR)
         torch.manual_seed(seed)
-        return BloomForCausalLM(BloomConfig.from_pretrained(TINY_DIR)), tokenizer
+        return build(BloomConfig.from_pretrained(TINY_DIR)), tokenizer
     if init == "random":
         torch.manual_seed(seed)
         # Random init of 560M+ parameters takes seconds of CPU time; on the GPU it is instant.
         with torch.device(device or "cpu"):
-            model = BloomForCausalLM(random_init_config(model_id))
+            model = build(random_init_config(model_id))
         return model, _tokenizer_for_random_init(model_id)
     return _from_hub(model_id)
+
+
+def build(config: BloomConfig) -> BloomForCausalLM:
+    """A BLOOM model with random weights. Under ZeRO-3 (a TrainingArguments with a stage-3 DeepSpeed config exists)
+    it is built already partitioned by deepspeed.zero.Init, as from_pretrained does, so no process ever holds
+    the whole model: 28 GB of fp32 weights for bloom-7b1."""
+    if is_deepspeed_zero3_enabled():
+        return BloomForCausalLM._from_config(config)
+    return BloomForCausalLM(config)
+
+
+def parameter_count(model) -> int:
+    """All parameters, also those ZeRO-3 has partitioned (their own tensors are then empty; ds_numel is the size)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
 
 
 def random_init_config(model_id: str) -> BloomConfig:

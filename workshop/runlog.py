@@ -218,3 +218,14 @@ class LogHistoryCallback(TrainerCallback):
                           for k, v in logs.items() if k in ("loss", "eval_loss", "train_loss", "epoch"))
         print(f"[workshop] step {state.global_step}/{state.max_steps} ({event['elapsed_s']:.0f} s): {shown}",
               flush=True)
+
+
+class StepsCallback(TrainerCallback):
+    """Keeps the manifest's steps_done current, so a run stopped by --max-steps, a time limit or a kill says how
+    far it got (steps_planned is what the lesson's full run takes)."""
+
+    def __init__(self, run: RunLog):
+        self.run = run
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.run.update(steps_done=state.global_step)

@@ -61,6 +61,10 @@ CARGOES = ("salt", "timber", "wool", "slate", "barley", "copper ore", "cider", "
 SIZES = ("small", "busy", "quiet", "walled", "hill", "market")
 COUNTS = ("three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
 PRONOUNS = (("She", "she", "Her"), ("He", "he", "His"))
+# Once the glued town names are used up, each further round of articles prefixes them ("Upper Ashford").
+TOWN_PREFIXES = ("", "Upper ", "Lower ", "East ", "West ", "North ", "South ", "Great ", "Little ", "Old ", "New ",
+                 "Nether ")
+MAX_PARAGRAPHS = len(TOWN_PREFIXES) * len(TOWN_STARTS) * len(TOWN_ENDS)  # one article, at least one paragraph, a town
 
 WORD_LISTS = (TOWN_STARTS, TOWN_ENDS, RIVER_STARTS, RIVER_ENDS, FIRST_NAMES, FAMILY_STARTS, FAMILY_ENDS,
               INSTRUMENT_STARTS, INSTRUMENT_ENDS, GUILD_WORDS, PROVINCES, HILLS, SEAS, HALLS, STREETS, NEIGHBOURS,
@@ -201,14 +205,22 @@ def _paragraph(rng, build, town):
 
 
 def generate_squad(seed: int = 0, n_paragraphs: int = 200) -> dict:
-    """The sample as a SQuAD v1.1 dict: one article per town, 1-3 paragraphs each, 1-3 questions a paragraph."""
-    town_names = [start + end for start in TOWN_STARTS for end in TOWN_ENDS]
-    if not 1 <= n_paragraphs <= len(town_names):
-        raise ValueError(f"n_paragraphs must be between 1 and {len(town_names)}, got {n_paragraphs}")
+    """The sample as a SQuAD v1.1 dict: one article per town, 1-3 paragraphs each, 1-3 questions a paragraph.
+
+    Up to MAX_PARAGRAPHS paragraphs (about 2.7 questions each). A larger n_paragraphs only appends: the first
+    articles are the same as those of a smaller one (except the last, which may have fewer paragraphs there).
+    """
+    if not 1 <= n_paragraphs <= MAX_PARAGRAPHS:
+        raise ValueError(f"n_paragraphs must be between 1 and {MAX_PARAGRAPHS}, got {n_paragraphs}")
     rng = random.Random(seed)
-    rng.shuffle(town_names)  # article titles are drawn without replacement, so every title is distinct
+    base = [start + end for start in TOWN_STARTS for end in TOWN_ENDS]
+    prefixes, town_names = list(TOWN_PREFIXES), []
     articles, made = [], 0
     while made < n_paragraphs:
+        if not town_names:  # the next round of names, shuffled only when reached (earlier articles stay the same)
+            prefix = prefixes.pop(0)
+            town_names = [prefix + name for name in base]
+            rng.shuffle(town_names)  # article titles are drawn without replacement, so every title is distinct
         town = {"name": town_names.pop(),
                 "river": rng.choice(RIVER_STARTS) + rng.choice(RIVER_ENDS),
                 "province": rng.choice(PROVINCES)}
@@ -224,6 +236,11 @@ def generate_squad(seed: int = 0, n_paragraphs: int = 200) -> dict:
             made += 1
         articles.append({"title": town["name"], "paragraphs": paragraphs})
     return {"version": "workshop-sample-1", "data": articles}
+
+
+def paragraphs_for(n_questions: int) -> int:
+    """Enough paragraphs for n_questions questions (never fewer than the default 200), at most MAX_PARAGRAPHS."""
+    return min(MAX_PARAGRAPHS, max(200, -(-n_questions // 2)))
 
 
 def write_squad(path, seed: int = 0, n_paragraphs: int = 200) -> None:

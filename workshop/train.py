@@ -18,9 +18,10 @@ from workshop.config import RunConfig, WorkshopError, parse_args, resolve_precis
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
 from workshop.ds_config import check_gpu_precision, load_ds_config, needed_ops, zero_stage
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
-from workshop.model import load_model, resolve_model, save_model
+from workshop.model import load_model, parameter_count, resolve_model, save_model
 from workshop.prebuild_ops import build, setup_build_env
-from workshop.runlog import RunLog, cuda_memory_now, default_run_dir, describe_cuda_memory
+from workshop.preflight import emulated_card, preflight
+from workshop.runlog import RunLog, StepsCallback, cuda_memory_now, default_run_dir, describe_cuda_memory
 from workshop.speed import SpeedCallback, flops_per_token
 
 
@@ -82,6 +83,7 @@ def load_deepspeed_config(cfg: RunConfig):
         return None
     setup_build_env()  # reuse ops built by `python -m workshop.prebuild_ops`; fix TORCH_CUDA_ARCH_LIST=9.0a
     ds_config = load_ds_config(cfg.deepspeed)
+    use_nvme_path(cfg, ds_config)
     # The JSON files spell out the lesson's optimizer. A flag or profile that changes the same setting wins,
     # visibly: the Trainer would otherwise stop on the mismatch.
     params = ds_config.get("optimizer", {}).get("params", {})
@@ -91,6 +93,50 @@ def load_deepspeed_config(cfg: RunConfig):
                   f"replaced by {value} from the command line / --profile {cfg.profile}")
             params[key] = value
     return ds_config
+
+
+def use_nvme_path(cfg: RunConfig, ds_config: dict):
+    """--nvme-path replaces the config's nvme_path in each section that offloads to NVMe (ZeRO-Infinity), and the
+    parameter swap buffers grow to the model's largest tensor (DeepSpeed stops at start-up if one does not fit;
+    each buffer is pinned host memory, so the config keeps them small for small models)."""
+    zero = ds_config.get("zero_optimization", {})
+    sections = [zero[key] for key in ("offload_optimizer", "offload_param")
+                if isinstance(zero.get(key), dict) and zero[key].get("device") == "nvme"]
+    if cfg.nvme_path and not sections:
+        print(f"[workshop] notice: --nvme-path ignored: {cfg.deepspeed} offloads nothing to NVMe")
+    for section in sections:
+        section["nvme_path"] = cfg.nvme_path or section.get("nvme_path")
+    param = zero.get("offload_param") or {}
+    largest = largest_tensor(cfg.model)
+    if param.get("device") == "nvme" and largest and param.get("buffer_size", 1e8) < largest:
+        print(f"[workshop] notice: offload_param.buffer_size {param.get('buffer_size', 1e8):,.0f} raised to "
+              f"{largest:,} elements, the largest tensor of {cfg.model} (its embedding)")
+        param["buffer_size"] = largest
+
+
+def largest_tensor(model: str) -> int | None:
+    from workshop.estimate import BLOOM_SHAPES, bloom_params, bloom_shape
+
+    name = resolve_model(model).removeprefix("bigscience/")
+    return bloom_params(bloom_shape(name))[1] if name in (*BLOOM_SHAPES, "bloom-tiny") else None
+
+
+def cap_gpu_memory(cfg: RunConfig):
+    """--gpu-memory-limit: PyTorch's allocator may take at most that much of this process's GPU, so a large card
+    behaves like the class's smaller one. Returns (manifest record, GiB the run may use per GPU or None)."""
+    if not torch.cuda.is_available():
+        if cfg.gpu_memory_limit:
+            print(f"[workshop] notice: --gpu-memory-limit {cfg.gpu_memory_limit:g} ignored: no CUDA GPU here")
+        return None, None
+    device = int(os.environ.get("LOCAL_RANK", "0"))
+    total = torch.cuda.get_device_properties(device).total_memory / 2**30
+    if not cfg.gpu_memory_limit:
+        return None, total
+    limit = min(cfg.gpu_memory_limit, total)
+    torch.cuda.set_per_process_memory_fraction(limit / total, device)
+    card = emulated_card(cfg.gpu_memory_limit)
+    print(f"[workshop] GPU memory capped at {limit:g} of {total:.1f} GiB (emulates {card})", flush=True)
+    return {"gib": float(cfg.gpu_memory_limit), "emulates": card}, limit
 
 
 def load_ops(ds_config: dict):
@@ -121,9 +167,22 @@ def remove_shm_buffers():
 def train(cfg: RunConfig, run: RunLog):
     ds_config = load_deepspeed_config(cfg)  # first: a typo in the JSON fails before minutes of loading
     check_gpu_precision(cfg, ds_config, torch.cuda.is_available())  # and so does fp16 on a machine without a GPU
+    limit, gpu_gib = cap_gpu_memory(cfg)
+    estimate, refusal = preflight(cfg, ds_config, gpu_gib)  # before anything big is loaded
+    run.update(gpu_memory_limit=limit, preflight=estimate)
+    if refusal:
+        raise WorkshopError(refusal)
     if ds_config is not None:
         load_ops(ds_config)
+    # The arguments come before the model: with a ZeRO-3 config they make the model be built partitioned
+    # (deepspeed.zero.Init, in from_pretrained and in workshop.model.build) for as long as they exist.
+    args = training_arguments(cfg, ds_config)
     model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed, device=build_device(ds_config))
+    partitioned = sum(hasattr(p, "ds_id") for p in model.parameters())
+    if partitioned:
+        print(f"[workshop] ZeRO-3: model created partitioned (deepspeed.zero.Init): {partitioned} parameter "
+              "tensors, none whole in this process", flush=True)
+    run.update(created_partitioned=partitioned)
     if cfg.fused_loss:
         check_fused_loss(ds_config)
         use_fused_loss(model, on_gpu=torch.cuda.is_available())
@@ -133,16 +192,16 @@ def train(cfg: RunConfig, run: RunLog):
     if cfg.padding == "packed":
         train_set = pack(train_set, cfg.max_length)  # eval keeps one example a row: its loss compares across runs
 
-    args = training_arguments(cfg, ds_config)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                       data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
-                      callbacks=[run.callback()])
-    parameters = sum(p.numel() for p in model.parameters())
+                      callbacks=[run.callback(), StepsCallback(run)])
+    parameters = parameter_count(model)
     mean_length = real_tokens(train_set) / len(train_set)
     trainer.add_callback(SpeedCallback(run, flops_per_token(model.config, parameters, mean_length)))
+    steps_per_epoch = math.ceil(len(trainer.get_train_dataloader()) / cfg.gradient_accumulation_steps)
     run.update(train_samples=len(train_set), eval_samples=len(eval_set), parameters=parameters,
-               padding=cfg.padding, mean_train_row_tokens=round(mean_length, 1),
-               steps_per_epoch=math.ceil(len(trainer.get_train_dataloader()) / cfg.gradient_accumulation_steps))
+               padding=cfg.padding, mean_train_row_tokens=round(mean_length, 1), steps_per_epoch=steps_per_epoch,
+               steps_planned=math.ceil(steps_per_epoch * cfg.num_train_epochs), steps_done=0)
     print(f"[workshop] training {cfg.model} ({run.manifest['parameters'] / 1e6:.1f} M parameters) on "
           f"{len(train_set)} examples, evaluating on {len(eval_set)}; logs in {run.dir}", flush=True)
 
@@ -154,9 +213,14 @@ def train(cfg: RunConfig, run: RunLog):
         print(f"[workshop] resuming from {resume} (attempt {len(run.manifest['attempts'])})", flush=True)
         run.update(resumed_from=resume)
     trainer.train(resume_from_checkpoint=resume)
+    if trainer.state.global_step < run.manifest["steps_planned"]:
+        print(f"[workshop] stopped by --max-steps: {trainer.state.global_step:,} of the lesson's "
+              f"{run.manifest['steps_planned']:,} steps; runtimes in this run folder are not the lesson's total",
+              flush=True)
     if cfg.eval_strategy != "no" and not _evaluated_at(trainer.state):
         trainer.evaluate()  # a --max-steps run that stops mid-epoch still ends with an eval loss
-    save_model(trainer.model, tokenizer, f"{cfg.output_dir}/final")
+    if cfg.save_final:
+        save_model(trainer.model, tokenizer, f"{cfg.output_dir}/final")
     return trainer
 
 
@@ -203,8 +267,10 @@ def main(argv=None, lesson="baseline", require_deepspeed=False, **lesson_default
     except torch.OutOfMemoryError as err:
         memory = cuda_memory_now()  # the failed step's tensors are still alive: the figures at the time
         run.finish("oom", 3, str(err).splitlines()[0], oom_memory=memory)
-        fail(f"out of GPU memory ({describe_cuda_memory(memory)}); lower --per-device-train-batch-size or use "
-             f"DeepSpeed; figures in {run.dir}/manifest.json", code=3)
+        cap = run.manifest.get("gpu_memory_limit")
+        capped = f", capped at {cap['gib']:g} GiB to emulate {cap['emulates']}" if cap else ""
+        fail(f"out of GPU memory ({describe_cuda_memory(memory)}{capped}); lower --per-device-train-batch-size or "
+             f"use DeepSpeed; figures in {run.dir}/manifest.json", code=3)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
         run.finish("cancelled" if code == 128 + signal.SIGTERM else "failed", code)

@@ -1,0 +1,193 @@
+"""Will this run fit? Printed before anything is loaded, from DeepSpeed's estimators and the node's facts.
+
+Per GPU: the model states of DeepSpeed's estimate for this ZeRO stage and offload choice (workshop.estimate),
+plus the activations of one micro-batch (the formula of Korthikanti et al. 2022, "Reducing Activation
+Recomputation in Large Transformer Models", without recomputation, and BLOOM's 250,880-way logits).
+Per node: DeepSpeed's CPU-side estimate plus what one training process holds anyway (Python, torch, CUDA).
+
+A host shortfall stops the run with one `error:` line (exit 2): the kernel would otherwise OOM-kill it minutes
+later. A GPU shortfall is only a warning: lesson 2 wants students to see the out-of-memory error.
+
+The host limit is the smallest of `--host-memory-gib` (or WORKSHOP_HOST_MEMORY_GIB), SLURM's `--mem`, the job's
+memory cgroup and MemTotal; an explicit value replaces the others, because some machines start with a small
+MemTotal that grows as memory is used.
+"""
+import math
+import os
+import shutil
+from pathlib import Path
+
+from workshop.estimate import GIB, bloom_shape, estimate_table
+
+PROCESS_GIB = 3.5  # host RSS of one training process before its model states (3.6 GiB measured on an H200)
+CUDA_CONTEXT_GIB = 0.5
+# The class's cards, by the memory cap that makes a bigger GPU behave like them (GiB, as the flag takes it).
+CARDS = {16: "V100 16GB", 24: "A10 24GB", 32: "V100 32GB", 40: "A100 40GB", 48: "L40S 48GB", 80: "H100 80GB",
+         94: "H100 NVL 94GB", 141: "H200 141GB"}
+
+
+def emulated_card(gib: float) -> str:
+    return CARDS.get(round(gib), f"a {gib:g} GiB GPU") if abs(gib - round(gib)) < 1e-9 else f"a {gib:g} GiB GPU"
+
+
+def activation_gib(model: str, micro_batch: int, seq: int, bytes_per_value: int = 2) -> float:
+    """Activations of one micro-batch kept for the backward pass, plus the logits and their fp32 loss copies."""
+    shape = bloom_shape(model)
+    h, layers, heads, vocab = shape["hidden_size"], shape["n_layer"], shape["n_head"], shape["vocab_size"]
+    per_layer = seq * micro_batch * h * (34 + 5 * heads * seq / h) * bytes_per_value / 2  # the paper counts fp16
+    logits = micro_batch * seq * vocab * (bytes_per_value + 8)  # logits, their fp32 upcast and its gradient
+    return (layers * per_layer + logits) / GIB
+
+
+def _offload_row(table, ds_config):
+    """The estimate_table row for this config: stage, offload choice, ZeRO-3 created partitioned."""
+    zero = (ds_config or {}).get("zero_optimization", {})
+    stage = zero.get("stage", 0)
+    devices = [(zero.get(key) or {}).get("device", "none") for key in ("offload_optimizer", "offload_param")]
+    offload = {("none", "none"): "none", ("cpu", "none"): "optimizer", ("nvme", "none"): "optimizer",
+               ("cpu", "cpu"): "optimizer+params", ("nvme", "nvme"): "optimizer+params",
+               ("nvme", "cpu"): "optimizer+params", ("cpu", "nvme"): "optimizer+params"}[tuple(devices)]
+    if "nvme" in devices:  # the GPU side is that of CPU offload; the host keeps only buffers (below)
+        offload_host = "none"
+    else:
+        offload_host = offload
+    rows = table[(table.stage == stage) & (table.zero_init.isin(["", "yes"]))]
+    gpu = rows[rows.offload == offload].iloc[0]
+    host = rows[rows.offload == offload_host].iloc[0]
+    return gpu, host, "nvme" in devices
+
+
+def host_limit(override_gib=None):
+    """(GiB, where it came from) of the memory this job may use on the node; (None, reason) if nothing says."""
+    override = override_gib or os.environ.get("WORKSHOP_HOST_MEMORY_GIB")
+    if override:
+        return float(override), "--host-memory-gib" if override_gib else "WORKSHOP_HOST_MEMORY_GIB"
+    found = []
+    if os.environ.get("SLURM_MEM_PER_NODE"):
+        found.append((int(os.environ["SLURM_MEM_PER_NODE"]) / 1024, "SLURM --mem"))
+    cgroup = _cgroup_limit_bytes()
+    if cgroup:
+        found.append((cgroup / GIB, "memory cgroup"))
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                found.append((int(line.split()[1]) / 2**20, "MemTotal"))
+    except OSError:
+        pass
+    return min(found) if found else (None, "unknown")
+
+
+def _cgroup_limit_bytes():
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        candidates = ([f"/sys/fs/cgroup{path}/memory.max"] if controllers == "" else
+                      [f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"] if "memory" in controllers.split(",")
+                      else [])
+        for file in candidates:
+            try:
+                value = Path(file).read_text().strip()
+            except OSError:
+                continue
+            if value.isdigit() and int(value) < 2**60:  # "max" or a huge number: no limit
+                return int(value)
+    return None
+
+
+def nvme_buffers_gib(ds_config, params: float) -> float:
+    """Pinned host buffers of NVMe offload: the parameter swap buffers (fp16; each must hold the largest tensor,
+    BLOOM's embedding) and the optimizer's swap buffers (fp32, one ZeRO sub-group each, at most the model)."""
+    zero = ds_config["zero_optimization"]
+    param, optimizer = zero.get("offload_param") or {}, zero.get("offload_optimizer") or {}
+    total = 0
+    if param.get("device") == "nvme":
+        total += param.get("buffer_count", 5) * param.get("buffer_size", 1e8) * 2
+    if optimizer.get("device") == "nvme":
+        total += optimizer.get("buffer_count", 4) * min(zero.get("sub_group_size", 1e9), params) * 4
+    return total / GIB
+
+
+def check_async_io() -> str | None:
+    """None when DeepSpeed's async_io op (NVMe offload) can be built or loaded here, else what is missing."""
+    from workshop.ds_config import quiet_deepspeed
+    with quiet_deepspeed():
+        from deepspeed.ops.op_builder.all_ops import ALL_OPS
+    builder = ALL_OPS.get("async_io")
+    if builder is None:
+        return "this DeepSpeed accelerator has no async_io op"
+    if not builder.is_compatible(verbose=False):
+        return ("DeepSpeed's async_io op cannot be built: libaio is missing (`apt-get install libaio-dev`, "
+                "or point CFLAGS=-I<prefix>/include LDFLAGS=-L<prefix>/lib at a libaio install)")
+    return None
+
+
+def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None):
+    """Print the expected needs. Returns (the manifest record, None or why the run cannot fit this node).
+
+    gpu_total_gib: what one GPU offers (the card, or --gpu-memory-limit); None without a GPU.
+    """
+    from workshop.model import TINY, resolve_model
+
+    model_id = resolve_model(cfg.model)
+    model = "bloom-tiny" if model_id == TINY else model_id.removeprefix("bigscience/")
+    if model not in ("bloom-tiny", "bloom-560m", "bloom-1b7", "bloom-3b", "bloom-7b1"):
+        print(f"[workshop] preflight: no estimate for {cfg.model} (a local checkpoint); skipped", flush=True)
+        return None, None
+    gpus = gpus or int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    try:
+        table = estimate_table(model, gpus)
+    except ImportError as err:  # the estimators are DeepSpeed's: a lesson-1 environment may lack it
+        print(f"[workshop] preflight skipped: {err}", flush=True)
+        return None, None
+    gpu_row, host_row, nvme = _offload_row(table, ds_config)
+    half = cfg.bf16 or cfg.fp16 is not False
+    activations = activation_gib(model, cfg.per_device_train_batch_size, cfg.max_length, 2 if half else 4)
+    gpu_gib = gpu_row.gpu_gib_per_gpu + activations + CUDA_CONTEXT_GIB
+    params = table.iloc[0].params_m * 1e6
+    host_gib = host_row.cpu_gib_per_node + PROCESS_GIB * gpus + (nvme_buffers_gib(ds_config, params) if nvme else 0)
+    limit, limit_source = host_limit(cfg.host_memory_gib)
+    where = ds_config and f"ZeRO {gpu_row.stage}" + (f" + {gpu_row.offload} offload" if gpu_row.offload != "none"
+                                                      else "") + (" to NVMe" if nvme else "")
+    print(f"[workshop] preflight: {model} under {where or 'no DeepSpeed'}, {gpus} GPU(s): about {gpu_gib:.1f} GiB "
+          f"per GPU (model states {gpu_row.gpu_gib_per_gpu:.1f} by {gpu_row.source}'s estimate + activations "
+          f"{activations:.1f} + CUDA context {CUDA_CONTEXT_GIB}), about {host_gib:.1f} GiB host memory per node "
+          f"({host_row.cpu_gib_per_node:.1f} + {PROCESS_GIB * gpus:.1f} for the process(es)); host limit "
+          f"{'unknown' if limit is None else f'{limit:.1f} GiB'} ({limit_source})", flush=True)
+    record = {"gpu_gib": round(gpu_gib, 2), "host_gib": round(host_gib, 2),
+              "host_limit_gib": None if limit is None else round(limit, 2),
+              "source": f"{gpu_row.source} estimator + activations; host limit from {limit_source}"}
+    if gpu_total_gib is not None and gpu_gib > gpu_total_gib:
+        print(f"[workshop] warning: expected {gpu_gib:.1f} GiB per GPU is more than the {gpu_total_gib:.1f} GiB "
+              "available: expect an out-of-memory error (a lower stage or more offload would fit)", flush=True)
+    refusal = _check_nvme(ds_config, params) if nvme else None
+    if refusal is None and limit is not None and host_gib > limit:
+        refusal = (
+            f"{model} under {where or 'no DeepSpeed'} needs about {host_gib:.0f} GiB of host memory per node but "
+            f"this job may use {limit:.0f} GiB ({limit_source}): ask for `#SBATCH --mem={math.ceil(host_gib)}G` "
+            f"(or use less offload, or stage3_offload_nvme), or pass --host-memory-gib N if that limit is read "
+            "wrongly")
+    return record, refusal
+
+
+def _check_nvme(ds_config, params):
+    """None, or why NVMe offload cannot run here (the op, or the disk space)."""
+    missing = check_async_io()
+    if missing:
+        return f"NVMe offload needs {missing}"
+    zero = ds_config["zero_optimization"]
+    paths = {zero[key]["nvme_path"] for key in ("offload_optimizer", "offload_param")
+             if (zero.get(key) or {}).get("device") == "nvme"}
+    # On disk: fp16 parameters (2 bytes each) and the optimizer's fp32 master weights, Adam moments, gradients.
+    need_gib = params * (2 + 16) / GIB
+    for path in paths:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(path).free / GIB
+        print(f"[workshop] preflight: NVMe offload to {path}: about {need_gib:.0f} GiB of swap files, "
+              f"{free:.0f} GiB free there", flush=True)
+        if need_gib > free:
+            return (f"NVMe offload needs about {need_gib:.0f} GiB free in {path}, which has {free:.0f} GiB: "
+                    "choose another --nvme-path")
+    return None
