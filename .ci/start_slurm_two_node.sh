@@ -121,8 +121,16 @@ echo "SLURM_CONF=$CONF" > "$DIR/env"
 [[ -f $DIR/ssh/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C workshop-two-node -f "$DIR/ssh/id_ed25519"
 [[ -f $DIR/ssh/host_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -f "$DIR/ssh/host_ed25519"
 cp "$DIR/ssh/id_ed25519.pub" "$DIR/ssh/authorized_keys"
-# pdsh (DeepSpeed's LAUNCHER=ssh) passes these to ssh: the test key, no known_hosts prompt
-echo "PDSH_SSH_ARGS_APPEND=\"-i $DIR/ssh/id_ed25519 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR\"" >> "$DIR/env"
+# ssh to the two node names (and only to them) uses the test key, with no known_hosts prompt: DeepSpeed's
+# launcher first runs a plain `ssh NODE hostname`, then pdsh, and neither reads an ssh option from the environment.
+cat > /etc/ssh/ssh_config.d/workshop-two-node.conf <<EOF
+# Written by .ci/start_slurm_two_node.sh, removed by .ci/stop_slurm_two_node.sh
+Host ${NODES[*]}
+    IdentityFile $DIR/ssh/id_ed25519
+    StrictHostKeyChecking no
+    UserKnownHostsFile /dev/null
+    LogLevel ERROR
+EOF
 mkdir -p /run/sshd
 
 alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }

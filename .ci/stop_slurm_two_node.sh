@@ -36,4 +36,5 @@ for node in "${NODES[@]}"; do
     rm -rf "/etc/netns/$node"
 done
 ip link del "$BRIDGE" 2>/dev/null || true
+rm -f /etc/ssh/ssh_config.d/workshop-two-node.conf
 echo "[stop_slurm_two_node] stopped"

@@ -9,7 +9,8 @@
 #   cpu_memory.log    psrecord --include-children        (every CPU_LOG_INTERVAL seconds, default 1)
 #   loggers.json      pids, commands and how the training and each logger ended (the end record): the
 #                     training's `ended` is "exited", "oom-killed" (the kernel's OOM killer, e.g. over
-#                     `#SBATCH --mem`), "time limit" (SLURM's --time), "SIGTERM" (scancel) or "SIGINT"
+#                     `#SBATCH --mem`), "time limit" (SLURM's --time), "SIGTERM" (scancel), "SIGINT" or
+#                     "rank lost" (one rank of a multi-process run was killed by a signal; the others were stopped)
 # The loggers are always stopped, whether the training succeeds, fails or the job is cancelled, and
 # the script exits with the training's exit status.
 #
@@ -165,6 +166,12 @@ _wait_gone() {
     done
 }
 
+# _lost_rank_line: the first line of train.out where DeepSpeed's launcher or srun reports a rank killed by a signal.
+_lost_rank_line() {
+    grep -m1 -E 'exits with return code = -[0-9]+|srun: error: .*task [0-9]+: (Killed|Segmentation fault|Aborted|Bus error)' \
+        "$RUN_DIR/train.out" 2>/dev/null
+}
+
 # _quote WORDS...: one string a shell would read back as these words (for the log and loggers.json).
 _quote() {
     local quoted
@@ -229,6 +236,12 @@ _workshop_on_exit() {
     say "gpu logger: $GPU_ENDED (status $GPU_STATUS); cpu logger: $CPU_ENDED (status $CPU_STATUS)"
     # train.out is complete once tee has drained the pipe (bounded: a stray grandchild may hold it open).
     _wait_gone "$TEE_PID" 5 || kill -TERM "$TEE_PID" 2>/dev/null
+    # A rank killed by a signal (OOM aside), after which the launcher or srun stopped the rest: `rank lost`.
+    local lost
+    if [[ $TRAIN_ENDED == exited && $TRAIN_STATUS != 0 && ${oom_kills:-0} == 0 ]] && lost=$(_lost_rank_line); then
+        TRAIN_ENDED='rank lost'
+        say "a rank of the training was lost: $lost"
+    fi
     "$PYTHON" - "$RUN_DIR/loggers.json" "$RUN_ID" "$TRAIN_PID" "$TRAIN_CMD" "$TRAIN_STATUS" "$TRAIN_ENDED" \
         "$oom_kills" "${SLURM_MEM_PER_NODE:-}" "$GPU_PID" "$GPU_CMD" "$GPU_ENDED" "$GPU_STATUS" \
         "$CPU_PID" "$CPU_CMD" "$CPU_ENDED" "$CPU_STATUS" <<'EOF'
