@@ -47,7 +47,7 @@ def is_lost_rank(err: BaseException) -> bool:
 
 
 def lost_rank_stop(err: BaseException, timeout_s: int) -> RunStopped:
-    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+    first = str(err).strip().splitlines()[0].split(". ")[0][:300] if str(err).strip() else type(err).__name__
     return RunStopped("rank lost", 4, f"another rank of this run is gone (its process or node died; this rank "
                       f"waited at most --dist-timeout {timeout_s} s): {first}. Every rank's output is in the "
                       "run folder's train.out; resubmit to resume from the last checkpoint")
