@@ -6,6 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$REPO_ROOT"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     bash .ci/start_slurm.sh
+    bash .ci/start_slurm_two_node.sh  # beside it: tests/test_two_node.py submits there (docs/two_node_cluster.md)
 else
     echo "[test] not root on Debian: not starting a local SLURM cluster (SLURM tests use one if sinfo answers)"
 fi

@@ -90,7 +90,7 @@ def node_processes(node, run_id):
     return found
 
 
-def check_two_node_run(lesson, job):
+def check_two_node_run(lesson, job, launcher="deepspeed"):
     """One run folder; world size 2 over both nodes; each node's rank trained and saw the same loss."""
     [run_dir] = [path for path in (lesson / "logs").iterdir() if path.is_dir()]
     assert run_dir.name == f"multi_node_2x1-{job}"
@@ -104,6 +104,16 @@ def check_two_node_run(lesson, job):
     assert set(losses) == {"0", "1"} and losses["0"] == losses["1"], losses
     record = check_loggers_stopped(run_dir)
     assert record["training"]["exit_status"] == 0
+    if launcher != "ssh":  # every srun task had loggers of its own on its node (ssh's remote ranks are not tasks)
+        for node in NODES:
+            tasks = [json.loads(path.read_text()) for path in run_dir.glob(f"loggers-{node}*.json")]
+            assert tasks, f"no loggers-{node}*.json in {run_dir}"
+            for task in tasks:
+                assert task["node"] == node and task["exit_status"] == 0, task
+                assert all(logger["stopped"] and logger["ended"] in ("exited by itself", "TERM", "KILL")
+                           for logger in task["loggers"].values()), task
+            logs = list(run_dir.glob(f"cpu_memory-{node}*.log"))
+            assert logs and all(len(log.read_text().splitlines()) > 1 for log in logs), logs  # samples, not a header
     for node in NODES:
         assert node_processes(node, run_dir.name) == [], node
     return run_dir, manifest
@@ -114,7 +124,7 @@ def test_multi_node_launcher(two_nodes, tmp_path, launcher):
     lesson = copy_lesson(tmp_path / "repo")
     job = submit(lesson, two_nodes, *TINY, launcher=launcher)
     assert wait(job, two_nodes, 600) == ("COMPLETED", "0:0"), (lesson / f"logs/multi_node-{job}.out").read_text()
-    run_dir, manifest = check_two_node_run(lesson, job)
+    run_dir, manifest = check_two_node_run(lesson, job, launcher)
     out = (run_dir / "train.out").read_text()
     if launcher == "ssh":  # the launcher's own pdsh mode reached the second node over ssh
         assert re.search(r"cmd = pdsh .*-w wsn1,wsn2", out), out[:3000]
