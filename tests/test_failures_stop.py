@@ -20,7 +20,7 @@ from test_multi_gpu import copy_lesson
 from test_slurm import check_loggers_stopped, job_env, repo_copy  # noqa: F401 - repo_copy: fixture
 from workshop.fill_tables import build_tables
 
-pytestmark = pytest.mark.slow
+
 # One optimizer step per log line and a checkpoint each step, so the steps around a failure are all visible.
 EACH_STEP = ["--profile", "tiny", "--logging-steps", "1", "--eval-strategy", "no", "--save-strategy", "steps",
              "--save-steps", "1", "--gradient-accumulation-steps", "1"]
@@ -44,6 +44,7 @@ def table_status(root, run_dir):
     return statuses.pop()
 
 
+@pytest.mark.slow
 def test_a_diverged_loss_stops_the_run_and_keeps_the_last_good_checkpoint(repo_copy):  # noqa: F811
     # A learning rate of 1e5 on the tiny model: step 1 and 2 log finite losses, from step 3 on the loss is NaN.
     run_dir, out = repo_copy / "logs" / "diverged", repo_copy / "outputs" / "diverged"
@@ -80,6 +81,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(disk)], check=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_is_reported_and_the_rerun_resumes(repo_copy, small_disk):  # noqa: F811
     run_dir = repo_copy / "logs" / "disk_full"
     args = [*EACH_STEP, "--max-steps", "3", "--run-dir", str(run_dir), "--output-dir", str(small_disk)]
@@ -102,6 +104,7 @@ def test_a_full_disk_during_a_checkpoint_is_reported_and_the_rerun_resumes(repo_
     assert {e["step"] for e in events(run_dir) if e["attempt"] == 1 and "loss" in e} == {2, 3}
 
 
+@pytest.mark.slow
 def test_a_partial_checkpoint_is_never_resumed_from(repo_copy):  # noqa: F811
     """A checkpoint without its trainer_state.json (a kill or a full disk mid-write) is removed on the rerun."""
     run_dir, out = repo_copy / "logs" / "partial", repo_copy / "outputs" / "partial"
@@ -120,6 +123,7 @@ def rank_processes(run_id):
             " ".join(p.info["cmdline"] or []) and "deepspeed.launcher" not in " ".join(p.info["cmdline"] or [])]
 
 
+@pytest.mark.slow
 def test_a_dead_rank_ends_the_run_as_rank_lost(tmp_path):
     """Kill rank 1 of a 2-process DeepSpeed run mid-training: rank 0 and the launcher stop within seconds."""
     lesson = copy_lesson(tmp_path / "repo")
@@ -144,3 +148,31 @@ def test_a_dead_rank_ends_the_run_as_rank_lost(tmp_path):
     assert "[workshop] rank 0 of 2" in text and "[workshop] rank 1 of 2" in text  # every rank's output kept
     assert rank_processes(run_dir.name) == []
     check_loggers_stopped(run_dir)
+
+
+def test_divergence_rule_for_an_fp16_loss_scale_stuck_at_its_minimum():
+    """The decision alone, on DeepSpeed's attribute names (engine.skipped_steps, optimizer.cur_scale and
+    min_loss_scale): fp16 needs a GPU, so no real fp16 run checks it here."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from workshop.guards import DivergenceCallback
+
+    optimizer = SimpleNamespace(cur_scale=1.0, min_loss_scale=1.0)
+    engine = SimpleNamespace(optimizer=optimizer, skipped_steps=0)
+    guard = DivergenceCallback(patience=3)
+    guard.trainer = SimpleNamespace(deepspeed=engine)
+    control, state = TrainerControl(), SimpleNamespace(global_step=0)
+    for step in range(1, 7):
+        state.global_step = step
+        engine.skipped_steps += step != 3  # step 3 is not skipped: the count starts again
+        guard.on_step_end(None, state, control)
+        assert control.should_training_stop == (step == 6), step  # steps 4, 5, 6 in a row
+    assert "fp16 loss scale at its minimum 1.0" in guard.reason
+    optimizer.cur_scale = 2.0  # skipping while the scale can still fall is the normal fp16 warm-up
+    warm_up, control = DivergenceCallback(patience=1), TrainerControl()
+    warm_up.trainer = guard.trainer
+    engine.skipped_steps += 1
+    warm_up.on_step_end(None, state, control)
+    assert not control.should_training_stop and warm_up.reason is None
