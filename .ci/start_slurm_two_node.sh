@@ -196,7 +196,9 @@ for _ in $(seq 60); do
         exit 0
     fi
     for node in "${NODES[@]}"; do
-        grep -qE "^$node .*(drain|down)" <<<"$states" && scontrol update nodename="$node" state=resume 2>/dev/null || true
+        if grep -qE "^$node .*(drain|down)" <<<"$states"; then
+            scontrol update nodename="$node" state=resume 2>/dev/null || true
+        fi
     done
     sleep 0.5
 done

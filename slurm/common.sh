@@ -210,8 +210,8 @@ _wait_gone() {
 
 # _lost_rank_line: the first line of train.out where DeepSpeed's launcher or srun reports a rank killed by a signal.
 _lost_rank_line() {
-    grep -m1 -E 'exits with return code = -[0-9]+|srun: error: .*task [0-9]+: (Killed|Segmentation fault|Aborted|Bus error)' \
-        "$RUN_DIR/train.out" 2>/dev/null
+    local signalled='(Killed|Segmentation fault|Aborted|Bus error)'
+    grep -m1 -E "exits with return code = -[0-9]+|srun: error: .*task [0-9]+: $signalled" "$RUN_DIR/train.out" 2>/dev/null
 }
 
 # _quote WORDS...: one string a shell would read back as these words (for the log and loggers.json).

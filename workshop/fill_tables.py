@@ -652,7 +652,8 @@ def weak_scaling(runs):
     chosen, notes = latest_runs([run for run in runs if not is_zero_2gpu(run)])
     notes += [note for run in chosen for note in run.notes] + [MEMORY_NOTE]
     rows = sorted((multi_gpu_row(run) for run in chosen),
-                  key=lambda r: (r["model"], r["init"], str(r["samples per GPU"]), r["config"], r["nodes"], r["GPUs (processes)"]))
+                  key=lambda r: (r["model"], r["init"], str(r["samples per GPU"]), r["config"], r["nodes"],
+                                 r["GPUs (processes)"]))
     answers = []
     groups = {}
     for row in rows:
