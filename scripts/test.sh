@@ -6,6 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$REPO_ROOT"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     bash .ci/start_slurm.sh
+    bash .ci/start_slurm_two_node.sh  # beside it: tests/test_two_node.py submits there (docs/two_node_cluster.md)
     # Debian packages the tests need: Chromium and its driver for the browser tests (Selenium downloads no
     # browser), libaio for DeepSpeed's async_io op (the NVMe offload config, stage3_offload_nvme, trains in them).
     missing=()

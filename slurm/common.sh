@@ -9,7 +9,8 @@
 #   cpu_memory.log    psrecord --include-children        (every CPU_LOG_INTERVAL seconds, default 1)
 #   loggers.json      pids, commands and how the training and each logger ended (the end record): the
 #                     training's `ended` is "exited", "oom-killed" (the kernel's OOM killer, e.g. over
-#                     `#SBATCH --mem`), "time limit" (SLURM's --time), "SIGTERM" (scancel) or "SIGINT"
+#                     `#SBATCH --mem`), "time limit" (SLURM's --time), "SIGTERM" (scancel), "SIGINT" or
+#                     "rank lost" (one rank of a multi-process run was killed by a signal; the others were stopped)
 # The loggers are always stopped, whether the training succeeds, fails or the job is cancelled, and
 # the script exits with the training's exit status.
 #
@@ -44,12 +45,8 @@ workshop_run() {
     local cmd=("$@")
 
     command -v "$PYTHON" >/dev/null || die "python '$PYTHON' not found: activate the workshop venv or set WORKSHOP_PYTHON"
-    # psrecord comes with the venv: look on PATH, then next to the interpreter (the WORKSHOP_PYTHON case).
-    local psrecord beside_python
-    beside_python="$(dirname "$(command -v "$PYTHON")")/psrecord"
-    psrecord=$(command -v psrecord || true)
-    [[ -n $psrecord || ! -x $beside_python ]] || psrecord=$beside_python
-    [[ -n $psrecord ]] || die "psrecord not found on PATH or next to $PYTHON: pip install psrecord"
+    local psrecord
+    psrecord=$(_psrecord)
 
     JOB_ID=${SLURM_JOB_ID:-local$(date +%Y%m%d-%H%M%S)-$$}
     RUN_ID=$name-$JOB_ID
@@ -93,6 +90,52 @@ workshop_run() {
     wait "$TRAIN_PID" || TRAIN_STATUS=$?
     say "training exited with status $TRAIN_STATUS"
     exit "$TRAIN_STATUS"  # the exit trap stops the loggers and writes loggers.json
+}
+
+# node_run TAG -- COMMAND: one srun task of a multi-node run (slurm/multi_node.slurm) with loggers of its own on
+# its node: $RUN_DIR/gpu_memory-TAG.csv and cpu_memory-TAG.log (psrecord follows COMMAND and its children: the
+# ranks this task starts), stopped when COMMAND ends, however it ends; loggers-TAG.json says how they ended.
+# (workshop_run's loggers on the first node follow srun, whose tasks are not its children.)
+node_run() {
+    local tag=$1
+    shift 2
+    "$@" &
+    local pid=$! status=0
+    trap 'kill -TERM $pid 2>/dev/null' TERM INT  # srun stops a task with SIGTERM: pass it on
+    local gpu_cmd=("$PYTHON" -m workshop.monitor gpu --pid "$pid" --interval "$GPU_LOG_INTERVAL"
+        --out "$RUN_DIR/gpu_memory-$tag.csv")
+    local cpu_cmd=("$(_psrecord)" "$pid" --include-children --interval "$CPU_LOG_INTERVAL"
+        --log "$RUN_DIR/cpu_memory-$tag.log")
+    "${gpu_cmd[@]}" >/dev/null 2>&1 &
+    local gpu=$!
+    "${cpu_cmd[@]}" >/dev/null 2>&1 &
+    local cpu=$!
+    wait "$pid" || status=$?
+    while kill -0 "$pid" 2>/dev/null; do wait "$pid" || status=$?; done  # a trapped signal ends `wait` early
+    _stop "$gpu"
+    local gpu_ended=$_ENDED gpu_status=$_STATUS
+    _stop "$cpu"
+    "$PYTHON" - "$RUN_DIR/loggers-$tag.json" "$tag" "$(hostname -s)" "$status" "$gpu" "$(_quote "${gpu_cmd[@]}")" \
+        "$gpu_ended" "$gpu_status" "$cpu" "$(_quote "${cpu_cmd[@]}")" "$_ENDED" "$_STATUS" <<'EOF'
+import json, sys
+
+out, task, node, status, *fields = sys.argv[1:]
+def logger(pid, command, ended, exit_status):
+    return {"pid": int(pid), "command": command, "ended": ended, "exit_status": int(exit_status), "stopped": True}
+with open(out, "w") as f:
+    json.dump({"task": task, "node": node, "exit_status": int(status),
+               "loggers": {"gpu": logger(*fields[0:4]), "cpu": logger(*fields[4:8])}}, f, indent=2)
+EOF
+    return "$status"
+}
+
+# _psrecord: psrecord comes with the venv: on PATH, else next to the interpreter (the WORKSHOP_PYTHON case).
+_psrecord() {
+    local beside_python
+    beside_python="$(dirname "$(command -v "$PYTHON")")/psrecord"
+    if command -v psrecord; then return; fi
+    [[ -x $beside_python ]] || die "psrecord not found on PATH or next to $PYTHON: pip install psrecord"
+    echo "$beside_python"
 }
 
 # free_port: a TCP port nothing listens on now, so two jobs on one node never fight over 29500.
@@ -165,6 +208,12 @@ _wait_gone() {
     done
 }
 
+# _lost_rank_line: the first line of train.out where DeepSpeed's launcher or srun reports a rank killed by a signal.
+_lost_rank_line() {
+    local signalled='(Killed|Segmentation fault|Aborted|Bus error)'
+    grep -m1 -E "exits with return code = -[0-9]+|srun: error: .*task [0-9]+: $signalled" "$RUN_DIR/train.out" 2>/dev/null
+}
+
 # _quote WORDS...: one string a shell would read back as these words (for the log and loggers.json).
 _quote() {
     local quoted
@@ -229,6 +278,12 @@ _workshop_on_exit() {
     say "gpu logger: $GPU_ENDED (status $GPU_STATUS); cpu logger: $CPU_ENDED (status $CPU_STATUS)"
     # train.out is complete once tee has drained the pipe (bounded: a stray grandchild may hold it open).
     _wait_gone "$TEE_PID" 5 || kill -TERM "$TEE_PID" 2>/dev/null
+    # A rank killed by a signal (OOM aside), after which the launcher or srun stopped the rest: `rank lost`.
+    local lost
+    if [[ $TRAIN_ENDED == exited && $TRAIN_STATUS != 0 && ${oom_kills:-0} == 0 ]] && lost=$(_lost_rank_line); then
+        TRAIN_ENDED='rank lost'
+        say "a rank of the training was lost: $lost"
+    fi
     "$PYTHON" - "$RUN_DIR/loggers.json" "$RUN_ID" "$TRAIN_PID" "$TRAIN_CMD" "$TRAIN_STATUS" "$TRAIN_ENDED" \
         "$oom_kills" "${SLURM_MEM_PER_NODE:-}" "$GPU_PID" "$GPU_CMD" "$GPU_ENDED" "$GPU_STATUS" \
         "$CPU_PID" "$CPU_CMD" "$CPU_ENDED" "$CPU_STATUS" <<'EOF'

@@ -42,6 +42,10 @@ class RunConfig:
     save_final: bool = True           # the trained model in <output-dir>/final (--no-save-final: sweeps)
     logging_steps: int = 10
     seed: int = 42
+    # [failures] how long a rank waits in a collective for the others before it gives up (a rank or node died):
+    # bounded, so survivors exit in minutes instead of the 30-minute default
+    dist_timeout: int = 300
+    diverge_patience: int = 3          # logged NaN/inf losses (or fp16 steps skipped at the minimum scale) in a row
     deepspeed: Optional[str] = None   # path to a DeepSpeed JSON config
     # "make it fast" (notebooks/04): each off by default, so the lesson's run stays the seed configuration
     padding: str = "max"              # "max": pad to max_length; "longest": to the batch's longest; "packed"
@@ -138,6 +142,9 @@ def validate(cfg: RunConfig):
         if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
             raise WorkshopError(f"--{name.replace('_', '-')} must be a positive number of GiB "
                                 f"(got {getattr(cfg, name)})")
+    for name in ("dist_timeout", "diverge_patience"):
+        if getattr(cfg, name) < 1:
+            raise WorkshopError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
     if cfg.fp16 and cfg.bf16:
         raise WorkshopError("choose one of --fp16 and --bf16")
 

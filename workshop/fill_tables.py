@@ -162,7 +162,7 @@ def training_exit_status(path):
 
 # Statuses of a run that ended before its last values were logged (the manifest's, and end_status's).
 # Matched with startswith, so "oom (host memory limit)" counts as "oom".
-ENDED_EARLY = ("failed", "oom", "cancelled", "timeout", "killed (no end record)")
+ENDED_EARLY = ("failed", "oom", "cancelled", "timeout", "killed (no end record)", "rank lost", "diverged", "disk full")
 
 
 def end_status(run, status):
@@ -173,6 +173,8 @@ def end_status(run, status):
         ended = training.get("ended") if isinstance(training, dict) else None
     except (OSError, ValueError, KeyError, TypeError):
         training, ended = None, None
+    if ended == "rank lost" and status in ("running", "cancelled", "failed"):  # common.sh saw a rank killed
+        return "rank lost"
     if status == "running" and ended == "oom-killed":  # SIGKILL from the kernel: no chance to write the end
         limit = training.get("memory_limit_mb")
         run.notes.append(f"{run.name}: `oom (host memory limit)` — the kernel's OOM killer stopped the training: it "
@@ -619,6 +621,7 @@ def multi_gpu_row(run):
     last_eval = evals[-1] if evals else None
     row = {key: lesson2[key] for key in ("model", "init", "subset", "config", "run", "status")}
     row["GPUs (processes)"] = world
+    row["nodes"] = _manifest(run).get("nodes") or 1  # older manifests have no count: one node
     row["samples per GPU"] = subset // world if isinstance(subset, int) else absent(run, "subset_size", "manifest.json")
     row[RUNTIME] = lesson2[RUNTIME]
     row["train samples/s"] = summary_value(run, summary, "train_samples_per_second", "train samples/s")
@@ -649,7 +652,8 @@ def weak_scaling(runs):
     chosen, notes = latest_runs([run for run in runs if not is_zero_2gpu(run)])
     notes += [note for run in chosen for note in run.notes] + [MEMORY_NOTE]
     rows = sorted((multi_gpu_row(run) for run in chosen),
-                  key=lambda r: (r["model"], r["init"], str(r["samples per GPU"]), r["config"], r["GPUs (processes)"]))
+                  key=lambda r: (r["model"], r["init"], str(r["samples per GPU"]), r["config"], r["nodes"],
+                                 r["GPUs (processes)"]))
     answers = []
     groups = {}
     for row in rows:

@@ -31,6 +31,18 @@ def default_run_dir(config_name: str) -> Path:
     return Path("logs") / f"{config_name}-{job_id()}"
 
 
+def node_count() -> int:
+    """Nodes the run spans: world size / processes per node (DeepSpeed's launcher sets LOCAL_SIZE, torchrun
+    LOCAL_WORLD_SIZE, srun SLURM_NTASKS_PER_NODE), else SLURM's node count, else 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    for name in ("LOCAL_SIZE", "LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        local = os.environ.get(name, "")
+        if local.isdigit() and int(local) > 0:
+            return max(1, world // int(local))
+    nodes = os.environ.get("SLURM_JOB_NUM_NODES", "")
+    return int(nodes) if nodes.isdigit() else 1
+
+
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -152,6 +164,7 @@ class RunLog:
         self.manifest = {
             "run_id": self.dir.name, **manifest, "argv": sys.argv, "host": socket.gethostname(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "nodes": node_count(),
             "versions": versions(), "start_time": utc_now(), "end_time": None, "status": "running",
             "exit_code": None, "error": None, "peak_memory": None, "provenance": provenance(),
             "attempts": [],

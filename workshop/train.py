@@ -7,16 +7,19 @@ import atexit
 import math
 import os
 import signal
+import socket
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from workshop.config import RunConfig, WorkshopError, parse_args, resolve_precision
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
 from workshop.ds_config import check_gpu_precision, load_ds_config, needed_ops, zero_stage
+from workshop.guards import (DivergenceCallback, RunStopped, diverged_stop, disk_full_stop, is_disk_full,
+                             is_lost_rank, last_whole_checkpoint, lost_rank_stop, set_aside_partial)
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
 from workshop.model import load_model, parameter_count, resolve_model, save_model
 from workshop.prebuild_ops import build, setup_build_env
@@ -47,15 +50,17 @@ def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> Trainin
         **({"optim": cfg.optim} if cfg.optim else {}),
         include_num_input_tokens_seen="non_padding",  # real tokens, for workshop.speed
         logging_steps=cfg.logging_steps,
+        logging_nan_inf_filter=False,
+        ddp_timeout=cfg.dist_timeout,  # a NaN/inf loss must show (the Trainer would log the earlier mean instead)
         seed=cfg.seed,
         deepspeed=ds_config,
         push_to_hub=False,
         report_to="none",
-        **_cpu_deepspeed_state(ds_config),
+        **_cpu_deepspeed_state(ds_config, cfg.dist_timeout),
     )
 
 
-def _cpu_deepspeed_state(ds_config: dict | None) -> dict:
+def _cpu_deepspeed_state(ds_config: dict | None, timeout_s: int) -> dict:
     """Several DeepSpeed processes on a machine without a GPU (tests, CI, a laptop): make the Trainer count them.
 
     accelerate picks a communication backend only for devices it knows (nccl for CUDA, ...); on a plain CPU it
@@ -72,7 +77,7 @@ def _cpu_deepspeed_state(ds_config: dict | None) -> dict:
 
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # as the Trainer does: start deepspeed.comm, not plain torch
     try:
-        PartialState(backend=get_accelerator().communication_backend_name())
+        PartialState(backend=get_accelerator().communication_backend_name(), timeout=timedelta(seconds=timeout_s))
     finally:
         del os.environ["ACCELERATE_USE_DEEPSPEED"]
     return {"accelerator_config": {"use_configured_state": True}}
@@ -199,6 +204,8 @@ def train(cfg: RunConfig, run: RunLog):
     mean_length = real_tokens(train_set) / len(train_set)
     trainer.add_callback(SpeedCallback(run, flops_per_token(model.config, parameters, mean_length)))
     steps_per_epoch = math.ceil(len(trainer.get_train_dataloader()) / cfg.gradient_accumulation_steps)
+    guard = DivergenceCallback(cfg.diverge_patience)
+    trainer.add_callback(guard)
     run.update(train_samples=len(train_set), eval_samples=len(eval_set), parameters=parameters,
                padding=cfg.padding, mean_train_row_tokens=round(mean_length, 1), steps_per_epoch=steps_per_epoch,
                steps_planned=math.ceil(steps_per_epoch * cfg.num_train_epochs), steps_done=0)
@@ -207,16 +214,34 @@ def train(cfg: RunConfig, run: RunLog):
 
     # [failures] A requeued job (or a rerun with the same --run-dir) goes on from its latest checkpoint-*.
     # Only then: a fresh run must not pick up an older run's checkpoints from a shared --output-dir.
+    # Never from a checkpoint a full disk or a kill left half-written: only one with its trainer_state.json.
     earlier = run.manifest["attempts"] and Path(cfg.output_dir).is_dir()
-    resume = get_last_checkpoint(cfg.output_dir) if earlier else None
+    if earlier and run.enabled and (partial := set_aside_partial(cfg.output_dir)):
+        print(f"[workshop] removed half-written {', '.join(partial)} (an earlier attempt's write failed)", flush=True)
+    resume = last_whole_checkpoint(cfg.output_dir) if earlier else None
     if resume:
         print(f"[workshop] resuming from {resume} (attempt {len(run.manifest['attempts'])})", flush=True)
         run.update(resumed_from=resume)
-    trainer.train(resume_from_checkpoint=resume)
+    print(f"[workshop] rank {os.environ.get('RANK', '0')} of {os.environ.get('WORLD_SIZE', '1')} on "
+          f"{socket.gethostname()}", flush=True)
+    guard.trainer = trainer  # its DeepSpeed engine (fp16 loss scale) exists only once train() has begun
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except Exception as err:
+        if is_disk_full(err, cfg.output_dir):
+            raise disk_full_stop(err, cfg.output_dir, run.enabled) from err
+        if is_lost_rank(err):
+            raise lost_rank_stop(err, cfg.dist_timeout) from err
+        raise
+    if guard.reason:
+        raise diverged_stop(guard, cfg.output_dir, cfg.learning_rate, run.enabled)
     if trainer.state.global_step < run.manifest["steps_planned"]:
         print(f"[workshop] stopped by --max-steps: {trainer.state.global_step:,} of the lesson's "
               f"{run.manifest['steps_planned']:,} steps; runtimes in this run folder are not the lesson's total",
               flush=True)
+    # every rank prints the loss it saw: they must agree (the Trainer averages it over the ranks)
+    print(f"[workshop] rank {os.environ.get('RANK', '0')} on {socket.gethostname()}: "
+          f"train_loss {result.training_loss:.6f}", flush=True)
     if cfg.eval_strategy != "no" and not _evaluated_at(trainer.state):
         trainer.evaluate()  # a --max-steps run that stops mid-epoch still ends with an eval loss
     if cfg.save_final:
@@ -261,6 +286,9 @@ def main(argv=None, lesson="baseline", require_deepspeed=False, **lesson_default
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         train(cfg, run)
+    except RunStopped as stop:
+        run.finish(stop.status, stop.code, str(stop), **stop.fields)
+        fail(stop, code=stop.code)
     except WorkshopError as err:
         run.finish("failed", 2, str(err))
         fail(err)
