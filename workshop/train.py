@@ -14,7 +14,8 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from workshop.config import RunConfig, WorkshopError, parse_args, resolve_precision
+from workshop.config import RunConfig, parse_args, resolve_precision
+from workshop.errors import WorkshopError
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
 from workshop.ds_config import check_gpu_precision, load_ds_config, needed_ops, zero_stage
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
