@@ -165,7 +165,7 @@ def test_bare_out(tmp_path, version):
     total_steps = int(re.search(r"\| 0/(\d+) \[", source.read_bytes().decode()).group(1))
     assert row["steps/epoch"] == total_steps / events[-1]["epoch"]
     mem = only_row(tables, "baseline_objective_2")
-    assert mem["GPU MiB peak"] == "n/a (bare .out)"
+    assert mem["GPU MiB peak"] == "n/a (no nvidia-smi CSV)"  # nothing beside it with its job id or name
 
 
 def test_fractional_last_eval_and_extra_epochs():

@@ -19,11 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from workshop.lessons import LESSONS
-from workshop.lessons.deepspeed_multi_gpu import ZERO_2GPU  # noqa: F401  (kept importable from here)
-from workshop.lessons.deepspeed_single_gpu import CONFIGS as ZERO_CONFIGS  # noqa: F401
+from workshop.lessons import LESSONS, ZERO_2GPU, ZERO_CONFIGS, Lesson  # noqa: F401  (importable from here)
 from workshop.report.cells import epoch_label, steps_per_epoch  # noqa: F401
-from workshop.report.engine import Lesson, Table, build_tables  # noqa: F401
+from workshop.report.engine import Table, build_tables  # noqa: F401
 from workshop.report.render import render
 from workshop.report.runs import Run, find_memory_logs, find_runs, load_runs  # noqa: F401
 from workshop.report.select import config_of, latest_runs, setup_label, setup_of  # noqa: F401

@@ -9,7 +9,7 @@ import textwrap
 from workshop.logparse import Missing, final_summary, read_answer_quality
 from workshop.report.cells import (absent, cpu_peak, epoch_label, expected_epochs, gpu_stat, manifest_value,
                                    steps_per_epoch, torch_reserved)
-from workshop.report.engine import Lesson, Table
+from workshop.report.engine import Table
 from workshop.report.figures import as_runs, damaged, figure, finish, no_gpu_reason, plot_rss, points, seconds
 from workshop.report.shapes import latest_completed, metric_table
 
@@ -169,4 +169,3 @@ TABLES = (
     Table("baseline_objective_2", "Baseline, objective 2: memory", objective_2,
           handout=handout("baseline_objective_2", "Objective 2", OBJECTIVE_2, "Your Value (MiB)")),
 )
-LESSON = Lesson("baseline", folder="baseline", tables=TABLES, scripts=("slurm/baseline.slurm",))

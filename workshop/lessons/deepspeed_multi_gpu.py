@@ -4,11 +4,12 @@ saves, and their quiz answers (figures: deepspeed_multi_gpu_figures.py).
 
 import pandas as pd
 
-from workshop.lessons.deepspeed_single_gpu import CONFIGS as ZERO_CONFIGS, config_label, lowest_peak_answers, zero_row
+from workshop.lessons import ZERO_2GPU, ZERO_CONFIGS
+from workshop.lessons.deepspeed_single_gpu import config_label, lowest_peak_answers, zero_row
 from workshop.logparse import Missing, final_summary
 from workshop.report.cells import (absent, change, gpu_mean_per_gpu, is_number, manifest_of, percent_spread,
                                    summary_value)
-from workshop.report.engine import Lesson, Table
+from workshop.report.engine import Table
 from workshop.report.select import by_setup, config_of, latest_runs, setup_of, world_of
 from workshop.report.shapes import NOT_RUN, keep_by_run, metric_columns, model_and_data, sources_note
 
@@ -16,7 +17,6 @@ from workshop.report.shapes import NOT_RUN, keep_by_run, metric_columns, model_a
 # multi_gpu_weak_scaling.slurm) and ZeRO on 2 GPUs (stages 1-3 with and without offload; slurm/multi_gpu_zero.slurm).
 # Both tables measure the same things per run, lesson 2's columns plus the Trainer's throughput and losses.
 
-ZERO_2GPU = ("stage1", "stage1_offload", "stage2", "stage2_offload", "stage3", "stage3_offload")
 PEAK_PER_GPU, MEAN_PER_GPU = "peak GPU MiB per GPU (nvidia-smi)", "mean GPU MiB per GPU (nvidia-smi)"
 RUNTIME, HOST_PEAK = "total runtime s (train_runtime)", "peak CPU MiB (psrecord)"
 HOST_MEAN = "mean CPU MiB (psrecord)"
@@ -258,5 +258,3 @@ TABLES = (
     Table("deepspeed_multi_gpu_zero_savings", "ZeRO on 2 GPUs: what offloading saves and costs", zero_savings,
           each_run=False, handout=savings_handout),
 )
-LESSON = Lesson("deepspeed_multi_gpu", folder="deepspeed_multi_gpu", configs=ZERO_2GPU, tables=TABLES,
-                multi_process=True, scripts=("slurm/multi_gpu_weak_scaling.slurm", "slurm/submit_zero_2gpu.sh"))

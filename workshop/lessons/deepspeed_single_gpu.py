@@ -14,14 +14,12 @@ from matplotlib.figure import Figure
 from workshop.logparse import Missing
 from workshop.report.cells import (change, cpu_peak, gpu_stat, is_number, manifest_of, manifest_value, torch_reserved,
                                    train_runtime)
-from workshop.report.engine import Lesson, Table
+from workshop.lessons import ZERO_CONFIGS as CONFIGS
+from workshop.report.engine import Table
 from workshop.report.figures import as_runs, damaged, legend_all, no_gpu_reason, plot_rss, seconds
 from workshop.report.select import by_setup, config_of, latest_runs, setup_label, setup_of
 from workshop.report.shapes import by_run, cell, keep_by_run, model_and_data
 
-# deepspeed_single_gpu/configs/<name>.json, in the order the lesson walks through them
-CONFIGS = ("stage0", "stage1", "stage1_offload", "stage2", "stage2_offload", "stage2_offload_nopin",
-           "stage3", "stage3_offload", "stage3_offload_nopin")
 def zero_row(run):
     """What both lesson-2 tables measure for one run."""
     model, init, subset = setup_of(run)
@@ -298,5 +296,3 @@ TABLES = (Table("deepspeed_single_gpu_part1", "Part 1: ZeRO 2 + offload, pin_mem
                 each_run=False, handout=part1_handout),
           Table("deepspeed_single_gpu_part2", "Part 2: every configuration", part2, each_run=False,
                 handout=part2_handout))
-LESSON = Lesson("deepspeed_single_gpu", folder="deepspeed_single_gpu", configs=CONFIGS, tables=TABLES,
-                scripts=tuple(f"slurm/{config}.slurm" for config in CONFIGS))

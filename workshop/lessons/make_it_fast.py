@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 
 from workshop.report.cells import absent, gpu_stat, manifest_of as _manifest, number_or, torch_reserved
 from workshop.logparse import Missing
-from workshop.report.engine import Lesson, Table
+from workshop.report.engine import Table
 
 def changes_of(run):
     """The make-it-fast flags a run used, from its manifest's settings ("seed" when none)."""
@@ -88,4 +88,3 @@ def speed_ladder(results, title="real tokens/s per change"):
 
 
 TABLES = (Table("make_it_fast", "Make it fast: speed of the steady training steps (workshop/speed.py)", make_it_fast),)
-LESSON = Lesson("make_it_fast", folder="baseline", tables=TABLES, scripts=("slurm/fast.slurm",))

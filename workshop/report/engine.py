@@ -1,7 +1,9 @@
 """The report engine: lessons declare tables, `build_tables` fills them from whatever runs exist.
 
-    from workshop.report.engine import Lesson, Table
-    LESSON = Lesson("baseline", folder="baseline", configs=(), tables=(Table("baseline_objective_1", "...", row),))
+    from workshop.lessons import Lesson
+    from workshop.report.engine import Table
+    lesson = Lesson("baseline", folder="baseline", tables=(Table("baseline_objective_1", "...", row),))
+    build_tables(["logs"], tables=[lesson])
 
 A Table's `make` is either `row(run) -> dict` (each_run: one row per run of the lesson) or
 `build(runs) -> (rows, answers, notes)` for tables that pick runs and compare them. Cells are numbers or
@@ -25,16 +27,6 @@ class Table:
     each_run: bool = True
     # by-run DataFrame -> [(key, title, DataFrame, answers, notes)]: the handout's own layout of the same values
     handout: Optional[Callable] = None
-
-
-@dataclass(frozen=True)
-class Lesson:
-    name: str  # the manifest's `lesson`, and the run-name prefix of its runs
-    folder: str  # the lesson's folder in the repository (train.py, configs/)
-    configs: tuple = ()  # the DeepSpeed config names its runs use, in the order the lesson walks through them
-    tables: tuple = ()
-    scripts: tuple = ()  # the .slurm files a student runs for it (the empty-folder message names the first)
-    multi_process: bool = False  # its runs use several processes (a bare DeepSpeed .out of 2+ ranks lands here)
 
 
 def _by_run_table(table, members):
@@ -87,7 +79,7 @@ def build_tables(paths, tables=None, by_run=False, runs=None):
     built = {}
     for lesson in tables:
         members = [run for run in runs if run.lesson == lesson.name]
-        for table in lesson.tables:
+        for table in lesson.table_defs():
             df = _by_run_table(table, members)
             if df is None:
                 continue
