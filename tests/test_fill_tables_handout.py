@@ -292,3 +292,20 @@ def test_cli_prints_the_handouts_shapes_by_default_and_per_run_on_request(tmp_pa
     rows = json.loads(shaped.stdout)["baseline_objective_1"]["rows"]
     assert [row["Metric"] for row in rows] == handout_table("Metric", "Your Value")[1]
     assert [row["run"] for row in json.loads(by_run.stdout)["baseline_objective_1"]["rows"]] == ["baseline-1001"]
+
+
+def test_preflight_estimate_beside_the_measured_peak(tmp_path):
+    # The manifest fields issue 11 writes, on a copy of the real H100 run's manifest.
+    run = lesson2_run(tmp_path, "stage2", preflight={"gpu_gib": 8.0, "host_gib": 0.25, "host_limit_gib": 64.0,
+                                                     "source": "workshop.estimate"},
+                      gpu_memory_limit={"gib": 80.0, "emulates": "H100 80GB"})
+    lesson2_run(tmp_path, "stage3")  # made before preflight existed: no comparison column
+    df = build_tables([tmp_path], by_run=True)["deepspeed_single_gpu_part2"].set_index("config")
+    gpu = read_gpu_csv(run / "gpu_memory.csv").data["memory_used_mib"].max() / 1024
+    host = read_psrecord(run / "cpu_memory.log").data["real_mib"].max() / 1024
+    assert df.loc["stage2", "GPU GiB: estimate vs measured"] == \
+        f"8.00 GiB est. vs {gpu:.2f} GiB measured ({(8.0 - gpu) / gpu * 100:+.1f}%)"
+    assert df.loc["stage2", "host GiB: estimate vs measured"].startswith(f"0.25 GiB est. vs {host:.2f} GiB measured")
+    assert df.loc["stage3", "GPU GiB: estimate vs measured"] == "—"
+    notes = build_tables([tmp_path], by_run=True)["deepspeed_single_gpu_part2"].attrs["notes"]
+    assert f"{run.name}: GPU memory capped at 80 GiB, emulating H100 80GB" in notes

@@ -15,6 +15,7 @@ from workshop.logparse import Missing
 from workshop.report.cells import (change, cpu_peak, gpu_stat, is_number, manifest_of, manifest_value, torch_reserved,
                                    train_runtime)
 from workshop.lessons import ZERO_CONFIGS as CONFIGS
+from workshop.report.columns import ESTIMATE_GPU, ESTIMATE_HOST, memory_limit_note
 from workshop.report.engine import Table
 from workshop.report.figures import as_runs, damaged, legend_all, no_gpu_reason, plot_rss, seconds
 from workshop.report.select import by_setup, config_of, latest_runs, setup_label, setup_of
@@ -94,6 +95,9 @@ def part2(runs):
         reserved = row["torch max reserved MiB"]
         row["remainder MiB (reserved - estimate)"] = reserved - estimate if is_number(reserved) and \
             is_number(estimate) else (reserved if isinstance(reserved, Missing) else estimate)
+        if "preflight" in manifest_of(run):  # only runs that recorded one get the comparison
+            row.update({column.name: column.value(run) for column in (ESTIMATE_GPU, ESTIMATE_HOST)})
+        notes += [note for note in [memory_limit_note(run)] if note]
         rows.append(row)
     return rows, lowest_peak_answers(rows) + offload_answers(rows), notes
 
