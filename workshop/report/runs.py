@@ -156,9 +156,19 @@ def training_exit_status(path):
     return None if isinstance(training, Missing) else training.get("exit_status")
 
 
-# Statuses of a run that ended before its last values were logged (the manifest's, and end_status's).
-# Matched with startswith, so "oom (host memory limit)" counts as "oom".
-ENDED_EARLY = ("failed", "oom", "cancelled", "timeout", "killed (no end record)")
+# Every status a run can have (the manifest's, and end_status's) -> how a cell it never logged reads. "early": it
+# ended before its last values were logged. Matched with startswith, so "oom (host memory limit)" is "oom".
+# A new status is one line here.
+STATUSES = {
+    "completed": "missing (not logged)",
+    "running": "not yet (running)",  # first in absent(): a running run's last line is often half-written
+    "failed": "early",
+    "oom": "early",
+    "cancelled": "early",
+    "timeout": "early",
+    "killed (no end record)": "early",
+}
+ENDED_EARLY = tuple(status for status, cell in STATUSES.items() if cell == "early")
 
 
 def end_status(run, status):
