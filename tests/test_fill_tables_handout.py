@@ -309,3 +309,18 @@ def test_preflight_estimate_beside_the_measured_peak(tmp_path):
     assert df.loc["stage3", "GPU GiB: estimate vs measured"] == "—"
     notes = build_tables([tmp_path], by_run=True)["deepspeed_single_gpu_part2"].attrs["notes"]
     assert f"{run.name}: GPU memory capped at 80 GiB, emulating H100 80GB" in notes
+
+
+def test_latest_run_with_values_fills_objective_2(tmp_path):
+    # A later job without its nvidia-smi log does not hide the earlier job's numbers; the notes say which filled it.
+    shutil.copy(GPU_RUN / "train.out", tmp_path / "baseline-1001.out")
+    shutil.copy(GPU_RUN / "gpu_memory.csv", tmp_path / "baseline-single-gpu_memory_log1001.csv")
+    shutil.copy(DATA / "stdout_4x" / "baseline-4242.out", tmp_path)
+    tables = build_tables([tmp_path])
+    assert tables["baseline_objective_2"]["Your Value (MiB)"][0] == read_gpu_csv(GPU_RUN / "gpu_memory.csv").data[
+        "memory_used_mib"].max()
+    assert tables["baseline_objective_2"].attrs["notes"][0].startswith("the cells are from baseline-1001, the latest "
+                                                                       "completed run with these values; 1 other run")
+    # Objective 1: both have every value, so the later job (the larger job id) fills it.
+    assert tables["baseline_objective_1"].attrs["notes"][0].startswith("the cells are from baseline-4242, the latest "
+                                                                       "completed run; 1 other run exists: baseline-1001")

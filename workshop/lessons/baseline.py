@@ -154,7 +154,7 @@ OBJECTIVE_2 = [("Peak GPU Memory Usage", "GPU MiB peak"),
 
 def handout(key, title, metrics, value_header):
     def shape(df, runs):
-        row, note = latest_completed(df, runs)
+        row, note = latest_completed(df, runs, [column for _, column in metrics])
         notes = [note]
         if key.endswith("2") and not isinstance(row["host RSS MiB peak (psrecord)"], str):
             notes.append(f"host memory for comparison: peak RSS {row['host RSS MiB peak (psrecord)']:.0f} MiB "

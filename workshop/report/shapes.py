@@ -5,24 +5,36 @@
 A lesson module lists its rows as (handout label, by-run column) pairs, so a table is data, not code.
 """
 
+import re
+
 import pandas as pd
 
-from workshop.report.cells import manifest_of
+from workshop.report.cells import is_number, manifest_of
 
 NOT_RUN = "not run yet"
 
 
-def latest_completed(df, runs):
-    """(the by-run row of the latest completed run, or the latest of any status; a note saying which it is)."""
-    order = {run.name: (str(manifest_of(run).get("start_time") or ""), run.name) for run in runs}
-    rows = sorted((row for _, row in df.iterrows()), key=lambda row: order.get(row["run"], ("", row["run"])))
+def run_order(run):
+    """When a run started: the manifest's start_time, else the job id ending its name (SLURM counts up)."""
+    job = re.search(r"(\d+)$", run.name)
+    return str(manifest_of(run).get("start_time") or ""), int(job.group(1)) if job else 0, run.name
+
+
+def latest_completed(df, runs, columns=()):
+    """(the by-run row of the latest completed run, or the latest of any status; a note saying which it is).
+    Runs holding a number in one of `columns` come first: a run without an nvidia-smi log does not hide one with."""
+    order = {run.name: run_order(run) for run in runs}
+    rows = sorted((row for _, row in df.iterrows()), key=lambda row: order.get(row["run"], ("", 0, row["run"])))
+    with_values = [row for row in rows if any(is_number(row.get(c)) for c in columns)]
+    rows = with_values or rows
     completed = [row for row in rows if row["status"] == "completed"]
     pick = (completed or rows)[-1]
     which = "the latest completed run" if completed else "the latest run (none completed)"
-    others = len(rows) - 1
+    which += " with these values" if with_values and len(with_values) < len(df) else ""
+    others = [run for run in df["run"] if run != pick["run"]]
     note = f"the cells are from {pick['run']}, {which}" + (
-        f"; {others} other run{'s' if others > 1 else ''} exist{'s' if others == 1 else ''}: "
-        f"{', '.join(row['run'] for row in rows if row['run'] != pick['run'])} (`--by-run` shows every run)"
+        f"; {len(others)} other run{'s' if len(others) > 1 else ''} exist{'s' if len(others) == 1 else ''}: "
+        f"{', '.join(others)} (`--by-run` shows every run)"
         if others else "")
     return pick, note
 
