@@ -222,7 +222,9 @@ def deepspeed_startup_print(config_name):
     from deepspeed.utils import logger
 
     config = json.loads((REPO / "deepspeed_single_gpu" / "configs" / f"{config_name}.json").read_text())
-    resolve = lambda v: {k: resolve(x) for k, x in v.items()} if isinstance(v, dict) else (1 if v == "auto" else v)  # noqa: E731
+    def resolve(value):  # the Trainer fills "auto"; any number does for DeepSpeed's print
+        return {k: resolve(v) for k, v in value.items()} if isinstance(value, dict) else (1 if value == "auto" else value)
+
     config = {k: v for k, v in resolve(config).items() if k not in ("fp16", "bf16")}
     config.update(train_batch_size=16, train_micro_batch_size_per_gpu=4, gradient_accumulation_steps=4)
     stream = io.StringIO()
@@ -285,8 +287,9 @@ def test_markdown_renders_and_single_run_tables_fit_120_columns(tmp_path):
 
 def test_cli_prints_the_handouts_shapes_by_default_and_per_run_on_request(tmp_path):
     shutil.copytree(GPU_RUN, tmp_path / GPU_RUN.name)
-    run = lambda *args: subprocess.run([sys.executable, "-m", "workshop.fill_tables", str(tmp_path), *args],  # noqa: E731
-                                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "workshop.fill_tables", str(tmp_path), *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
     shaped, by_run = run("--format", "json"), run("--format", "json", "--by-run")
     assert shaped.returncode == by_run.returncode == 0
     rows = json.loads(shaped.stdout)["baseline_objective_1"]["rows"]
@@ -322,5 +325,5 @@ def test_latest_run_with_values_fills_objective_2(tmp_path):
     assert tables["baseline_objective_2"].attrs["notes"][0].startswith("the cells are from baseline-1001, the latest "
                                                                        "completed run with these values; 1 other run")
     # Objective 1: both have every value, so the later job (the larger job id) fills it.
-    assert tables["baseline_objective_1"].attrs["notes"][0].startswith("the cells are from baseline-4242, the latest "
-                                                                       "completed run; 1 other run exists: baseline-1001")
+    assert tables["baseline_objective_1"].attrs["notes"][0].startswith(
+        "the cells are from baseline-4242, the latest completed run; 1 other run exists: baseline-1001")

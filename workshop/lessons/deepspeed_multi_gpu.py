@@ -9,6 +9,8 @@ from workshop.lessons.deepspeed_single_gpu import config_label, lowest_peak_answ
 from workshop.logparse import Missing, final_summary
 from workshop.report.cells import (absent, change, gpu_mean_per_gpu, is_number, manifest_of, percent_spread,
                                    summary_value)
+from workshop.report.columns import (HOST_MEAN, HOST_PEAK, MEAN_PER_GPU, PEAK_GPU, PEAK_PER_GPU, RESERVED, RUNTIME,
+                                     TRAIN_RATE)
 from workshop.report.engine import Table
 from workshop.report.select import by_setup, config_of, latest_runs, setup_of, world_of
 from workshop.report.shapes import NOT_RUN, keep_by_run, metric_columns, model_and_data, sources_note
@@ -17,9 +19,6 @@ from workshop.report.shapes import NOT_RUN, keep_by_run, metric_columns, model_a
 # multi_gpu_weak_scaling.slurm) and ZeRO on 2 GPUs (stages 1-3 with and without offload; slurm/multi_gpu_zero.slurm).
 # Both tables measure the same things per run, lesson 2's columns plus the Trainer's throughput and losses.
 
-PEAK_PER_GPU, MEAN_PER_GPU = "peak GPU MiB per GPU (nvidia-smi)", "mean GPU MiB per GPU (nvidia-smi)"
-RUNTIME, HOST_PEAK = "total runtime s (train_runtime)", "peak CPU MiB (psrecord)"
-HOST_MEAN = "mean CPU MiB (psrecord)"
 
 
 def is_zero_2gpu(run):
@@ -39,14 +38,14 @@ def multi_gpu_row(run):
     row["GPUs (processes)"] = world
     row["samples per GPU"] = subset // world if isinstance(subset, int) else absent(run, "subset_size", "manifest.json")
     row[RUNTIME] = lesson2[RUNTIME]
-    row["train samples/s"] = summary_value(run, summary, "train_samples_per_second", "train samples/s")
+    row[TRAIN_RATE] = summary_value(run, summary, "train_samples_per_second", TRAIN_RATE)
     row["train steps/s"] = summary_value(run, summary, "train_steps_per_second", "train steps/s")
     row["train_loss (run mean)"] = summary_value(run, summary, "train_loss", "train_loss")
     row["eval loss (last eval)"] = summary_value(run, last_eval, "eval_loss", "eval loss")
     row["eval samples/s (last eval)"] = summary_value(run, last_eval, "eval_samples_per_second", "eval samples/s")
-    row[PEAK_PER_GPU] = lesson2["peak GPU MiB (nvidia-smi)"]  # the busiest GPU's peak: it sets the limit
+    row[PEAK_PER_GPU] = lesson2[PEAK_GPU]  # the busiest GPU's peak: it sets the limit
     row[MEAN_PER_GPU] = gpu_mean_per_gpu(run)
-    row["torch max reserved MiB"] = lesson2["torch max reserved MiB"]
+    row[RESERVED] = lesson2[RESERVED]
     row[HOST_PEAK] = lesson2[HOST_PEAK]
     row[HOST_MEAN] = run.cpu if isinstance(run.cpu, Missing) else float(run.cpu["real_mib"].mean())
     row["wall s (manifest)"] = lesson2["wall s (manifest)"]
@@ -168,7 +167,7 @@ def relative(plain, offload, column, stage, saving=False):
 
 
 # ---------------------------------------------------------------------------------------------- the handout's layout
-METRICS = [("Train Runtime (sec)", RUNTIME), ("Steps/sec", "train steps/s"), ("Samples/sec", "train samples/s"),
+METRICS = [("Train Runtime (sec)", RUNTIME), ("Steps/sec", "train steps/s"), ("Samples/sec", TRAIN_RATE),
            ("Train Loss", "train_loss (run mean)"), ("Eval Loss (final)", "eval loss (last eval)"),
            ("Eval Speed (samples/sec)", "eval samples/s (last eval)"), ("Peak GPU Memory (MiB)", PEAK_PER_GPU),
            ("Average GPU Memory (MiB)", MEAN_PER_GPU)]

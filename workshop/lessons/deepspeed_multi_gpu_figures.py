@@ -2,6 +2,7 @@
 one line per series (model, init, samples per GPU and config). A cell without a number gets no point."""
 
 from workshop.report.cells import is_number
+from workshop.report.columns import HOST_PEAK, MEAN_PER_GPU, PEAK_PER_GPU, RUNTIME, TRAIN_RATE
 from workshop.report.figures import figure, finish
 from workshop.report.select import setup_label
 from workshop.report.shapes import by_run
@@ -27,10 +28,10 @@ def _numbers(rows, column, scale=None):
 def scaling_throughput(weak):
     """Weak scaling: train samples/s vs GPUs, with the ideal (linear from the fewest-GPU run) dashed."""
     fig, ax = figure("Weak scaling: throughput vs GPUs (dashed: ideal linear scaling)", "GPUs (processes)",
-                      "train samples/s")
+                      TRAIN_RATE)
     notes = []
     for i, (label, rows) in enumerate(_series(weak)):
-        gpus, rate = _numbers(rows, "train samples/s")
+        gpus, rate = _numbers(rows, TRAIN_RATE)
         if not gpus:
             notes.append(f"{label}: no train samples/s yet (see the table's notes)")
             continue
@@ -47,12 +48,12 @@ def memory_per_gpu(weak):
     notes = []
     for i, (label, rows) in enumerate(_series(weak)):
         style = {"color": f"C{i % 10}", "marker": "o"}
-        gpus, peak = _numbers(rows, "peak GPU MiB per GPU (nvidia-smi)")
+        gpus, peak = _numbers(rows, PEAK_PER_GPU)
         if gpus:
             ax.plot(gpus, peak, "-", label=f"{label}: peak per GPU", **style)
-            ax.plot(*_numbers(rows, "mean GPU MiB per GPU (nvidia-smi)"), ":", label=f"{label}: mean per GPU", **style)
+            ax.plot(*_numbers(rows, MEAN_PER_GPU), ":", label=f"{label}: mean per GPU", **style)
             continue
-        gpus, rss = _numbers(rows, "peak CPU MiB (psrecord)", scale=lambda row: row["GPUs (processes)"])
+        gpus, rss = _numbers(rows, HOST_PEAK, scale=lambda row: row["GPUs (processes)"])
         if gpus:
             ax.plot(gpus, rss, "--", label=f"{label}: host RSS per process (no GPU measured)", **style)
         else:
@@ -65,15 +66,15 @@ def zero_tradeoff(zero):
     """2-GPU ZeRO: peak memory per GPU vs train runtime, one colour per stage, an arrow from the run without
     offload to the run with it. Host RSS stands in (and the axis says so) when no GPU was measured."""
     zero = by_run(zero)
-    column, ylabel = "peak GPU MiB per GPU (nvidia-smi)", "peak GPU MiB per GPU (nvidia-smi)"
+    column, ylabel = PEAK_PER_GPU, PEAK_PER_GPU
     if zero is not None and not zero.empty and not zero[column].map(is_number).any():
-        column, ylabel = "peak CPU MiB (psrecord)", "peak host RSS MiB (psrecord; no GPU measured)"
+        column, ylabel = HOST_PEAK, "peak host RSS MiB (psrecord; no GPU measured)"
     fig, ax = figure("ZeRO on 2 GPUs: memory vs runtime, without (o) and with (s) offload",
                       "train runtime s (train_runtime)", ylabel)
     notes = []
     if zero is None or zero.empty:
         return finish(fig, ax, notes)
-    runtime, points = "total runtime s (train_runtime)", {}
+    runtime, points = RUNTIME, {}
     for _, row in zero.iterrows():
         if is_number(row[column]) and is_number(row[runtime]):
             points[(row["model"], row["init"], row["subset"]), row["config"]] = (row[runtime], row[column])

@@ -11,11 +11,12 @@ import textwrap
 import pandas as pd
 from matplotlib.figure import Figure
 
+from workshop.lessons import ZERO_CONFIGS as CONFIGS
 from workshop.logparse import Missing
 from workshop.report.cells import (change, cpu_peak, gpu_stat, is_number, manifest_of, manifest_value, torch_reserved,
                                    train_runtime)
-from workshop.lessons import ZERO_CONFIGS as CONFIGS
-from workshop.report.columns import ESTIMATE_GPU, ESTIMATE_HOST, memory_limit_note
+from workshop.report.columns import (ESTIMATE_GPU, ESTIMATE_HOST, HOST_PEAK, PEAK_GPU, RESERVED, RUNTIME,
+                                     memory_limit_note)
 from workshop.report.engine import Table
 from workshop.report.figures import as_runs, damaged, legend_all, no_gpu_reason, plot_rss, seconds
 from workshop.report.select import by_setup, config_of, latest_runs, setup_label, setup_of
@@ -26,10 +27,10 @@ def zero_row(run):
     model, init, subset = setup_of(run)
     return {"model": model, "init": init, "subset": subset, "config": config_of(run), "run": run.name,
             "status": run.status,
-            "peak GPU MiB (nvidia-smi)": gpu_stat(run, "max"),
-            "torch max reserved MiB": torch_reserved(run),
-            "peak CPU MiB (psrecord)": cpu_peak(run),
-            "total runtime s (train_runtime)": train_runtime(run),
+            PEAK_GPU: gpu_stat(run, "max"),
+            RESERVED: torch_reserved(run),
+            HOST_PEAK: cpu_peak(run),
+            RUNTIME: train_runtime(run),
             "wall s (manifest)": manifest_value(run, "wall_seconds", what="wall_seconds")}
 
 
@@ -47,7 +48,7 @@ def part1(runs):
     rows = [zero_row(run) for run in chosen]
     notes += [note for run in chosen for note in run.notes]
     answers = []
-    runtime = "total runtime s (train_runtime)"
+    runtime = RUNTIME
     for setup in dict.fromkeys(setup_of(run) for run in chosen):
         by_config = {row["config"]: row for row in rows if (row["model"], row["init"], row["subset"]) == setup}
         pin, nopin = by_config.get(PIN, {}).get(runtime), by_config.get(NOPIN, {}).get(runtime)
@@ -92,7 +93,7 @@ def part2(runs):
     for run in chosen:
         row = zero_row(run)
         estimate = row["DeepSpeed estimate MiB (model states)"] = model_state_estimate(run)
-        reserved = row["torch max reserved MiB"]
+        reserved = row[RESERVED]
         row["remainder MiB (reserved - estimate)"] = reserved - estimate if is_number(reserved) and \
             is_number(estimate) else (reserved if isinstance(reserved, Missing) else estimate)
         if "preflight" in manifest_of(run):  # only runs that recorded one get the comparison
@@ -104,13 +105,13 @@ def part2(runs):
 
 
 
-def lowest_peak_answers(rows, gpu_column="peak GPU MiB (nvidia-smi)"):
+def lowest_peak_answers(rows, gpu_column=PEAK_GPU):
     """Per model and data, the configuration with the lowest GPU peak; host RSS when no GPU was measured."""
     answers = []
     for setup, group in by_setup(rows).items():
         column, what = gpu_column, "GPU memory (nvidia-smi)"
         if not any(is_number(row[column]) for row in group):
-            column, what = "peak CPU MiB (psrecord)", "host RSS (psrecord), as no GPU was measured"
+            column, what = HOST_PEAK, "host RSS (psrecord), as no GPU was measured"
         measured = sorted((row[column], row["config"]) for row in group if is_number(row[column]))
         if not measured:
             answers.append(f"{setup_label(setup)}: no peak memory measured yet.")
@@ -124,7 +125,7 @@ def lowest_peak_answers(rows, gpu_column="peak GPU MiB (nvidia-smi)"):
 
 def offload_answers(rows):
     """Per model and data and stage, how much longer each offload config took than the same stage without."""
-    answers, runtime = [], "total runtime s (train_runtime)"
+    answers, runtime = [], RUNTIME
     for setup, group in by_setup(rows).items():
         by_config = {row["config"]: row[runtime] for row in group}
         for config, seconds in by_config.items():
@@ -177,8 +178,8 @@ def zero_memory_timelines(runs):
     return legend_all(fig, [gpu_ax, cpu_ax], notes)
 
 
-ZERO_BARS = ["peak GPU MiB (nvidia-smi)", "torch max reserved MiB", "DeepSpeed estimate MiB (model states)",
-             "peak CPU MiB (psrecord)"]
+ZERO_BARS = [PEAK_GPU, RESERVED, "DeepSpeed estimate MiB (model states)",
+             HOST_PEAK]
 
 
 def _mib(value):
@@ -216,7 +217,6 @@ def zero_peak_bars(part2):
 
 
 # ---------------------------------------------------------------------------------------------- the handout's layout
-RUNTIME = "total runtime s (train_runtime)"
 PIN_LABELS = {PIN: "`pin_memory: true`", NOPIN: "`pin_memory: false`"}
 
 
@@ -251,8 +251,8 @@ def _handout_rows(df, runs, columns):
 
 def part1_handout(df, runs):
     columns = [lambda row, run: PIN_LABELS.get(row["config"], row["config"]),
-               lambda row, run: cell(row, "peak GPU MiB (nvidia-smi)"),
-               lambda row, run: cell(row, "peak CPU MiB (psrecord)"),
+               lambda row, run: cell(row, PEAK_GPU),
+               lambda row, run: cell(row, HOST_PEAK),
                lambda row, run: runtime_cell(row[RUNTIME], run)]
     shaped = keep_by_run(pd.DataFrame(_handout_rows(df, runs, columns), columns=PART1_HEADER), df)
     answers = []
@@ -272,8 +272,8 @@ def part1_handout(df, runs):
 
 
 def part2_handout(df, runs):
-    columns = [lambda row, run: config_label(row["config"]), lambda row, run: cell(row, "peak GPU MiB (nvidia-smi)"),
-               lambda row, run: cell(row, "peak CPU MiB (psrecord)"), lambda row, run: runtime_cell(row[RUNTIME], run)]
+    columns = [lambda row, run: config_label(row["config"]), lambda row, run: cell(row, PEAK_GPU),
+               lambda row, run: cell(row, HOST_PEAK), lambda row, run: runtime_cell(row[RUNTIME], run)]
     shaped = keep_by_run(pd.DataFrame(_handout_rows(df, runs, columns), columns=PART2_HEADER), df)
     answers = []
     for setup, group in shaped.groupby("Model and Data", sort=False):

@@ -6,8 +6,9 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from workshop.report.cells import absent, gpu_stat, manifest_of as _manifest, number_or, torch_reserved
 from workshop.logparse import Missing
+from workshop.report.cells import absent, gpu_stat, manifest_of as _manifest, number_or, torch_reserved
+from workshop.report.columns import PEAK_GPU, RESERVED
 from workshop.report.engine import Table
 
 def changes_of(run):
@@ -46,8 +47,8 @@ def make_it_fast(run):
             row[column] = why
     evals = [] if isinstance(run.events, Missing) else [e for e in run.events if "eval_loss" in e]
     row["final eval loss"] = evals[-1]["eval_loss"] if evals else absent(run, "eval loss")
-    row["peak GPU MiB (nvidia-smi)"] = gpu_stat(run, "max")
-    row["torch max reserved MiB"] = torch_reserved(run)
+    row[PEAK_GPU] = gpu_stat(run, "max")
+    row[RESERVED] = torch_reserved(run)
     return row
 
 

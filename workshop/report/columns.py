@@ -55,3 +55,14 @@ def memory_limit_note(run):
         return (f"{run.name}: GPU memory capped at {limit['gib']:g} GiB"
                 + (f", emulating {limit['emulates']}" if limit.get("emulates") else ""))
     return None
+
+
+# The by-run headers the lessons share, by constant: tables, answers and figures look them up by these names.
+PEAK_GPU = "peak GPU MiB (nvidia-smi)"
+RESERVED = "torch max reserved MiB"
+HOST_PEAK = "peak CPU MiB (psrecord)"
+HOST_MEAN = "mean CPU MiB (psrecord)"
+RUNTIME = "total runtime s (train_runtime)"
+PEAK_PER_GPU = "peak GPU MiB per GPU (nvidia-smi)"
+MEAN_PER_GPU = "mean GPU MiB per GPU (nvidia-smi)"
+TRAIN_RATE = "train samples/s"
