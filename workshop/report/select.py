@@ -1,5 +1,7 @@
 """Which runs a comparing table shows: runs grouped by model and data and config, the latest completed of each."""
 
+import re
+
 from workshop.report.cells import manifest_of as _manifest
 
 def config_of(run):
@@ -19,6 +21,12 @@ def setup_label(setup):
     return f"{model} ({init}, {subset} samples)"
 
 
+def run_order(run):
+    """When a run started: the manifest's start_time, else the job id ending its name (SLURM counts up)."""
+    job = re.search(r"(\d+)$", run.name)
+    return str(_manifest(run).get("start_time") or ""), int(job.group(1)) if job else 0, run.name
+
+
 def latest_runs(runs, order=()):
     """(chosen runs, notes): per (model, init, subset, config) the latest completed run, or the latest run of
     any status when none completed (so a failed or running one still shows); a note says what was ignored."""
@@ -27,7 +35,7 @@ def latest_runs(runs, order=()):
         groups.setdefault((*setup_of(run), config_of(run)), []).append(run)
     chosen, notes = [], []
     for (*setup, config), group in groups.items():
-        group.sort(key=lambda run: (str(_manifest(run).get("start_time") or ""), run.name))
+        group.sort(key=run_order)
         completed = [run for run in group if run.status == "completed"]
         pick = (completed or group)[-1]
         chosen.append(pick)

@@ -5,19 +5,12 @@
 A lesson module lists its rows as (handout label, by-run column) pairs, so a table is data, not code.
 """
 
-import re
-
 import pandas as pd
 
-from workshop.report.cells import is_number, manifest_of
+from workshop.report.cells import is_number
+from workshop.report.select import run_order
 
 NOT_RUN = "not run yet"
-
-
-def run_order(run):
-    """When a run started: the manifest's start_time, else the job id ending its name (SLURM counts up)."""
-    job = re.search(r"(\d+)$", run.name)
-    return str(manifest_of(run).get("start_time") or ""), int(job.group(1)) if job else 0, run.name
 
 
 def latest_completed(df, runs, columns=()):
