@@ -178,10 +178,13 @@ SAVINGS_HEADER = ["Stage", "GPU Mem (No Offload)", "GPU Mem (Offload)", "Mem Sav
 
 
 def _groups(df, keys):
-    """(label, rows, suffix) per model-and-data group; the key gets a suffix only when there are several."""
+    """(label, rows, key suffix) per model-and-data group: the first keeps the table's key (the notebooks show it),
+    the others are "<key> [2]", "<key> [3]"."""
     groups = list(df.groupby([df[k].astype(str) for k in keys], sort=False))
-    return [(model_and_data(*values[:3]) + "".join(f", {v}" for v in values[3:]), rows,
-             "" if len(groups) == 1 else f" [{n + 1}]") for n, (values, rows) in enumerate(groups)]
+    labels = [model_and_data(*values[:3]) for values, _ in groups]
+    if len(keys) > 3:  # weak scaling: the subset is per GPU, and the config is part of the series
+        labels = [f"{label} per GPU, {config_label(values[3])}" for label, (values, _) in zip(labels, groups)]
+    return [(label, rows, "" if n == 0 else f" [{n + 1}]") for n, (label, (_, rows)) in enumerate(zip(labels, groups))]
 
 
 def weak_handout(df, runs):
@@ -192,7 +195,7 @@ def weak_handout(df, runs):
         picked = [(f"{n} GPUs", by_gpus.get(n)) for n in gpus]
         shaped = keep_by_run(metric_columns(picked, METRICS), df)
         answers = [constant_memory_answer(label, [row for _, row in rows.sort_values("GPUs (processes)").iterrows()])]
-        out.append(("deepspeed_multi_gpu_weak_scaling" + suffix, f"Part 1: weak scaling, {label} per GPU", shaped,
+        out.append(("deepspeed_multi_gpu_weak_scaling" + suffix, f"Part 1: weak scaling, {label}", shaped,
                     answers, [sources_note(picked)] + ([f"`{NOT_RUN}`: no run at that GPU count yet "
                                                         "(bash slurm/submit_weak_scaling.sh runs them)"]
                                                        if len(by_gpus) < len(gpus) else [])))
@@ -216,10 +219,11 @@ def offload_answers(shaped, label):
         if runtime is None or rate is None:
             answers.append(f"{label}, stage {stage}: not answerable yet: both runs need a train runtime.")
             continue
-        saved = f"GPU memory {-memory:+.1f}%" if memory is not None else \
-            "no GPU memory measured (host memory: " + f"{_pct(*values['Peak CPU Memory (MiB)'][::-1]) or 0:+.1f}% less)"
-        answers.append(f"{label}, stage {stage}: offloading changed train runtime by {runtime:+.1f}% and samples/s "
-                       f"by {rate:+.1f}%, for {saved} saved.")
+        host = _pct(*values["Peak CPU Memory (MiB)"][::-1])
+        memory = f"peak GPU memory by {memory:+.1f}%" if memory is not None else \
+            (f"peak host memory by {host:+.1f}% (no GPU memory measured)" if host is not None else "no memory measured")
+        answers.append(f"{label}, stage {stage}: offloading changed train runtime by {runtime:+.1f}%, samples/s "
+                       f"by {rate:+.1f}% and {memory}.")
     return answers
 
 

@@ -59,6 +59,8 @@ def _shown(notes, shaped):
     kept = []
     for note in notes:
         run, _, cause = note.partition(": ")
+        if note.startswith("`"):  # a by-run column's description, or a marker note without a run
+            run, cause = None, note
         marker = cause[1:].partition("`")[0] if cause.startswith("`") else None
         if (runs is None or run in runs or not cause) and (marker is None or any(marker in c for c in cells)):
             kept.append(note)
