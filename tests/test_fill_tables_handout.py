@@ -255,6 +255,17 @@ def test_a_bare_deepspeed_out_is_classified_by_the_config_it_printed(tmp_path, c
     assert any(f"classified as {config}" in note for note in notes)
 
 
+def test_a_bare_two_process_deepspeed_out_lands_in_lesson_3(tmp_path):
+    # The deepspeed launcher's line for two ranks (its format, written by hand), then rank 0's start-up print.
+    launcher = "[2026-12-01 10:00:00,000] [INFO] [launch.py:163:main] dist_world_size=2\n"
+    startup = deepspeed_startup_print("stage2")
+    (tmp_path / "zero-88.out").write_text(launcher + startup + (GPU_RUN / "train.out").read_text())
+    tables = build_tables([tmp_path], by_run=True)
+    assert [key for key in tables if key.startswith(("baseline", "deepspeed_single_gpu"))] == []
+    row = tables["deepspeed_multi_gpu_zero_2gpu"].iloc[0]
+    assert (row["config"], row["GPUs (processes)"]) == ("stage2", 2)
+
+
 # ---------------------------------------------------------------------------------------------- notes and output
 
 def test_notes_say_each_cause_once_and_name_its_runs(tmp_path):
