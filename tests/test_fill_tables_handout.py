@@ -221,9 +221,12 @@ def deepspeed_startup_print(config_name):
     from deepspeed.runtime.config import DeepSpeedConfig
     from deepspeed.utils import logger
 
-    config = json.loads((REPO / "deepspeed_single_gpu" / "configs" / f"{config_name}.json").read_text())
     def resolve(value):  # the Trainer fills "auto"; any number does for DeepSpeed's print
-        return {k: resolve(v) for k, v in value.items()} if isinstance(value, dict) else (1 if value == "auto" else value)
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
+        return 1 if value == "auto" else value
+
+    config = json.loads((REPO / "deepspeed_single_gpu" / "configs" / f"{config_name}.json").read_text())
 
     config = {k: v for k, v in resolve(config).items() if k not in ("fp16", "bf16")}
     config.update(train_batch_size=16, train_micro_batch_size_per_gpu=4, gradient_accumulation_steps=4)
