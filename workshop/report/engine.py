@@ -25,7 +25,7 @@ class Table:
     title: str
     make: Callable
     each_run: bool = True
-    # by-run DataFrame -> [(key, title, DataFrame, answers, notes)]: the handout's own layout of the same values
+    # (by-run DataFrame, the lesson's runs) -> [(key, title, DataFrame, answers, notes)]: the handout's layout
     handout: Optional[Callable] = None
 
 
