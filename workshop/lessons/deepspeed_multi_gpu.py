@@ -2,6 +2,8 @@
 saves, and their quiz answers (figures: deepspeed_multi_gpu_figures.py).
 """
 
+import re
+
 import pandas as pd
 
 from workshop.lessons import ZERO_2GPU, ZERO_CONFIGS
@@ -241,15 +243,25 @@ def zero_handout(df, runs):
     return out
 
 
+def _inner(cell):
+    """`n/a (stage2: n/a (no GPU))` reads `n/a (no GPU)` in the handout's table, whose columns name the stage."""
+    found = re.fullmatch(r"n/a \(stage\d(?:_offload)?: (.*)\)", cell) if isinstance(cell, str) else None
+    return found.group(1) if found else cell
+
+
 def savings_handout(df, runs):
     out = []
     for label, rows, suffix in _groups(df, ["model", "init", "subset"]):
-        shaped = pd.DataFrame([[f"Stage {row['stage'][-1]}", *(row[c] for c in (
+        shaped = pd.DataFrame([[f"Stage {row['stage'][-1]}", *(_inner(row[c]) for c in (
             "no-offload GPU MiB", "offload GPU MiB", SAVING, "no-offload runtime s", "offload runtime s", SLOWER))]
             for _, row in rows.iterrows()], columns=SAVINGS_HEADER)
+        shaped.attrs["runs"] = set()  # its cells' markers are the 2-GPU ZeRO table's, explained there
+        notes = ["Mem Savings (%) = (GPU Mem No Offload - GPU Mem Offload) / GPU Mem No Offload x 100",
+                 "Runtime Δ (%) = (Runtime Offload - Runtime No Offload) / Runtime No Offload x 100"]
+        if any(isinstance(value, str) for value in shaped.iloc[:, 1:].to_numpy().ravel()):
+            notes.append("a cell without a number: a run or a value is missing; the 2-GPU ZeRO table's notes say why")
         out.append(("deepspeed_multi_gpu_zero_savings" + suffix, f"Part 2: what offloading saves and costs, {label}",
-                    shaped, [], ["Mem Savings (%) = (GPU Mem No Offload - GPU Mem Offload) / GPU Mem No Offload x 100",
-                                 "Runtime Δ (%) = (Runtime Offload - Runtime No Offload) / Runtime No Offload x 100"]))
+                    shaped, [], notes))
     return out
 
 
