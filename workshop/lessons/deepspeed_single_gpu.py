@@ -217,6 +217,7 @@ def zero_peak_bars(part2):
 
 
 # ---------------------------------------------------------------------------------------------- the handout's layout
+SHOWN = {PEAK_GPU, HOST_PEAK, RUNTIME}  # the by-run columns both handout tables show
 PIN_LABELS = {PIN: "`pin_memory: true`", NOPIN: "`pin_memory: false`"}
 
 
@@ -255,6 +256,7 @@ def part1_handout(df, runs):
                lambda row, run: cell(row, HOST_PEAK),
                lambda row, run: runtime_cell(row[RUNTIME], run)]
     shaped = keep_by_run(pd.DataFrame(_handout_rows(df, runs, columns), columns=PART1_HEADER), df)
+    shaped.attrs["columns"] = SHOWN
     answers = []
     for setup, group in shaped.groupby("Model and Data", sort=False):
         times = dict(zip(group["Pinned Memory"], group["Total Runtime"]))
@@ -275,6 +277,7 @@ def part2_handout(df, runs):
     columns = [lambda row, run: config_label(row["config"]), lambda row, run: cell(row, PEAK_GPU),
                lambda row, run: cell(row, HOST_PEAK), lambda row, run: runtime_cell(row[RUNTIME], run)]
     shaped = keep_by_run(pd.DataFrame(_handout_rows(df, runs, columns), columns=PART2_HEADER), df)
+    shaped.attrs["columns"] = SHOWN
     answers = []
     for setup, group in shaped.groupby("Model and Data", sort=False):
         column, what = PART2_HEADER[2], "peak GPU memory"

@@ -34,12 +34,15 @@ def _by_run_table(table, members):
         rows, answers, notes = [table.make(run) for run in members], [], [n for run in members for n in run.notes]
     else:
         rows, answers, notes = table.make(members)
+    note_columns = {}  # a cell's note -> the columns it explains (the handout's layout shows some of them)
     for row in rows:
         for column, value in row.items():
             if isinstance(value, Missing):
                 row[column] = value.cell
                 if value.detail:
-                    notes.append(f"{row.get('run', '?')}: `{value.cell}` — {value.detail}")
+                    note = f"{row.get('run', '?')}: `{value.cell}` — {value.detail}"
+                    notes.append(note)
+                    note_columns.setdefault(note, set()).add(column)
     if not rows:
         return None
     # A column only some runs have (an eval at a 4th epoch, say) is "—" for the others; a NaN in a cell stays a
@@ -47,14 +50,15 @@ def _by_run_table(table, members):
     columns = list(dict.fromkeys(column for row in rows for column in row))
     df = pd.DataFrame([[row.get(c, "—") for c in columns] for row in rows], columns=columns)
     df.attrs["title"], df.attrs["notes"], df.attrs["answers"] = table.title, merge_notes(notes), list(answers)
-    df.attrs["raw_notes"] = notes
+    df.attrs["raw_notes"], df.attrs["note_columns"] = notes, note_columns
     return df
 
 
-def _shown(notes, shaped):
-    """The by-run notes that explain what the handout's layout shows: of the runs behind its cells (attrs["runs"])
-    and, for a cell's marker, only markers that appear in it."""
-    runs = shaped.attrs.get("runs")
+def _shown(notes, shaped, note_columns):
+    """The by-run notes that explain what the handout's layout shows: of the runs behind its cells (attrs["runs"]),
+    of the by-run columns it shows (attrs["columns"]) and, for a cell's marker, only markers that appear in it."""
+    runs, used = shaped.attrs.get("runs"), shaped.attrs.get("columns")
+    notes = [note for note in notes if used is None or note not in note_columns or note_columns[note] & used]
     cells = {str(value) for column in shaped.columns for value in shaped[column]}
     kept = []
     for note in notes:
@@ -87,11 +91,14 @@ def build_tables(paths, tables=None, by_run=False, runs=None):
                 continue
             if by_run or table.handout is None:
                 df.attrs.pop("raw_notes")
+                df.attrs.pop("note_columns")
                 built[table.key] = df
                 continue
             for key, title, shaped, answers, notes in table.handout(df, members):
                 shaped.attrs["title"], shaped.attrs["answers"] = title, list(answers)
-                shaped.attrs["notes"] = merge_notes(list(notes) + _shown(df.attrs["raw_notes"], shaped))
-                shaped.attrs.pop("raw_notes", None)
+                shown = _shown(df.attrs["raw_notes"], shaped, df.attrs["note_columns"])
+                shaped.attrs["notes"] = merge_notes(list(notes) + shown)
+                for internal in ("raw_notes", "note_columns", "columns"):
+                    shaped.attrs.pop(internal, None)
                 built[key] = shaped
     return built

@@ -43,7 +43,7 @@ def cell(row, column):
 def metric_table(row, metrics, value_header):
     """`| Metric | <value_header> |` with one row per (label, by-run column) in `metrics`."""
     shaped = pd.DataFrame([[label, cell(row, column)] for label, column in metrics], columns=["Metric", value_header])
-    shaped.attrs["runs"] = {row["run"]}
+    shaped.attrs["runs"], shaped.attrs["columns"] = {row["run"]}, {column for _, column in metrics}
     return shaped
 
 
@@ -52,6 +52,7 @@ def metric_columns(picked, metrics):
     shaped = pd.DataFrame([[label, *(cell(row, column) for _, row in picked)] for label, column in metrics],
                           columns=["Metric", *(header for header, _ in picked)])
     shaped.attrs["runs"] = {row["run"] for _, row in picked if row is not None}
+    shaped.attrs["columns"] = {column for _, column in metrics}
     return shaped
 
 
