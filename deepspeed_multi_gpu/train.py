@@ -10,17 +10,22 @@ added. The DeepSpeed configs are lesson 2's (deepspeed_single_gpu/configs/), sta
 bloom-1b7 unless --model or --profile says otherwise. `--global-batch-size B` fixes the batch across all GPUs
 (gradient accumulation makes up the rest) instead of the per-GPU batch.
 """
+# New Code #: the lesson's own flags, and WORLD_SIZE from the launcher
 import argparse
 import os
+# End New Code #
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from workshop.train import main  # noqa: E402
+
+# New Code #: the data size follows the number of processes; lesson 2's DeepSpeed configs, stage 0 by default
 from workshop.config import WorkshopError, parse_args  # noqa: E402
-from workshop.train import fail, main  # noqa: E402
+from workshop.train import fail  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 LESSON = "deepspeed_multi_gpu"
 DEFAULTS = dict(model="bigscience/bloom-1b7",
                 deepspeed=os.path.relpath(ROOT / "deepspeed_single_gpu" / "configs" / "stage0.json"))
@@ -62,12 +67,15 @@ def check_data_size(argv, samples_per_gpu, world_size):
                             f"({err})") from None
 
 
+# End New Code #
+
 if __name__ == "__main__":
+    # New Code #: the same entry as lessons 1 and 2; only the data size and the number of processes change
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by deepspeed, torchrun or the srun script
     try:
         argv, samples_per_gpu = lesson_argv(sys.argv[1:], world_size)
         check_data_size(argv, samples_per_gpu, world_size)
     except WorkshopError as err:
         fail(err)
-    # New Code #: the same entry as lessons 1 and 2; only the data size and the number of processes change
     main(argv, lesson=LESSON, require_deepspeed=True, **DEFAULTS)
+    # End New Code #

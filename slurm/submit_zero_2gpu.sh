@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p logs
-for config in ${CONFIGS:-stage1 stage1_offload stage2 stage2_offload stage3 stage3_offload}; do
+# The six configs come from the lesson registry (workshop/lessons/__init__.py), so this list is not kept twice.
+for config in ${CONFIGS:-$("${WORKSHOP_PYTHON:-python3}" -m workshop.lessons configs deepspeed_multi_gpu)}; do
     echo "$config: job $(sbatch --parsable --gpus-per-node=2 --job-name="${config}_2gpu" slurm/multi_gpu_zero.slurm "$config" "$@")"
 done

@@ -28,7 +28,7 @@ RESUMABLE = ["--profile", "tiny", "--subset-size", "40", "--gradient-accumulatio
 
 
 def fill_tables(root):
-    tables = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "logs/", "--format", "csv"],
+    tables = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "--by-run", "logs/", "--format", "csv"],
                             cwd=root, capture_output=True, text=True)
     assert tables.returncode == 0, tables.stderr
     return tables.stdout

@@ -37,7 +37,7 @@ def events(run_dir):
 
 def table_status(root, run_dir):
     """The status fill_tables shows for the run, the same in every table that has a row for it."""
-    statuses = {row["status"] for table in build_tables([str(root / "logs")]).values()
+    statuses = {row["status"] for table in build_tables([str(root / "logs")], by_run=True).values()
                 for row in table.to_dict("records")
                 if row.get("run") == run_dir.name}
     assert len(statuses) == 1, statuses

@@ -128,7 +128,7 @@ def test_fast_slurm_trains_packed_rows_and_counts_only_real_tokens(fast_logs):
 
 
 def test_fill_tables_make_it_fast_row(fast_logs):
-    tables = build_tables([fast_logs])
+    tables = build_tables([fast_logs], by_run=True)
     [row] = tables["make_it_fast"].to_dict("records")
     assert row["status"] == "completed"
     for change in ("padding packed", "micro-batch 16 x 1", "torch.compile", "adamw_torch_fused"):

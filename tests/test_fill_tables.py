@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workshop import fill_tables
-from workshop.fill_tables import build_tables, epoch_label, table
+from workshop.fill_tables import LESSONS, Lesson, Table, build_tables, epoch_label
 from workshop.logparse import parse_trainer_stdout
 
 DATA = Path(__file__).parent / "data" / "logs"
@@ -53,7 +53,7 @@ def only_row(tables, key):
 def test_complete_run_folder(tmp_path):
     copy_run(tmp_path)
     shutil.copy(COMPLETE.parent / "baseline-1001.out", tmp_path)  # SLURM's .out: the same run, not a second row
-    tables = build_tables([tmp_path])
+    tables = build_tables([tmp_path], by_run=True)
     row = only_row(tables, "baseline_objective_1")
     events = history()
     evals = [e for e in events if "eval_loss" in e]
@@ -85,7 +85,7 @@ def test_steps_per_epoch_without_manifest_field(tmp_path):
     manifest = json.loads((run / "manifest.json").read_text())
     expected = manifest.pop("steps_per_epoch")
     (run / "manifest.json").write_text(json.dumps(manifest))
-    assert only_row(build_tables([tmp_path]), "baseline_objective_1")["steps/epoch"] == expected
+    assert only_row(build_tables([tmp_path], by_run=True), "baseline_objective_1")["steps/epoch"] == expected
 
 
 def test_partial_running_run(tmp_path):
@@ -95,7 +95,7 @@ def test_partial_running_run(tmp_path):
     (run / "log_history.jsonl").write_text("\n".join(lines[:3]) + "\n")  # three train logs, no eval yet
     header = (COMPLETE / "gpu_memory.csv").read_text().splitlines()[0]
     (run / "gpu_memory.csv").write_text(header + "\n")
-    tables = build_tables([tmp_path])
+    tables = build_tables([tmp_path], by_run=True)
     row = only_row(tables, "baseline_objective_1")
     assert row["status"] == "running"
     assert row["train loss (last logged)"] == json.loads(lines[2])["loss"]
@@ -118,7 +118,7 @@ def test_corrupt_run(tmp_path):
     (run / "log_history.jsonl").write_text("\n".join(broken))
     (run / "gpu_memory.csv").write_bytes(b"\xff\xfe\x00 not, a csv\n\x01\x02\n")
     (run / "cpu_memory.log").write_text("")
-    tables = build_tables([tmp_path])
+    tables = build_tables([tmp_path], by_run=True)
     row = only_row(tables, "baseline_objective_1")
     marker = f"damaged (log_history.jsonl lines 2, {len(broken)} unreadable)"
     assert row["status"] == "failed"
@@ -136,7 +136,7 @@ def test_no_gpu_run(tmp_path):
     edit_manifest(run, peak_memory={"device": "cpu", "cuda_max_allocated_mib": None, "cuda_max_reserved_mib": None,
                                     "host_peak_rss_mib": 400.0})
     (run / "gpu_memory.csv").write_text("# no GPU: nvidia-smi not found and NVML failed to load\n")
-    tables = build_tables([tmp_path])
+    tables = build_tables([tmp_path], by_run=True)
     mem = only_row(tables, "baseline_objective_2")
     assert mem["GPU MiB peak"] == mem["torch max reserved MiB"] == "n/a (no GPU)"
     assert any("NVML failed to load" in note for note in tables["baseline_objective_2"].attrs["notes"])
@@ -145,7 +145,7 @@ def test_no_gpu_run(tmp_path):
 def test_two_gpus_take_the_worst_gpu(tmp_path):
     run = copy_run(tmp_path)
     shutil.copy(DATA / "gpu" / "two_gpus_handwritten.csv", run / "gpu_memory.csv")
-    mem = only_row(build_tables([tmp_path]), "baseline_objective_2")
+    mem = only_row(build_tables([tmp_path], by_run=True), "baseline_objective_2")
     # GPU 0 used 20104, 30000, 10000 MiB; GPU 1 18000, 22000, [N/A]: peak and mean come from GPU 0, min from GPU 1.
     assert (mem["GPU MiB peak"], mem["GPU MiB mean"], mem["GPU MiB min"]) == (30000, 20034.666666666668, 18000)
     assert mem["GPUs"] == "2 x NVIDIA H100 80GB HBM3"
@@ -155,7 +155,7 @@ def test_two_gpus_take_the_worst_gpu(tmp_path):
 def test_bare_out(tmp_path, version):
     source = next((DATA / f"stdout_{version}").glob("*.out"))
     shutil.copy(source, tmp_path)
-    tables = build_tables([tmp_path])
+    tables = build_tables([tmp_path], by_run=True)
     row = only_row(tables, "baseline_objective_1")
     events = parse_trainer_stdout(source.read_bytes().decode())
     assert row["run"] == source.stem and row["status"] == "completed"
@@ -165,7 +165,7 @@ def test_bare_out(tmp_path, version):
     total_steps = int(re.search(r"\| 0/(\d+) \[", source.read_bytes().decode()).group(1))
     assert row["steps/epoch"] == total_steps / events[-1]["epoch"]
     mem = only_row(tables, "baseline_objective_2")
-    assert mem["GPU MiB peak"] == "n/a (bare .out)"
+    assert mem["GPU MiB peak"] == "n/a (no nvidia-smi CSV)"  # nothing beside it with its job id or name
 
 
 def test_fractional_last_eval_and_extra_epochs():
@@ -179,7 +179,7 @@ def test_fractional_eval_in_a_run(tmp_path):
     last_eval = [e for e in events if "eval_loss" in e][-1]
     last_eval["epoch"] = 2.93
     (run / "log_history.jsonl").write_text("\n".join(json.dumps(e) for e in events))
-    row = only_row(build_tables([tmp_path]), "baseline_objective_1")
+    row = only_row(build_tables([tmp_path], by_run=True), "baseline_objective_1")
     assert row["eval loss (epoch 3)"] == last_eval["eval_loss"]
 
 
@@ -189,7 +189,7 @@ def test_nonfinite_losses_render(tmp_path):
     [e for e in events if "loss" in e][-1]["loss"] = float("nan")
     events[-1]["train_loss"] = float("inf")
     (run / "log_history.jsonl").write_text("\n".join(json.dumps(e) for e in events))
-    tables = build_tables([tmp_path])
+    tables = build_tables([tmp_path], by_run=True)
     row = only_row(tables, "baseline_objective_1")
     assert math.isnan(row["train loss (last logged)"]) and row["train_loss (run mean)"] == math.inf
     text = fill_tables.render(tables, "markdown")
@@ -202,32 +202,32 @@ def test_lesson_registry(tmp_path):
     run = copy_run(tmp_path, "deepspeed_single_gpu_zero2-7")
     edit_manifest(run, run_id="deepspeed_single_gpu_zero2-7", lesson="deepspeed_single_gpu")
     (tmp_path / "deepspeed_multi_gpu-8.out").write_bytes((COMPLETE / "train.out").read_bytes())
-    tables = build_tables([tmp_path])
+    tables = build_tables([tmp_path], by_run=True)
     # Neither is a baseline run; the lesson-3 .out lands in lesson 3's table only, and the lesson-2 run has no
     # known DeepSpeed config, so no lesson-2 table takes it.
     assert not [key for key in tables if key.startswith(("baseline", "deepspeed_single_gpu"))]
     assert list(tables["deepspeed_multi_gpu_weak_scaling"]["run"]) == ["deepspeed_multi_gpu-8"]
 
-    @table("deepspeed_single_gpu", "ds_test", "A test table")
+    # A lesson is data: a table of our own, given to build_tables, sees that lesson's runs and no global changes.
     def row(run):
         return {"run": run.name, "status": run.status}
 
-    try:
-        df = build_tables([tmp_path])["ds_test"]
-        assert df.to_dict("records") == [{"run": "deepspeed_single_gpu_zero2-7", "status": "completed"}]
-    finally:
-        del fill_tables.TABLES["deepspeed_single_gpu"]["ds_test"]
+    lesson = Lesson("deepspeed_single_gpu", folder="deepspeed_single_gpu", tables=(Table("ds_test", "A test", row),))
+    tables = build_tables([tmp_path], tables=[LESSONS[0], lesson, *LESSONS[2:]])
+    assert [key for key in tables if key.startswith(("baseline", "deepspeed_single_gpu", "ds_"))] == ["ds_test"]
+    assert tables["ds_test"].to_dict("records") == [{"run": "deepspeed_single_gpu_zero2-7", "status": "completed"}]
+    assert "ds_test" not in build_tables([tmp_path])
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "workshop.fill_tables", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "workshop.fill_tables", "--by-run", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
 
 def test_cli_formats_parse_back(tmp_path):
     copy_run(tmp_path)
     shutil.copy(next((DATA / "stdout_4x").glob("*.out")), tmp_path)
-    expected = build_tables([tmp_path])
+    expected = build_tables([tmp_path], by_run=True)
 
     md = run_cli(tmp_path)
     assert md.returncode == 0 and md.stderr == ""
@@ -252,13 +252,19 @@ def test_cli_formats_parse_back(tmp_path):
 
 def test_cli_no_runs_and_foreign_files(tmp_path):
     result = run_cli(tmp_path)
+    # An empty folder is not an error, but the student learns which command makes a run.
     assert result.returncode == 0 and result.stdout.startswith("no runs found under")
+    assert "bash slurm/baseline.slurm" in result.stdout
+    # A path that does not exist is a mistake (a typo): one error line, exit 2, nothing on stdout.
+    result = run_cli(tmp_path, tmp_path / "does-not-exist")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and "does-not-exist" in result.stderr and result.stderr.count("\n") == 1
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "empty.out").write_text("")
     (tmp_path / "binary.out").write_bytes(bytes(range(256)) * 4)
     (tmp_path / "sub" / "log_history.jsonl").parent.mkdir()
     (tmp_path / "sub" / "log_history.jsonl").write_text("")
-    result = run_cli(tmp_path, tmp_path / "does-not-exist")
+    result = run_cli(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "| empty " in result.stdout and "| binary " in result.stdout and "| sub " in result.stdout
 
@@ -286,7 +292,7 @@ def test_fuzz_logs_never_crash(victim, junk, position, replace):
         path.write_bytes(content)
         if bare:
             path.rename(tmp / "other-run.out")  # a bare .out that is its own run
-        tables = build_tables([tmp])
+        tables = build_tables([tmp], by_run=True)
         assert 1 <= len(tables["baseline_objective_1"]) <= 2
         for fmt in ["markdown", "csv", "json"]:
             fill_tables.render(tables, fmt)
@@ -311,6 +317,6 @@ def test_fuzz_wrongly_typed_json_never_crashes(manifest, events):
         run = copy_run(Path(tmp))
         (run / "manifest.json").write_text(json.dumps(manifest))
         (run / "log_history.jsonl").write_text("\n".join(json.dumps(e) for e in events))
-        tables = build_tables([tmp])
+        tables = build_tables([tmp], by_run=True)
         for fmt in ["markdown", "csv", "json"]:
             fill_tables.render(tables, fmt)

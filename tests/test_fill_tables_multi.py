@@ -68,7 +68,7 @@ def summary(run):
 def test_zero_table_holds_the_ten_measurements_of_each_config(tmp_path):
     runs = zero_sweep(tmp_path)
     lesson3_run(tmp_path, "weak_scaling_2gpu-1", "stage0", 2)  # a weak-scaling run: not a row here
-    tables = build_tables([tmp_path])
+    tables = build_tables([tmp_path], by_run=True)
     rows = rows_by_config(tables[ZERO])
     assert list(rows) == list(ZERO_2GPU)
     for config, row in rows.items():
@@ -91,7 +91,7 @@ def test_zero_table_holds_the_ten_measurements_of_each_config(tmp_path):
 
 def test_savings_follow_the_stated_formulas(tmp_path):
     zero_sweep(tmp_path)
-    tables = build_tables([tmp_path])
+    tables = build_tables([tmp_path], by_run=True)
     rows = rows_by_config(tables[ZERO])
     savings = tables[SAVINGS].set_index("stage")
     assert list(savings.index) == ["stage1", "stage2", "stage3"]
@@ -108,7 +108,7 @@ def test_savings_follow_the_stated_formulas(tmp_path):
 def test_missing_runs_and_values_say_why(tmp_path):
     runs = zero_sweep(tmp_path, skip=("stage3_offload",))
     (runs["stage2"] / "gpu_memory.csv").write_text("# no GPU: CUDA_VISIBLE_DEVICES is empty\n")
-    tables = build_tables([tmp_path])
+    tables = build_tables([tmp_path], by_run=True)
     savings = tables[SAVINGS].set_index("stage")
     assert savings.loc["stage3", "GPU memory saving % (peak per GPU)"] == "n/a (no stage3_offload run)"
     assert savings.loc["stage2", "GPU memory saving % (peak per GPU)"] == "n/a (stage2: n/a (no GPU))"
@@ -121,7 +121,7 @@ def test_missing_runs_and_values_say_why(tmp_path):
 def test_weak_scaling_answers_the_constant_memory_quiz_from_the_numbers(tmp_path, scale, verdict):
     two = lesson3_run(tmp_path, "weak_scaling_2gpu-1", "stage0", 2)
     four = lesson3_run(tmp_path, "weak_scaling_4gpu-2", "stage0", 4, memory_scale=scale)
-    table = build_tables([tmp_path])[WEAK]
+    table = build_tables([tmp_path], by_run=True)[WEAK]
     assert list(table["GPUs (processes)"]) == [2, 4]
     (quiz,) = [a for a in table.attrs["answers"] if "is peak GPU memory per GPU (nvidia-smi) constant" in a]
     assert verdict in quiz
@@ -131,7 +131,7 @@ def test_weak_scaling_answers_the_constant_memory_quiz_from_the_numbers(tmp_path
 
 def test_constant_memory_quiz_needs_two_gpu_counts(tmp_path):
     lesson3_run(tmp_path, "weak_scaling_2gpu-1", "stage0", 2)
-    (quiz,) = build_tables([tmp_path])[WEAK].attrs["answers"]
+    (quiz,) = build_tables([tmp_path], by_run=True)[WEAK].attrs["answers"]
     assert "not answerable yet" in quiz and "submit_weak_scaling.sh" in quiz
 
 
@@ -143,7 +143,7 @@ def test_lesson3_figures_plot_the_table_numbers(tmp_path):
     zero_sweep(tmp_path / "zero")
     for gpus in (2, 4):
         lesson3_run(tmp_path / "weak", f"weak_scaling_{gpus}gpu-{gpus}", "stage0", gpus, memory_scale=gpus / 2)
-    weak, zero = build_tables([tmp_path / "weak"])[WEAK], build_tables([tmp_path / "zero"])[ZERO]
+    weak, zero = build_tables([tmp_path / "weak"], by_run=True)[WEAK], build_tables([tmp_path / "zero"], by_run=True)[ZERO]
     for fig in (plots.scaling_throughput(weak), plots.memory_per_gpu(weak), plots.zero_tradeoff(zero)):
         assert isinstance(fig, Figure)
         fig.savefig(tmp_path / "figure.png")

@@ -27,15 +27,6 @@ PIN, NOPIN = "stage2_offload", "stage2_offload_nopin"
 PART1, PART2 = "deepspeed_single_gpu_part1", "deepspeed_single_gpu_part2"
 RUNTIME = "total runtime s (train_runtime)"
 
-# tests/test_fill_tables.py's registry test deletes the whole lesson's entry when it is done; put ours back.
-OUR_TABLES = dict(fill_tables.TABLES["deepspeed_single_gpu"])
-
-
-@pytest.fixture(autouse=True)
-def lesson_tables_registered():
-    fill_tables.TABLES.setdefault("deepspeed_single_gpu", {}).update(OUR_TABLES)
-
-
 @pytest.fixture(scope="module")
 def real_logs(tmp_path_factory):
     """logs/ holding one real tiny run of each Part 1 config, run by the .slurm files (via plots.ensure_configs)."""
@@ -92,7 +83,7 @@ def percent_in(answer):
 # ---------------------------------------------------------------------------------------------- Part 1
 
 def test_part1_rows_are_the_real_measurements(real_logs):
-    tables = build_tables([real_logs])
+    tables = build_tables([real_logs], by_run=True)
     rows = rows_by_config(tables[PART1])
     assert list(rows) == [PIN, NOPIN]
     for config, row in rows.items():
@@ -122,15 +113,15 @@ def test_part1_answer_follows_the_runtimes(real_logs, tmp_path):
     nopin = copy_run(real_logs, NOPIN, tmp_path)
     base = train_runtime(pin)
     set_train_runtime(nopin, base * 1.5)
-    (answer,) = build_tables([tmp_path])[PART1].attrs["answers"]
+    (answer,) = build_tables([tmp_path], by_run=True)[PART1].attrs["answers"]
     assert percent_in(answer) == pytest.approx(50.0) and "longer" in answer
 
     set_train_runtime(nopin, base * 0.8)
-    (answer,) = build_tables([tmp_path])[PART1].attrs["answers"]
+    (answer,) = build_tables([tmp_path], by_run=True)[PART1].attrs["answers"]
     assert percent_in(answer) == pytest.approx(-20.0) and "shorter" in answer
 
     shutil.rmtree(nopin)  # only one side: no comparison, and the answer says which is missing
-    (answer,) = build_tables([tmp_path])[PART1].attrs["answers"]
+    (answer,) = build_tables([tmp_path], by_run=True)[PART1].attrs["answers"]
     assert "no runtime comparison yet" in answer and NOPIN in answer
 
 
@@ -142,7 +133,7 @@ def test_latest_completed_run_is_used_and_the_others_noted(real_logs, tmp_path):
                        start_time=start.replace(start[:4], "2999"))
     set_train_runtime(old, 1.0)
     set_train_runtime(new, 2.0)
-    df = build_tables([tmp_path])[PART1]
+    df = build_tables([tmp_path], by_run=True)[PART1]
     assert df["run"].tolist() == [new.name]
     assert df[RUNTIME].tolist() == [2.0]
     (note,) = [n for n in df.attrs["notes"] if "ignored" in n]
@@ -150,7 +141,7 @@ def test_latest_completed_run_is_used_and_the_others_noted(real_logs, tmp_path):
 
     shutil.rmtree(new)
     shutil.rmtree(old)  # none completed: the latest run of any status still shows, as what it is
-    assert build_tables([tmp_path])[PART1]["status"].tolist() == ["failed"]
+    assert build_tables([tmp_path], by_run=True)[PART1]["status"].tolist() == ["failed"]
 
 
 # ---------------------------------------------------------------------------------------------- Part 2
@@ -165,7 +156,7 @@ def test_part2_second_model_and_estimates(real_logs, tmp_path):
     for config in (PIN, NOPIN):
         copy_run(real_logs, config, tmp_path)
         copy_run(real_logs, config, tmp_path, f"{config}-560m", model="bigscience/bloom-560m")
-    df = build_tables([tmp_path])[PART2]
+    df = build_tables([tmp_path], by_run=True)[PART2]
     assert sorted(zip(df["model"], df["config"])) == sorted(
         (model, config) for model in ("bloom-tiny", "bigscience/bloom-560m") for config in (PIN, NOPIN))
     for row in df.to_dict("records"):
@@ -196,7 +187,7 @@ def test_part2_with_real_h100_samples(real_logs, tmp_path):
         halved.append(", ".join(fields))
     (run_of(tmp_path, NOPIN) / "gpu_memory.csv").write_text("\n".join([header, *halved]) + "\n")
 
-    df = build_tables([tmp_path])[PART2]
+    df = build_tables([tmp_path], by_run=True)[PART2]
     rows = rows_by_config(df)
     samples = read_gpu_csv(H100_CSV).data["memory_used_mib"]
     assert rows[PIN]["peak GPU MiB (nvidia-smi)"] == samples.max()
@@ -215,11 +206,11 @@ def test_part2_offload_answer_per_stage(real_logs, tmp_path):
     plain = copy_run(real_logs, PIN, tmp_path, "stage2-77", config_name="stage2",
                      deepspeed_config="deepspeed_single_gpu/configs/stage2.json")
     set_train_runtime(plain, train_runtime(offload) / 2)
-    df = build_tables([tmp_path])[PART2]
+    df = build_tables([tmp_path], by_run=True)[PART2]
     assert df["config"].tolist() == ["stage2", PIN]  # the lesson's order, not the folders'
     (answer,) = [a for a in df.attrs["answers"] if "than stage2" in a]
     assert PIN in answer and percent_in(answer) == pytest.approx(100.0)
-    assert PART1 in build_tables([tmp_path]) and "stage2" not in build_tables([tmp_path])[PART1]["config"].tolist()
+    assert PART1 in build_tables([tmp_path], by_run=True) and "stage2" not in build_tables([tmp_path], by_run=True)[PART1]["config"].tolist()
 
 
 def test_damaged_and_missing_files_still_give_rows(real_logs, tmp_path):
@@ -231,7 +222,7 @@ def test_damaged_and_missing_files_still_give_rows(real_logs, tmp_path):
     no_manifest = copy_run(real_logs, "stage2_offload", tmp_path, "stage3-5")  # name says which config
     (no_manifest / "manifest.json").unlink()
 
-    tables = build_tables([tmp_path])
+    tables = build_tables([tmp_path], by_run=True)
     part1 = rows_by_config(tables[PART1])
     assert part1[PIN]["peak CPU MiB (psrecord)"] == "missing (cpu_memory.log absent)"
     assert part1[NOPIN][RUNTIME].startswith("damaged (log_history.jsonl")
@@ -245,7 +236,7 @@ def test_damaged_and_missing_files_still_give_rows(real_logs, tmp_path):
 
 
 def test_render_shows_the_answers(real_logs):
-    tables = build_tables([real_logs])
+    tables = build_tables([real_logs], by_run=True)
     markdown = render(tables, "markdown")
     for key in (PART1, PART2):
         assert f"## {tables[key].attrs['title']}" in markdown
@@ -253,7 +244,7 @@ def test_render_shows_the_answers(real_logs):
             assert f"- {answer}" in markdown
     assert markdown.index("Answers:") > markdown.index("| stage2_offload_nopin")  # under its table
 
-    cli = subprocess.run([sys.executable, "-m", "workshop.fill_tables", str(real_logs), "--format", "json"],
+    cli = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "--by-run", str(real_logs), "--format", "json"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     back = json.loads(cli.stdout)
     assert back[PART1]["answers"] == tables[PART1].attrs["answers"]
@@ -272,7 +263,7 @@ def test_memory_timelines_draw_each_config(real_logs, tmp_path):
 
 
 def test_peak_bars_follow_the_table(real_logs, tmp_path):
-    df = build_tables([real_logs])[PART2]
+    df = build_tables([real_logs], by_run=True)[PART2]
     fig = plots.zero_peak_bars(df)
     fig.savefig(tmp_path / "bars.png")
     heights = {container.get_label(): [bar.get_height() for bar in container]

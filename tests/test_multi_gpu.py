@@ -152,7 +152,7 @@ def test_weak_scaling_two_cpu_processes(lesson_logs):
     manifest = check_two_process_run(run_dir)
     assert manifest["config_name"] == "stage0"
 
-    filled = subprocess.run([sys.executable, "-m", "workshop.fill_tables", str(lesson_logs), "--format", "json"],
+    filled = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "--by-run", str(lesson_logs), "--format", "json"],
                             cwd=REPO, capture_output=True, text=True)
     assert filled.returncode == 0, filled.stderr
     [row] = json.loads(filled.stdout)["deepspeed_multi_gpu_weak_scaling"]["rows"]  # the ZeRO runs are not in it
@@ -172,7 +172,7 @@ def test_zero_config_on_two_cpu_processes(lesson_logs, config):
 
 @pytest.mark.slow
 def test_zero_runs_fill_the_2gpu_tables(lesson_logs):
-    tables = build_tables([lesson_logs])
+    tables = build_tables([lesson_logs], by_run=True)
     rows = tables["deepspeed_multi_gpu_zero_2gpu"].to_dict("records")
     assert [row["config"] for row in rows] == list(ZERO_2GPU)
     for row in rows:

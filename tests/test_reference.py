@@ -29,11 +29,11 @@ def test_committed_references_name_device_date_command_and_runs():
 
 
 def test_beside_puts_the_reference_rows_under_the_students_through_fill_tables():
-    mine = build_tables([LOCAL])
-    combined = reference.beside(mine, "baseline")
+    mine = build_tables([LOCAL], by_run=True)
+    combined = reference.beside(mine, "baseline", by_run=True)
     assert set(combined) == {"baseline_objective_1", "baseline_objective_2"}
     (ref,) = reference.find("baseline")
-    theirs = build_tables(ref.runs)
+    theirs = build_tables(ref.runs, by_run=True)
     for key, table in combined.items():
         assert list(table["source"]) == [reference.YOURS, ref.label]
         assert table.attrs["title"].endswith(": yours beside the GPU reference")
@@ -49,9 +49,26 @@ def test_beside_puts_the_reference_rows_under_the_students_through_fill_tables()
 def test_lesson_2_reference_keeps_its_quiz_answers_and_says_when_the_student_has_no_run():
     combined = reference.beside({}, "deepspeed_single_gpu")
     part2 = combined["deepspeed_single_gpu_part2"]
-    assert len(part2) == 9 and set(part2["source"]) == {reference.find("deepspeed_single_gpu")[0].label}
+    h100 = [ref for ref in reference.find("deepspeed_single_gpu") if ref.device.startswith("NVIDIA H100")][0]
+    assert list(part2["source"]).count(h100.label) == 9  # its nine configs, in the handout's Part 2 columns
     assert part2.attrs["notes"][0].startswith("no run of yours in this table yet")
     assert any("lowest peak GPU memory" in answer for answer in part2.attrs["answers"])
+
+
+def test_handout_metric_tables_get_one_column_per_reference():
+    """`| Metric | Your Value |` tables (the handout's Objective 1 and 2): the reference is a column beside yours."""
+    mine = build_tables([LOCAL])
+    (ref,) = reference.find("baseline")
+    theirs = build_tables(ref.runs)
+    memory = reference.beside(mine, "baseline")["baseline_objective_2"]
+    assert list(memory.columns) == ["Metric", "Your Value (MiB)", ref.label]
+    assert list(memory["Metric"]) == list(theirs["baseline_objective_2"]["Metric"])
+    assert list(memory[ref.label]) == list(theirs["baseline_objective_2"]["Your Value (MiB)"])
+    assert memory.iloc[0][ref.label] == 20855  # the H100 run's nvidia-smi peak
+    assert list(memory["Your Value (MiB)"]) == list(mine["baseline_objective_2"]["Your Value (MiB)"])
+    alone = reference.beside({}, "baseline")["baseline_objective_1"]
+    assert list(alone.columns) == ["Metric", ref.label]
+    assert alone.attrs["notes"][0].startswith("no run of yours in this table yet")
 
 
 def write_reference(folder, **spec):
@@ -77,7 +94,8 @@ def test_a_new_results_folder_is_found_by_its_reference_json_newest_first(tmp_pa
     refs = reference.find("baseline", tmp_path)
     assert [ref.label for ref in refs] == ["NVIDIA H200, 2026-12-01", "NVIDIA H100 80GB HBM3, 2026-11-25"]
     assert refs[1].versions == "not recorded"  # said, not invented
-    memory = reference.beside(build_tables([LOCAL]), "baseline", tmp_path)["baseline_objective_2"]
+    memory = reference.beside(build_tables([LOCAL], by_run=True), "baseline", tmp_path,
+                              by_run=True)["baseline_objective_2"]
     assert list(memory["source"]) == [reference.YOURS, *[ref.label for ref in refs]]
     h200 = memory.iloc[1]
     assert h200["GPU MiB peak"] == "missing (gpu_memory.csv absent)"  # the missing field is a marker, not a number
@@ -91,7 +109,8 @@ def test_a_column_only_the_student_has_is_marked_in_the_reference_rows(tmp_path)
     events = [json.loads(line) for line in (run / "log_history.jsonl").read_text().splitlines()]
     fourth = {**[e for e in events if "eval_loss" in e][-1], "epoch": 4.0}  # one more epoch than the reference
     (run / "log_history.jsonl").write_text("\n".join(json.dumps(e) for e in [*events, fourth]) + "\n")
-    table = reference.beside(build_tables([tmp_path / "mine"]), "baseline")["baseline_objective_1"]
+    table = reference.beside(build_tables([tmp_path / "mine"], by_run=True), "baseline",
+                             by_run=True)["baseline_objective_1"]
     assert "eval loss (epoch 4)" in table.columns
     assert table.iloc[1]["eval loss (epoch 4)"] == reference.NOT_IN_REFERENCE
 
@@ -125,7 +144,7 @@ def test_show_labels_the_reference_then_shows_each_table(monkeypatch):
     (ref,) = reference.find("baseline")
     assert shown[0].data.startswith(f"**GPU reference: {ref.device}, {ref.date}**") and ref.command in shown[0].data
     frames = [item for item in shown if hasattr(item, "columns")]
-    assert [list(frame["source"]) for frame in frames] == [[reference.YOURS, ref.label]] * 2
+    assert [list(frame.columns)[-1] for frame in frames] == [ref.label] * 2  # the handout's layout, as shown
 
 
 def test_show_says_when_a_lesson_has_no_reference(monkeypatch):

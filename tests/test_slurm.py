@@ -120,7 +120,7 @@ def check_completed_run(run_dir):
     record = check_loggers_stopped(run_dir)
     assert record["training"]["exit_status"] == 0
 
-    tables = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "logs/"],
+    tables = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "--by-run", "logs/"],
                             cwd=run_dir.parents[1], capture_output=True, text=True)
     assert tables.returncode == 0, tables.stderr
     assert run_dir.name in tables.stdout

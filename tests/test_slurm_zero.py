@@ -43,7 +43,7 @@ def test_sbatch_offload_configs_and_fill_both_lesson_tables(slurm_cluster, tmp_p
         assert (state, exit_code) == ("COMPLETED", "0:0"), job_out.read_text()[-4000:]
         check_deepspeed_run(lesson / "logs" / f"{name}-{job_id}", name)
 
-    filled = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "logs", "--format", "json"],
+    filled = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "--by-run", "logs", "--format", "json"],
                             cwd=lesson, capture_output=True, text=True)
     assert filled.returncode == 0, filled.stderr
     tables = json.loads(filled.stdout)

@@ -128,7 +128,7 @@ def test_multi_node_launcher(two_nodes, tmp_path, launcher):
     out = (run_dir / "train.out").read_text()
     if launcher == "ssh":  # the launcher's own pdsh mode reached the second node over ssh
         assert re.search(r"cmd = pdsh .*-w wsn1,wsn2", out), out[:3000]
-    [row] = build_tables([str(lesson / "logs")])["deepspeed_multi_gpu_weak_scaling"].to_dict("records")
+    [row] = build_tables([str(lesson / "logs")], by_run=True)["deepspeed_multi_gpu_weak_scaling"].to_dict("records")
     assert (row["run"], row["status"], row["nodes"], row["GPUs (processes)"]) == \
         (run_dir.name, "completed", 2, 2)
     assert row["train_loss (run mean)"] > 0
@@ -141,7 +141,7 @@ def test_weak_scaling_over_one_and_two_nodes(two_nodes, tmp_path):
     two = submit(lesson, two_nodes, *TINY)
     assert wait(one, two_nodes, 600) == ("COMPLETED", "0:0")
     assert wait(two, two_nodes, 600) == ("COMPLETED", "0:0")
-    rows = build_tables([str(lesson / "logs")])["deepspeed_multi_gpu_weak_scaling"].to_dict("records")
+    rows = build_tables([str(lesson / "logs")], by_run=True)["deepspeed_multi_gpu_weak_scaling"].to_dict("records")
     assert [(row["nodes"], row["GPUs (processes)"], row["status"]) for row in rows] == \
         [(1, 1, "completed"), (2, 2, "completed")]
     assert rows[1]["efficiency (fewest-GPU runtime / runtime)"] > 0
@@ -170,7 +170,7 @@ def test_lost_node_ends_the_job_as_rank_lost(two_nodes, tmp_path):
     assert took < 120, f"the job took {took:.0f} s to end after the node was lost"
     manifest = json.loads((out.parent / "manifest.json").read_text())
     text = out.read_text()
-    [row] = build_tables([str(lesson / "logs")])["deepspeed_multi_gpu_weak_scaling"].to_dict("records")
+    [row] = build_tables([str(lesson / "logs")], by_run=True)["deepspeed_multi_gpu_weak_scaling"].to_dict("records")
     assert row["status"] == "rank lost", (manifest["status"], text[-3000:])
     assert "rank 1 of 2 on wsn2" in text and "rank 0 of 2 on wsn1" in text  # both ranks' output kept
     for node in NODES:

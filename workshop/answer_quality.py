@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from workshop.config import WorkshopError
+from workshop.errors import WorkshopError
 from workshop.data import format_prompt, load_squad, split
 from workshop.model import load_model, load_saved
 from workshop.runlog import utc_now, write_json

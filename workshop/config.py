@@ -10,9 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-
-class WorkshopError(Exception):
-    """An expected mistake (bad flag, missing cache, ...): printed as one line, no traceback."""
+from workshop.errors import WorkshopError  # noqa: F401  (re-exported: `from workshop.config import WorkshopError`)
 
 
 @dataclass

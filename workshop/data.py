@@ -9,7 +9,7 @@ import random
 
 from transformers import DataCollatorForSeq2Seq, default_data_collator
 
-from workshop.config import WorkshopError
+from workshop.errors import WorkshopError
 
 
 def squad_json_to_records(squad: dict) -> list[dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pydantic
 
-from workshop.config import WorkshopError
+from workshop.errors import WorkshopError
 
 
 class ConfigError(WorkshopError, ValueError):

@@ -19,16 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from workshop.ds_config import quiet_deepspeed
+from workshop.shapes import BLOOM_SHAPES, BLOOM_VOCAB
 
 GIB = 2**30
-BLOOM_VOCAB = 250880
-# hidden size, layers, attention heads, from the published BLOOM configs
-BLOOM_SHAPES = {
-    "bloom-560m": (1024, 24, 16),
-    "bloom-1b7": (2048, 24, 16),
-    "bloom-3b": (2560, 30, 32),
-    "bloom-7b1": (4096, 30, 32),
-}
 TINY_CONFIG = Path(__file__).parent / "assets" / "bloom-tiny" / "config.json"
 MODELS = [*BLOOM_SHAPES, "bloom-tiny"]
 
@@ -41,8 +34,7 @@ def bloom_shape(model) -> dict:
                 "n_layer": tiny.get("n_layer", 2), "n_head": tiny.get("n_head", 4)}
     if model not in BLOOM_SHAPES:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
-    hidden, layers, heads = BLOOM_SHAPES[model]
-    return {"vocab_size": BLOOM_VOCAB, "hidden_size": hidden, "n_layer": layers, "n_head": heads}
+    return {"vocab_size": BLOOM_VOCAB, **BLOOM_SHAPES[model]}
 
 
 def bloom_params(shape) -> tuple:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers.modeling_outputs import CausalLMOutput
 
-from workshop.config import WorkshopError
+from workshop.errors import WorkshopError
 from workshop.ds_config import zero_stage
 
 

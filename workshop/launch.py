@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 
-from workshop.config import WorkshopError
+from workshop.errors import WorkshopError
 
 
 def expand_nodelist(nodelist: str) -> list[str]:

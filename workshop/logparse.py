@@ -292,3 +292,46 @@ def is_summary(event) -> bool:
 def final_summary(events):
     """The last summary event, or None."""
     return next((e for e in reversed(events) if is_summary(e)), None)
+
+
+_TRAIN_BAR = re.compile(r"^\s*\d+%\|[^|]*\|\s*\d+/(\d+) \[")  # tqdm's bar with no description: the train loop
+
+
+def train_bar_total(text):
+    """The step total of the training's tqdm bar in a Trainer stdout (`  5%|▌   | 3/60 [00:01<...`), or None.
+    Evaluation bars are shorter and come after the first train bar segment, so the first match is the train loop."""
+    for segment in re.split(r"[\r\n]", text):
+        bar = _TRAIN_BAR.match(_ANSI.sub("", segment))
+        if bar:
+            return int(bar.group(1))
+    return None
+
+
+def read_loggers(run_dir):
+    """The `training` record of common.sh's loggers.json (exit_status, ended, oom_kills, ...), or Missing."""
+    text = read_text(Path(run_dir) / "loggers.json")
+    if isinstance(text, Missing):
+        return text
+    try:
+        training = json.loads(text)["training"]
+    except (ValueError, KeyError, TypeError):
+        return Missing("damaged (loggers.json)", f"{run_dir}/loggers.json has no training record")
+    return training if isinstance(training, dict) else Missing("damaged (loggers.json)", "training is not an object")
+
+
+def read_answer_quality(run_dir):
+    """{"EM": %, "F1": %} after fine-tuning, from answer_quality.json (python -m workshop.answer_quality), or
+    Missing (not scored yet, or damaged)."""
+    path = Path(run_dir) / "answer_quality.json"
+    text = read_text(path)
+    if isinstance(text, Missing):
+        return Missing("n/a (not scored)",
+                       f"score its answers with `python -m workshop.answer_quality --run-dir {run_dir}`")
+    try:
+        after = json.loads(text)["after"]
+        scores = {"EM": after["exact_match"], "F1": after["f1"]}
+    except (ValueError, KeyError, TypeError):
+        scores = {}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values()) or not scores:
+        return Missing("damaged (answer_quality.json)", f"{path} has no after scores")
+    return {k: float(v) for k, v in scores.items()}

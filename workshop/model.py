@@ -11,18 +11,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BloomConfig, BloomForCausalLM
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from workshop.config import WorkshopError
+from workshop.errors import WorkshopError
+from workshop.shapes import BLOOM_SHAPES as SHORT_SHAPES, BLOOM_VOCAB
 
 TINY_DIR = Path(__file__).parent / "assets" / "bloom-tiny"
 
-# Shapes of the published BigScience checkpoints, so random-weight runs need no download.
-BLOOM_SHAPES = {
-    "bigscience/bloom-560m": dict(hidden_size=1024, n_layer=24, n_head=16),
-    "bigscience/bloom-1b7": dict(hidden_size=2048, n_layer=24, n_head=16),
-    "bigscience/bloom-3b": dict(hidden_size=2560, n_layer=30, n_head=32),
-    "bigscience/bloom-7b1": dict(hidden_size=4096, n_layer=30, n_head=32),
-}
-BLOOM_VOCAB = 250880
+# Hub id -> shape of the published checkpoint, so random-weight runs need no download.
+BLOOM_SHAPES = {f"bigscience/{name}": shape for name, shape in SHORT_SHAPES.items()}
 TINY = "bloom-tiny"
 
 

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from workshop.config import WorkshopError
+from workshop.errors import WorkshopError
 from workshop.model import TINY, resolve_model
 
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from workshop.fill_tables import LESSONS, TABLES, build_tables
+from workshop.fill_tables import build_tables
+from workshop.lessons import BY_NAME, LESSONS
+from workshop.report.runs import load_runs
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
@@ -61,11 +63,11 @@ def read(path):
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     lessons = spec.get("lessons") if isinstance(spec, dict) else None
     if not isinstance(lessons, dict) or not lessons:
-        raise ValueError(f"{path}: lessons must map a lesson ({', '.join(LESSONS)}) to its runs and command")
+        raise ValueError(f"{path}: lessons must map a lesson ({', '.join(BY_NAME)}) to its runs and command")
     references = []
     for lesson, entry in lessons.items():
-        if lesson not in LESSONS:
-            raise ValueError(f"{path}: lessons.{lesson} is not a lesson ({', '.join(LESSONS)})")
+        if lesson not in BY_NAME:
+            raise ValueError(f"{path}: lessons.{lesson} is not a lesson ({', '.join(BY_NAME)})")
         globs = entry.get("runs") if isinstance(entry, dict) else None
         if not isinstance(globs, list) or not globs or not all(isinstance(g, str) for g in globs):
             raise ValueError(f"{path}: lessons.{lesson}.runs must be a list of globs relative to {path.parent}")
@@ -87,31 +89,59 @@ def _rows(df, source, missing, columns):
             for row in df.to_dict("records")]
 
 
-def beside(tables, lesson, root=RESULTS):
-    """{table key: DataFrame}: for each table of `lesson`, the student's rows (from `tables`, build_tables' result)
-    and every reference's rows under them, a `source` column first. attrs: title, notes and answers of the
-    references (the student's own are shown by the lesson's cells); attrs["references"]: the Reference objects."""
-    references = find(lesson, root)
+def reference_tables(ref, by_run=False):
+    """The reference's tables of its lesson, laid out as the student's are. Every run is filed under that lesson
+    (benchmarks/bench.py's make-it-fast runs are baseline runs by their manifest)."""
+    runs = load_runs(ref.runs, LESSONS)
+    for run in runs:
+        run.lesson = ref.lesson
+    return build_tables(ref.runs, tables=[BY_NAME[ref.lesson]], by_run=by_run, runs=runs)
+
+
+def _metric_columns(mine, theirs, missing):
+    """A `| Metric | Your Value |` table: the reference's values as one more column each, labelled."""
+    table = theirs[0][1][["Metric"]].copy()
+    if mine is not None:
+        for column in mine.columns[1:]:
+            table[column] = mine[column].values if len(mine) == len(table) else missing
+    for ref, df in theirs:
+        for column in df.columns[1:]:
+            table[ref.label if len(df.columns) == 2 else f"{column}, {ref.label}"] = df[column].values
+    return table
+
+
+def _stacked_rows(mine, theirs):
+    """A table with a row per run or configuration: the reference's rows under the student's, a `source` first."""
+    frames = ([mine] if mine is not None else []) + [df for _, df in theirs]
+    columns = list(dict.fromkeys(column for df in frames for column in df.columns))
+    rows = _rows(mine, YOURS, "—", columns) if mine is not None else []
+    for ref, df in theirs:
+        rows += _rows(df, ref.label, NOT_IN_REFERENCE, columns)
+    return pd.DataFrame(rows, columns=["source", *columns])
+
+
+def beside(tables, lesson, root=RESULTS, by_run=False):
+    """{table key: DataFrame}: for each table of `lesson`, the student's values (from `tables`, build_tables'
+    result, laid out as `by_run` says) beside every reference's: a column per reference in the handout's
+    `Metric | Your Value` tables, a row per reference run (a `source` column first) in the others. attrs: title,
+    notes and answers of the references (the student's own are shown by the lesson's cells);
+    attrs["references"]: the Reference objects."""
+    built = [(ref, reference_tables(ref, by_run)) for ref in find(lesson, root) if ref.runs]
+    keys = list(dict.fromkeys(key for _, theirs in built for key in theirs))
     combined = {}
-    for key, (title, _) in TABLES.get(lesson, {}).items():
-        theirs = [(ref, build_tables(ref.runs, lesson=lesson).get(key)) for ref in references if ref.runs]
-        theirs = [(ref, df) for ref, df in theirs if df is not None]
-        if not theirs:
-            continue
+    for key in keys:
+        theirs = [(ref, refs[key]) for ref, refs in built if key in refs]
         mine = tables.get(key)
-        frames = ([mine] if mine is not None else []) + [df for _, df in theirs]
-        columns = list(dict.fromkeys(column for df in frames for column in df.columns))
-        rows = _rows(mine, YOURS, "—", columns) if mine is not None else []
-        notes, answers = [], []
-        for ref, df in theirs:
-            rows += _rows(df, ref.label, NOT_IN_REFERENCE, columns)
-            notes += [f"{ref.label}: {note}" for note in df.attrs["notes"]]
-            answers += [f"{ref.label}: {answer}" for answer in df.attrs.get("answers", [])]
+        if theirs[0][1].columns[0] == "Metric":
+            table = _metric_columns(mine, theirs, NOT_IN_REFERENCE)
+        else:
+            table = _stacked_rows(mine, theirs)
+        notes = [f"{ref.label}: {note}" for ref, df in theirs for note in df.attrs["notes"]]
+        answers = [f"{ref.label}: {answer}" for ref, df in theirs for answer in df.attrs.get("answers", [])]
         if mine is None:
-            notes.insert(0, "no run of yours in this table yet: only the reference's rows are shown")
-        table = pd.DataFrame(rows, columns=["source", *columns])
-        table.attrs.update(title=f"{title}: yours beside the GPU reference", notes=notes, answers=answers,
-                           references=[ref for ref, _ in theirs])
+            notes.insert(0, "no run of yours in this table yet: only the reference's values are shown")
+        table.attrs.update(title=f"{theirs[0][1].attrs['title']}: yours beside the GPU reference", notes=notes,
+                           answers=answers, references=[ref for ref, _ in theirs])
         combined[key] = table
     return combined
 
@@ -124,12 +154,12 @@ def describe(ref):
             f"Run folders: `{folder}/`{about}.")
 
 
-def show(tables, lesson, root=RESULTS):
+def show(tables, lesson, root=RESULTS, by_run=False):
     """Display each table of `lesson` with the GPU reference's rows under the student's, labelled; or say that
     docs/results/ holds no reference for the lesson yet."""
     from IPython.display import Markdown, display  # only notebooks call this
 
-    from workshop.plots import show_table
+    from workshop.notebook import show_table
 
     references = find(lesson, root)
     if not references:
@@ -138,6 +168,6 @@ def show(tables, lesson, root=RESULTS):
         return
     for ref in references:
         display(Markdown(describe(ref) if ref.runs else f"{describe(ref)} *Its globs match no run folder.*"))
-    combined = beside(tables, lesson, root)
+    combined = beside(tables, lesson, root, by_run)
     for key in combined:
         show_table(combined, key)

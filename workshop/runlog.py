@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from workshop.lessons import FOLDERS
+
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -58,7 +60,7 @@ def versions() -> dict:
 
 
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout (or submit's snapshot) this code runs from
-TRACKED_DIRS = ("workshop", "baseline", "deepspeed_single_gpu", "deepspeed_multi_gpu", "slurm")
+TRACKED_DIRS = ("workshop", *FOLDERS, "slurm")
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 TOKEN_FLAG = re.compile(r"(--hub[-_]token[= ])\S+")
 

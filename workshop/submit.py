@@ -15,10 +15,11 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from workshop.lessons import FOLDERS
 from workshop.runlog import git_provenance, utc_now
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ("workshop", "baseline", "deepspeed_single_gpu", "deepspeed_multi_gpu", "slurm", "pyproject.toml")
+COPIED = ("workshop", *FOLDERS, "slurm", "pyproject.toml")
 
 
 def fail(message):

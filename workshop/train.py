@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
-from workshop.config import RunConfig, WorkshopError, parse_args, resolve_precision
+from workshop.config import RunConfig, parse_args, resolve_precision
+from workshop.errors import WorkshopError
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
 from workshop.ds_config import check_gpu_precision, load_ds_config, needed_ops, zero_stage
 from workshop.guards import (DivergenceCallback, RunStopped, diverged_stop, disk_full_stop, is_disk_full,

@@ -1,0 +1,5 @@
+import sys
+
+from workshop.lessons import main
+
+sys.exit(main())
