@@ -19,12 +19,13 @@ def test_committed_references_name_device_date_command_and_runs():
     assert baseline.folder == H100 and baseline.device.startswith("NVIDIA H100 80GB HBM3") and baseline.date == "2026-11-25"
     assert baseline.command.startswith("bash slurm/baseline.slurm") and [run.name for run in baseline.runs] == [
         "baseline-local20261125-125516-611"]
-    (zero,) = reference.find("deepspeed_single_gpu")
+    h200, zero = reference.find("deepspeed_single_gpu")  # the newest first
     assert len(zero.runs) == 9 and all(run.name.startswith("stage") for run in zero.runs)
+    assert h200.date == "2026-12-01" and h200.device.startswith("NVIDIA H200") and len(h200.runs) == 14
     (fast,) = reference.find("make_it_fast")
     assert {run.name.split("-")[1] for run in fast.runs} == {"no_loggers", "fused_AdamW", "torch_compile", "fused_loss"}
     assert reference.find("deepspeed_multi_gpu") == []  # no lesson-3 GPU run committed yet
-    for ref in (baseline, zero, fast):
+    for ref in (baseline, zero, h200, fast):
         assert ref.about and (REPO / ref.about).is_file(), ref.about
 
 
