@@ -182,6 +182,25 @@ def test_multi_gpu_notebook_fills_its_tables_answers_and_figures(tmp_path_factor
     assert len(pngs) == 3, f"expected throughput, memory per GPU and the ZeRO trade-off, got {len(pngs)} images"
 
 
+@pytest.mark.parametrize("notebook, module", [
+    ("01_baseline.ipynb", "baseline"), ("02_zero_single_gpu.ipynb", "deepspeed_single_gpu"),
+    ("03_multi_gpu.ipynb", "deepspeed_multi_gpu_figures"), ("04_make_it_fast.ipynb", "make_it_fast")])
+def test_each_notebook_draws_from_its_own_lesson_module(notebook, module):
+    """Changing a lesson's figures means reading that lesson's module: the notebook names it, and each figure it
+    draws is defined there (not in another lesson's module, nor in the workshop.plots re-export)."""
+    import importlib
+    import re
+
+    code = "".join("".join(cell.source) for cell in nbformat.read(NOTEBOOKS / notebook, as_version=4).cells
+                   if cell.cell_type == "code")
+    assert f"from workshop.lessons import {module} as lesson" in code and "workshop import plots" not in code
+    lesson = importlib.import_module(f"workshop.lessons.{module}")
+    drawn = set(re.findall(r"\blesson\.(\w+)\(", code))
+    assert drawn, "the notebook draws no figure of its lesson"
+    for name in drawn:
+        assert getattr(lesson, name).__module__ == lesson.__name__, name
+
+
 # ---------------------------------------------------------------------------------------------- in JupyterLab
 
 def test_setup_registered_the_workshop_kernel():
