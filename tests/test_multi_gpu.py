@@ -77,7 +77,8 @@ def test_more_gpus_than_visible_fails():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--samples-per-gpu", "300"], "--samples-per-gpu 300 x 2 processes = 600 examples, more than --data embedded"),
+    # more than the embedded data grows to (13,372 examples)
+    (["--samples-per-gpu", "7000"], "--samples-per-gpu 7000 x 2 processes = 14000 examples, more than --data embedded"),
     (["--samples-per-gpu", "10", "--global-batch-size", "12"],
      "--global-batch-size 12 is not a multiple of 2 processes x 4 per device = 8"),
     (["--subset-size", "40"], "sizes the data with --samples-per-gpu"),

@@ -15,7 +15,7 @@ from test_slurm import job_env
 from workshop.config import WorkshopError, parse_args
 from workshop.ds_config import ConfigError, load_ds_config, needed_ops
 from workshop.estimate import GIB, bloom_params, bloom_shape
-from workshop.preflight import PROCESS_GIB, check_async_io, emulated_card, host_limit, preflight
+from workshop.preflight import PROCESS_GIB, PROCESS_GIB_CPU, check_async_io, emulated_card, host_limit, preflight
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "deepspeed_single_gpu" / "configs"
@@ -53,6 +53,18 @@ def test_too_little_host_memory_is_refused_with_the_figure_to_ask_for(monkeypatc
     record, refusal = preflight(cfg, load_ds_config(cfg.deepspeed), gpus=1)
     assert record["host_limit_gib"] == 8 and "SLURM --mem" in record["source"]
     assert f"--mem={math.ceil(record['host_gib'])}G" in refusal and "this job may use 8 GiB" in refusal
+
+
+def test_a_tiny_cpu_run_fits_a_small_mem_and_a_gpu_run_counts_cuda(monkeypatch):
+    """A classroom's tiny CPU run under `sbatch --mem=900M` is not refused for CUDA's host memory it never uses;
+    the same flags with a GPU count CUDA's libraries and context."""
+    monkeypatch.delenv("WORKSHOP_HOST_MEMORY_GIB", raising=False)
+    monkeypatch.setenv("SLURM_MEM_PER_NODE", "900")
+    cfg = parse_args(["--profile", "tiny"], lesson="baseline")
+    cpu_record, cpu_refusal = preflight(cfg, None, gpu_total_gib=None, gpus=1)
+    assert cpu_refusal is None and cpu_record["host_gib"] == pytest.approx(PROCESS_GIB_CPU, abs=0.05)
+    gpu_record, gpu_refusal = preflight(cfg, None, gpu_total_gib=80, gpus=1)
+    assert gpu_record["host_gib"] == pytest.approx(PROCESS_GIB, abs=0.05) and "--mem=4G" in gpu_refusal
 
 
 def test_a_gpu_shortfall_only_warns(monkeypatch, capsys):

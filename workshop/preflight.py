@@ -19,7 +19,11 @@ from pathlib import Path
 
 from workshop.estimate import GIB, bloom_shape, estimate_table
 
-PROCESS_GIB = 3.5  # host RSS of one training process before its model states (3.6 GiB measured on an H200)
+# Host RSS of one training process besides its model states: with CUDA its libraries and context (3.6 GiB measured
+# on an H200); on a CPU the interpreter, torch and the tiny model (642 MiB peak, tiny baseline on a 2-core CPU box,
+# 2026-12-01). One figure for both would refuse a laptop's tiny run under a 1 GiB --mem.
+PROCESS_GIB = 3.5
+PROCESS_GIB_CPU = 0.7
 CUDA_CONTEXT_GIB = 0.5
 # The class's cards, by the memory cap that makes a bigger GPU behave like them (GiB, as the flag takes it).
 CARDS = {16: "V100 16GB", 24: "A10 24GB", 32: "V100 32GB", 40: "A100 40GB", 48: "L40S 48GB", 80: "H100 80GB",
@@ -127,7 +131,8 @@ def check_async_io() -> str | None:
 def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None):
     """Print the expected needs. Returns (the manifest record, None or why the run cannot fit this node).
 
-    gpu_total_gib: what one GPU offers (the card, or --gpu-memory-limit); None without a GPU.
+    gpu_total_gib: what one GPU offers (the card, or --gpu-memory-limit); None without a GPU (a CPU run, which
+    also needs less host memory per process).
     """
     from workshop.model import TINY, resolve_model
 
@@ -147,14 +152,15 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None):
     activations = activation_gib(model, cfg.per_device_train_batch_size, cfg.max_length, 2 if half else 4)
     gpu_gib = gpu_row.gpu_gib_per_gpu + activations + CUDA_CONTEXT_GIB
     params = table.iloc[0].params_m * 1e6
-    host_gib = host_row.cpu_gib_per_node + PROCESS_GIB * gpus + (nvme_buffers_gib(ds_config, params) if nvme else 0)
+    process = (PROCESS_GIB if gpu_total_gib is not None else PROCESS_GIB_CPU) * gpus
+    host_gib = host_row.cpu_gib_per_node + process + (nvme_buffers_gib(ds_config, params) if nvme else 0)
     limit, limit_source = host_limit(cfg.host_memory_gib)
     where = ds_config and f"ZeRO {gpu_row.stage}" + (f" + {gpu_row.offload} offload" if gpu_row.offload != "none"
                                                       else "") + (" to NVMe" if nvme else "")
     print(f"[workshop] preflight: {model} under {where or 'no DeepSpeed'}, {gpus} GPU(s): about {gpu_gib:.1f} GiB "
           f"per GPU (model states {gpu_row.gpu_gib_per_gpu:.1f} by {gpu_row.source}'s estimate + activations "
           f"{activations:.1f} + CUDA context {CUDA_CONTEXT_GIB}), about {host_gib:.1f} GiB host memory per node "
-          f"({host_row.cpu_gib_per_node:.1f} + {PROCESS_GIB * gpus:.1f} for the process(es)); host limit "
+          f"({host_row.cpu_gib_per_node:.1f} + {process:.1f} for the process(es)); host limit "
           f"{'unknown' if limit is None else f'{limit:.1f} GiB'} ({limit_source})", flush=True)
     record = {"gpu_gib": round(gpu_gib, 2), "host_gib": round(host_gib, 2),
               "host_limit_gib": None if limit is None else round(limit, 2),
