@@ -67,6 +67,19 @@ def test_a_tiny_cpu_run_fits_a_small_mem_and_a_gpu_run_counts_cuda(monkeypatch):
     assert gpu_record["host_gib"] == pytest.approx(PROCESS_GIB, abs=0.05) and "--mem=4G" in gpu_refusal
 
 
+def test_host_need_is_per_node_on_several_nodes(monkeypatch):
+    """Two nodes of one process each (DeepSpeed's launcher sets LOCAL_SIZE): each node needs one process's share."""
+    monkeypatch.setenv("WORKSHOP_HOST_MEMORY_GIB", "64")
+    cfg = parse_args(["--profile", "tiny"], lesson="baseline")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_SIZE", "1")
+    two_nodes, _ = preflight(cfg, None, gpu_total_gib=80)
+    monkeypatch.setenv("LOCAL_SIZE", "2")
+    one_node, _ = preflight(cfg, None, gpu_total_gib=80)
+    assert two_nodes["host_gib"] == pytest.approx(PROCESS_GIB, abs=0.05)
+    assert one_node["host_gib"] == pytest.approx(2 * PROCESS_GIB, abs=0.05)
+
+
 def test_a_gpu_shortfall_only_warns(monkeypatch, capsys):
     monkeypatch.setenv("WORKSHOP_HOST_MEMORY_GIB", "500")
     cfg = lesson_cfg("stage2", "--model", "7b1", "--gpu-memory-limit", "80")

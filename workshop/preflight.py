@@ -141,7 +141,9 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None):
     if model not in ("bloom-tiny", "bloom-560m", "bloom-1b7", "bloom-3b", "bloom-7b1"):
         print(f"[workshop] preflight: no estimate for {cfg.model} (a local checkpoint); skipped", flush=True)
         return None, None
-    gpus = gpus or int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    if not gpus:  # this node's processes: the host memory asked for is per node, not for the whole job
+        from workshop.runlog import node_count
+        gpus = max(1, int(os.environ.get("WORLD_SIZE", "1")) // node_count())
     try:
         table = estimate_table(model, gpus)
     except ImportError as err:  # the estimators are DeepSpeed's: a lesson-1 environment may lack it
