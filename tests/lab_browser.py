@@ -122,34 +122,76 @@ def chromium(width=1500, height=1400):
 
 
 def wait(driver, condition, timeout, what):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=1).until(condition, message=f"timed out: {what}")
+    # JupyterLab re-renders menus and cells: an element found a moment ago may be gone; look again
+    return WebDriverWait(driver, timeout, poll_frequency=1, ignored_exceptions=(StaleElementReferenceException,)
+                         ).until(condition, message=f"timed out: {what}")
 
 
-def run_all_cells(driver, timeout):
-    """Run > Run All Cells from the menu bar, then wait until every code cell has run and the kernel is idle."""
+NOTEBOOK_STATE = """
+    const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
+    const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
+    const errors = [...document.querySelectorAll(
+        '.jp-Notebook .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+        .filter(o => o.innerText.includes('Traceback') || o.innerText.includes('Error'));
+    return {prompts: prompts.map(p => p.textContent.trim()),
+            status: status ? status.getAttribute('data-status') : null,
+            errors: errors.length,
+            dialogs: [...document.querySelectorAll('.jp-Dialog')].map(d => d.innerText.slice(0, 300))};
+"""
+
+
+def run_all_cells(driver, timeout, attempts=3):
+    """Run > Run All Cells from the menu bar, then wait until every code cell has run and the kernel is idle, or
+    until a cell failed (JupyterLab stops a Run All at the first error: the other prompts would stay empty).
+
+    The notebook is clicked first so it is JupyterLab's current widget: while the launcher or the file browser
+    has focus, the menu's Run All Cells is disabled and clicking it does nothing (seen on a loaded CI machine).
+    If no cell has started a minute after the click, the menu is used again."""
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
-    menu = wait(driver, lambda d: next((m for m in d.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item")
-                                        if m.text.strip() == "Run"), None), 60, "the Run menu")
-    menu.click()
-    item = wait(driver, lambda d: next((i for i in d.find_elements(By.CSS_SELECTOR, ".lm-Menu-item .lm-Menu-itemLabel")
-                                        if i.text.strip() == "Run All Cells"), None), 30, "Run All Cells in the Run menu")
-    item.click()
-    script = """
-        const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
-        const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
-        return {prompts: prompts.map(p => p.textContent.trim()),
-                status: status ? status.getAttribute('data-status') : null};
-    """
+    def state(d):
+        return d.execute_script(NOTEBOOK_STATE)
+
+    def started(d):
+        return any(re.fullmatch(r"\[(\d+|\*)\]:", p) for p in state(d)["prompts"])
 
     def finished(d):
-        state = d.execute_script(script)
-        done = state["prompts"] and all(re.fullmatch(r"\[\d+\]:", p) for p in state["prompts"])
-        return state if done and state["status"] == "idle" else None
+        now = state(d)
+        done = now["prompts"] and all(re.fullmatch(r"\[\d+\]:", p) for p in now["prompts"])
+        return now if now["status"] == "idle" and (done or now["errors"]) else None
 
-    return wait(driver, finished, timeout, "every cell run and the kernel idle")
+    def click_run_all():
+        driver.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell").click()
+        menu = wait(driver, lambda d: next((m for m in d.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item")
+                                            if m.text.strip() == "Run"), None), 60, "the Run menu")
+        menu.click()
+        item = wait(driver, lambda d: next((i for i in d.find_elements(By.CSS_SELECTOR, ".lm-Menu-item")
+                                            if i.text.strip().startswith("Run All Cells")
+                                            and "lm-mod-disabled" not in (i.get_attribute("class") or "")), None),
+                    30, "an enabled Run All Cells in the Run menu")
+        item.click()
+
+    for attempt in range(1, attempts + 1):
+        try:
+            click_run_all()
+        except StaleElementReferenceException:
+            pass  # the menu was re-rendered under the click: see whether a cell started, else try again
+        try:
+            wait(driver, started, 60, "a cell to start")
+            break
+        except TimeoutException:
+            driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)  # close the menu if it stayed open
+            if attempt == attempts:
+                raise AssertionError(f"Run All Cells started no cell in {attempts} tries: {state(driver)}")
+    try:
+        return wait(driver, finished, timeout, "every cell run and the kernel idle")
+    except TimeoutException:
+        raise AssertionError(f"cells still running after {timeout} s: {state(driver)}") from None
 
 
 def open_notebook(driver, base, token, name):

@@ -223,7 +223,7 @@ def run_in_jupyterlab(name, logs, tmp_path):
             with lab_browser.chromium() as driver:
                 lab_browser.open_notebook(driver, base, token, name)
                 try:
-                    lab_browser.run_all_cells(driver, timeout=900)
+                    lab_browser.run_all_cells(driver, timeout=600)
                 finally:
                     lab_browser.screenshot(driver, f"jupyterlab-{stem}")
                 report = lab_browser.page_report(driver)
