@@ -5,6 +5,7 @@
 #   bash .ci/stop_slurm.sh         stops the daemons again
 # Why each setting is there: docs in /work/shared/notes/slurm-local.md ("Pitfalls seen").
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/slurm_common.sh"
 
 DIR=${WORKSHOP_SLURM_DIR:-/tmp/workshop-slurm}
 NODE=$(hostname -s)
@@ -15,13 +16,7 @@ if [[ $(id -u) != 0 ]]; then
     exit 1
 fi
 
-if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v sinfo >/dev/null \
-    || ! command -v munged >/dev/null; then
-    say "installing slurmctld slurmd slurm-client munge"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
-fi
+install_slurm
 
 mkdir -p "$DIR"/{etc,state/ctld,state/d,run,log,fakegpu}
 
@@ -36,14 +31,11 @@ for i in 0 1; do
     [[ -c $DIR/fakegpu/nvidia$i ]] || mknod "$DIR/fakegpu/nvidia$i" c 1 3
 done
 
-cat > "$DIR/etc/slurm.conf" <<EOF
+{
+    cat <<EOF
 # Written by .ci/start_slurm.sh: a one-node test cluster, not a production setup.
 ClusterName=workshopci
 SlurmctldHost=$NODE(127.0.0.1)
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
 StateSaveLocation=$DIR/state/ctld
 SlurmdSpoolDir=$DIR/state/d
 SlurmctldPidFile=$DIR/run/slurmctld.pid
@@ -53,26 +45,14 @@ SlurmdLogFile=$DIR/log/slurmd.log
 # cgroup tracking kills what a job leaves behind (linuxproc leaks background processes)
 ProctrackType=proctrack/cgroup
 TaskPlugin=task/cgroup
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
 # without a default, a job with no --mem takes the whole node and jobs run one at a time
 DefMemPerCPU=$(( mem / cpus ))
-SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
-MpiDefault=none
-ReturnToService=2
-SlurmdParameters=config_overrides
-# reject impossible requests at submit instead of pending forever
-EnforcePartLimits=ALL
 DependencyParameters=kill_invalid_depend
-JobAcctGatherType=jobacct_gather/linux
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/filetxt
-JobCompLoc=$DIR/log/jobcomp.txt
-GresTypes=gpu
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:2 State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+    slurm_conf_shared "$DIR"
+    echo "NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:2 State=UNKNOWN"
+    echo "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP"
+} > "$DIR/etc/slurm.conf"
 
 cat > "$DIR/etc/gres.conf" <<EOF
 AutoDetect=off
@@ -98,36 +78,14 @@ for f in slurm.conf gres.conf cgroup.conf; do
     ln -sfn "$DIR/etc/$f" "/etc/slurm/$f"
 done
 
-# alive PIDFILE: the daemon named by the pid file is running
-alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
-
-# wait_for_pidfile NAME PIDFILE: daemons write their pid file after forking
-wait_for_pidfile() {
-    for _ in $(seq 100); do
-        alive "$2" && return 0
-        sleep 0.1
-    done
-    echo "[start_slurm] error: $1 did not start; its log:" >&2
-    tail -n 30 "$DIR/log/$1.log" >&2 || true
-    exit 1
-}
-
-if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-    say "munged already answers"
-else
-    mkdir -p /run/munge /var/log/munge /var/lib/munge
-    chown munge:munge /run/munge 2>/dev/null || true
-    say "starting munged"
-    munged --force --pid-file="$DIR/run/munged.pid" --log-file="$DIR/log/munged.log"
-    wait_for_pidfile munged "$DIR/run/munged.pid"
-fi
+start_munged "$DIR/run" "$DIR/log"
 
 if alive "$DIR/run/slurmctld.pid"; then
     say "slurmctld already running"
 else
     say "starting slurmctld"
     slurmctld
-    wait_for_pidfile slurmctld "$DIR/run/slurmctld.pid"
+    wait_for_pidfile slurmctld "$DIR/run/slurmctld.pid" "$DIR/log/slurmctld.log"
 fi
 
 if alive "$DIR/run/slurmd.pid"; then
@@ -135,7 +93,7 @@ if alive "$DIR/run/slurmd.pid"; then
 else
     say "starting slurmd"
     slurmd
-    wait_for_pidfile slurmd "$DIR/run/slurmd.pid"
+    wait_for_pidfile slurmd "$DIR/run/slurmd.pid" "$DIR/log/slurmd.log"
 fi
 
 # A drained state survives restarts (it is saved in the state dir): resume the node if needed.

@@ -9,6 +9,7 @@
 #   bash .ci/start_slurm_two_node.sh     prints the SLURM_CONF line to export (also in $DIR/env)
 #   bash .ci/stop_slurm_two_node.sh      stops every daemon and removes the namespaces and the bridge
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/slurm_common.sh"
 
 DIR=${WORKSHOP_SLURM2_DIR:-/tmp/workshop-slurm2}
 NODES=(wsn1 wsn2)
@@ -20,16 +21,8 @@ die() { echo "[start_slurm_two_node] error: $*" >&2; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "run as root (namespaces, the bridge and the daemons need it)"
 for tool in ip unshare nsenter; do command -v $tool >/dev/null || die "$tool not found (iproute2, util-linux)"; done
-if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
-    || ! command -v pdsh >/dev/null || ! command -v sshd >/dev/null; then
-    say "installing slurmctld slurmd slurm-client munge pdsh openssh-server"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    # policy-rc.d (Debian's docker images have one) keeps apt from starting a machine-wide sshd
-    apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge pdsh openssh-server \
-        openssh-client >/dev/null
-fi
-
+# policy-rc.d (Debian's docker images have one) keeps apt from starting a machine-wide sshd
+install_slurm pdsh=pdsh sshd=openssh-server ssh=openssh-client
 mkdir -p "$DIR"/{etc,state/ctld,run,log,ssh}
 CONF=$DIR/etc/slurm.conf
 HOST=$(hostname -s)
@@ -69,10 +62,6 @@ ClusterName=workshopci2
 SlurmctldHost=$HOST($NET.1)
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
 StateSaveLocation=$DIR/state/ctld
 # %n: each node's own spool, pid file and log (the file system is shared)
 SlurmdSpoolDir=$DIR/state/%n
@@ -84,24 +73,12 @@ SlurmdLogFile=$DIR/log/slurmd-%n.log
 # and step ids would collide.
 ProctrackType=proctrack/pgid
 TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=$(( mem / 16 ))
-SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
-MpiDefault=none
-ReturnToService=2
-SlurmdParameters=config_overrides
-EnforcePartLimits=ALL
-JobAcctGatherType=jobacct_gather/linux
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/filetxt
-JobCompLoc=$DIR/log/jobcomp.txt
 # a lost node is noticed in seconds, not SLURM's default 5 minutes
 SlurmdTimeout=30
 KillWait=10
-GresTypes=gpu
 EOF
+slurm_conf_shared "$DIR" >> "$CONF"
 for i in "${!NODES[@]}"; do
     echo "NodeName=${NODES[$i]} NodeAddr=$NET.1$((i + 1)) CPUs=16 RealMemory=$mem Gres=gpu:4 State=UNKNOWN" >> "$CONF"
 done
@@ -133,20 +110,7 @@ Host ${NODES[*]}
 EOF
 mkdir -p /run/sshd
 
-alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
-wait_for_pidfile() {  # NAME PIDFILE LOG
-    for _ in $(seq 100); do alive "$2" && return 0; sleep 0.1; done
-    echo "[start_slurm_two_node] error: $1 did not start; its log:" >&2
-    tail -n 30 "$3" >&2 || true
-    exit 1
-}
-
-if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-    mkdir -p /run/munge /var/log/munge /var/lib/munge
-    say "starting munged"
-    munged --force --pid-file="$DIR/run/munged.pid" --log-file="$DIR/log/munged.log"
-    wait_for_pidfile munged "$DIR/run/munged.pid" "$DIR/log/munged.log"
-fi
+start_munged "$DIR/run" "$DIR/log"
 
 if alive "$DIR/run/slurmctld.pid"; then say "slurmctld already running"; else
     say "starting slurmctld on $NET.1:$CTLD_PORT"
