@@ -342,3 +342,23 @@ def test_latest_run_with_values_fills_objective_2(tmp_path):
     # Objective 1: both have every value, so the later job (the larger job id) fills it.
     assert tables["baseline_objective_1"].attrs["notes"][0].startswith(
         "the cells are from baseline-4242, the latest completed run; 1 other run exists: baseline-1001")
+
+
+def test_part2_lists_models_smallest_first_on_the_committed_h200_runs():
+    """The H200 sweep (docs/results) holds bloom-560m, -1b7, -3b and -7b1 runs: Part 2 lists them by parameter
+    count as the manifests recorded it (560M before 1B7), each model's configs in the lesson's order."""
+    from workshop.lessons import deepspeed_single_gpu as lesson
+
+    runs = REPO / "docs/results/zero_single_gpu_h200-2026-12-01/runs"
+    sizes = {}
+    for manifest in runs.glob("*/manifest.json"):
+        facts = json.loads(manifest.read_text())
+        if facts.get("parameters"):
+            sizes[facts["model"]] = max(sizes.get(facts["model"], 0), facts["parameters"])
+    assert len(sizes) >= 3, sizes
+    shown = build_tables([runs])["deepspeed_single_gpu_part2"]
+    models = list(dict.fromkeys(by_run_model for by_run_model in shown.attrs["by_run"]["model"]))
+    assert models == sorted(sizes, key=sizes.get)
+    for model in models:
+        configs = list(shown.attrs["by_run"].query("model == @model")["config"])
+        assert configs == sorted(configs, key=list(lesson.CONFIGS).index)

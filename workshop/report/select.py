@@ -45,8 +45,20 @@ def latest_runs(runs, order=()):
             notes.append(f"{pick.name}: the {which} of {len(group)} {config} runs of {setup_label(setup)}; "
                          f"{len(group) - 1} ignored ({ignored})")
     order = {name: i for i, name in enumerate(order)}
-    chosen.sort(key=lambda run: (setup_of(run), order.get(config_of(run), len(order)), config_of(run)))
+    size = model_sizes(chosen)
+    chosen.sort(key=lambda run: (size[setup_of(run)[0]], setup_of(run), order.get(config_of(run), len(order)),
+                                 config_of(run)))
     return chosen, notes
+
+
+def model_sizes(runs):
+    """{model: parameter count} from the runs' manifests (the largest any run recorded), so tables list models
+    smallest first (560M, 1B7, 3B, 7B1), not by name; a model no run counted sorts last."""
+    counts = {}
+    for run in runs:
+        count = _manifest(run).get("parameters")
+        counts.setdefault(setup_of(run)[0], []).extend([count] if isinstance(count, int) and count > 0 else [])
+    return {model: max(found, default=float("inf")) for model, found in counts.items()}
 
 
 
