@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import hashlib
@@ -224,6 +225,10 @@ def run_in_jupyterlab(name, logs, tmp_path):
                 lab_browser.open_notebook(driver, base, token, name)
                 try:
                     lab_browser.run_all_cells(driver, timeout=600)
+                except AssertionError as stuck:  # CI keeps no screenshot for us: say what the page and server said
+                    shown = lab_browser.page_report(driver)["text"][-2000:]
+                    raise AssertionError(f"{stuck}\n--- the page's outputs (end):\n{shown}\n--- jupyter lab's log "
+                                         f"(end):\n{log.read_text()[-3000:]}") from None
                 finally:
                     lab_browser.screenshot(driver, f"jupyterlab-{stem}")
                 report = lab_browser.page_report(driver)
@@ -233,6 +238,31 @@ def run_in_jupyterlab(name, logs, tmp_path):
     tracebacks = [text for text in report["stderr"] if "Traceback" in text or "Error" in text]
     assert not tracebacks, tracebacks[0][-3000:]
     return report
+
+
+@pytest.mark.browser
+def test_a_failing_cell_ends_run_all_at_once_and_is_reported(tmp_path):
+    """JupyterLab stops Run All at the first failing cell and leaves the later prompts empty: the browser tests must
+    see that at once and show the traceback, not wait out their timeout for prompts that never fill."""
+    lab_browser.require_browser()
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("raise ValueError('broken on purpose')"),
+                                         nbformat.v4.new_code_cell("print('never runs')")])
+    nb.metadata.kernelspec = {"name": "deepspeed-workshop", "display_name": "Python (deepspeed-workshop)",
+                              "language": "python"}
+    nbformat.write(nb, folder / "broken.ipynb")
+    with lab_browser.lab_server(folder, {}, tmp_path) as (base, token, log):
+        with lab_browser.chromium() as driver:
+            lab_browser.open_notebook(driver, base, token, "broken.ipynb")
+            started = time.monotonic()
+            state = lab_browser.run_all_cells(driver, timeout=300)
+            took = time.monotonic() - started
+            report = lab_browser.page_report(driver)
+    assert state["errors"] == 1 and state["prompts"][0] == "[1]:" and state["prompts"][2] == "[ ]:", state
+    assert any("broken on purpose" in text for text in report["stderr"])
+    assert took < 120, f"Run All took {took:.0f} s: it waited for the timeout, not for the failed cell"
 
 
 def check_reference_shown(report, lesson):
