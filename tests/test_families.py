@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ["llama", "mistral", "qwen2", "opt", "gpt_neox", "falcon", "gemma"]
 ZERO2 = str(REPO / "deepspeed_single_gpu" / "configs" / "stage2.json")
 CACHED = "workshop-test/llama-tiny"  # a Hub id that exists only in the test's offline cache
+BIN_ONLY = "workshop-test/bin-only"  # the same, its weights pickled (pytorch_model.bin) instead of safetensors
 STEPS = 4
 
 
@@ -69,6 +70,9 @@ def run_all(out: Path):
             results[f"{mode}/{family}"] = {**result, "seconds": round(time.time() - started, 1)}
     # the real Hub path, from the offline cache the test wrote: pretrained weights of a Hub id
     results["cached"] = _train([*short, "--model", CACHED, "--run-dir", str(out / "cached")])
+    results["cached-random"] = _train([*short, "--model", CACHED, "--init", "random",
+                                       "--run-dir", str(out / "cached-random")])
+    results["bin-only"] = _train([*short[:2], "--model", BIN_ONLY, "--run-dir", str(out / "bin-only")])
     results["not-cached"] = _train([*short[:2], "--model", "workshop-test/absent", "--run-dir", str(out / "absent")])
     results["random-uncached"] = _train([*short, "--model", "workshop-test/absent", "--init", "random",
                                          "--run-dir", str(out / "random-uncached")])
@@ -76,15 +80,19 @@ def run_all(out: Path):
     (out / "results.json").write_text(json.dumps(results, indent=1))
 
 
-def write_offline_cache(hf_home: Path, repo_id: str, seed=7):
+def write_offline_cache(hf_home: Path, repo_id: str, seed=7, pickled=False):
     """A Hugging Face cache as snapshot_download leaves it (refs/main -> snapshots/<commit>/), holding a tiny
     LLaMA's safetensors, config and tokenizer: what `python -m workshop.prefetch` puts on a shared file system."""
     from workshop.model import load_model, save_model
 
     commit = "0" * 40
     root = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    snapshot = root / "snapshots" / commit
     model, tokenizer = load_model("llama-tiny", seed=seed)
-    save_model(model, tokenizer, root / "snapshots" / commit)
+    save_model(model, tokenizer, snapshot)
+    if pickled:  # an older checkpoint: only pytorch_model.bin
+        (snapshot / "model.safetensors").unlink()
+        torch.save(model.state_dict(), snapshot / "pytorch_model.bin")
     (root / "refs").mkdir(parents=True)
     (root / "refs" / "main").write_text(commit)
     return model
@@ -96,6 +104,7 @@ def trained(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("families")
     cached_model = write_offline_cache(out / "hf", CACHED)
+    write_offline_cache(out / "hf", BIN_ONLY, pickled=True)
     env = {**os.environ, "HF_HOME": str(out / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TEST_MASTER_PORT": str(free_port()), "PYTHONPATH": str(REPO)}
     started = time.time()
@@ -216,6 +225,22 @@ def test_a_hub_id_trains_from_the_offline_cache(trained):
     assert found["model"] == CACHED and found["init"] == "pretrained" and found["status"] == "completed"
     assert found["parameters"] == sum(p.numel() for p in cached_model.parameters())
     assert found["tokenizer"]["source"] == CACHED  # the cache's, not the embedded folder
+
+
+def test_random_init_of_a_cached_hub_id_uses_its_config(trained):
+    out, results, cached_model = trained
+    assert results["cached-random"]["code"] == 0, results["cached-random"]["stderr"][-2000:]
+    found = manifest(out / "cached-random")
+    assert found["init"] == "random" and found["status"] == "completed"
+    assert found["parameters"] == sum(p.numel() for p in cached_model.parameters())
+
+
+def test_pickled_weights_are_refused(trained):
+    out, results, _ = trained
+    result = results["bin-only"]
+    assert result["code"] == 2 and "Traceback" not in result["stderr"]
+    assert f"error: cannot load {BIN_ONLY}: it has no safetensors weights" in result["stderr"]
+    assert manifest(out / "bin-only")["status"] == "failed"
 
 
 def test_a_hub_id_not_cached_says_to_prefetch(trained):
