@@ -139,7 +139,7 @@ def test_family_trains_plain_and_under_zero2(trained, family):
         assert len(seen) == STEPS and all(math.isfinite(x) for x in seen) and seen[-1] < seen[0], seen
         # the embedded tokenizer, and a vocabulary that matches it, said so in the manifest
         assert found["tokenizer"] == {"source": "embedded (workshop/assets/bloom-tiny)", "ids": 2048,
-                                      "model_vocab": 2048, "padding_side": "right"}
+                                      "model_vocab": 2048, "padding_side": "left"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -138,11 +138,12 @@ def _hub_config(model_id: str, **overrides):
 
 
 def prepare_tokenizer(tokenizer):
-    """The training side of a tokenizer, whatever the family: pad on the right (rotary and learned positions
-    count from the first token, so left padding would shift every real token's position; BLOOM's ALiBi does
-    not care), and pad with end-of-text where the family has no pad token (LLaMA, Mistral, GPT-NeoX, Falcon).
+    """The training side of a tokenizer, whatever the family: pad with end-of-text where the family has no pad
+    token (LLaMA, Mistral, GPT-NeoX and Falcon tokenizers have none). The padding side stays the publisher's
+    (BLOOM's and the embedded tokenizer's: left): every family here places tokens relative to each other (ALiBi,
+    rotary) or counts positions from the attention mask (OPT), so either side gives each real token the same
+    context (left padding also scores the first token as predicted from a pad, as the lesson always has).
     Generation pads on the left itself (workshop.answer_quality)."""
-    tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
