@@ -77,6 +77,13 @@ def run_all(out: Path):
     results["random-uncached"] = _train([*short, "--model", "workshop-test/absent", "--init", "random",
                                          "--run-dir", str(out / "random-uncached")])
     results["unknown-family"] = _train([*short, "--model", "mamba-tiny", "--init", "random"])
+    from workshop.model import load_model, parameter_count, tokenizer_record
+
+    for family in FAMILIES:  # the published ~1B shapes, offline: on the meta device, so nothing is allocated
+        model, tokenizer = load_model(family, init="random", device="meta")
+        results[f"published/{family}"] = {"parameters": parameter_count(model), "class": type(model).__name__,
+                                          "pad_token_id": model.config.pad_token_id,
+                                          "tokenizer": tokenizer_record(tokenizer, model)}
     (out / "results.json").write_text(json.dumps(results, indent=1))
 
 
@@ -135,6 +142,7 @@ def test_family_trains_plain_and_under_zero2(trained, family):
         found = manifest(run)
         assert found["status"] == "completed" and found["model"] == f"{family}-tiny"
         assert found["steps_done"] == STEPS
+        assert found["preflight"]["host_gib"] > 0  # DeepSpeed's estimate, counted from this family's config
         seen = losses(run)
         assert len(seen) == STEPS and all(math.isfinite(x) for x in seen) and seen[-1] < seen[0], seen
         # the embedded tokenizer, and a vocabulary that matches it, said so in the manifest
@@ -200,6 +208,20 @@ def test_published_shapes_have_the_published_size_and_deepspeeds_count(family):
     # DeepSpeed's own counting of a live model (its *_all_live estimators) gives the same pair
     model, _ = load_model(f"{family}-tiny")
     assert param_counts(f"{family}-tiny") == model_to_params(model)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_random_init_of_a_published_shape_needs_no_download(trained, family):
+    from workshop.estimate import param_counts
+    from workshop.shapes import FAMILIES as SPECS
+
+    _, results, _ = trained
+    built = results[f"published/{family}"]
+    assert built["parameters"] == param_counts(family)[0]
+    assert built["class"] == SPECS[family]["config"].removesuffix("Config").removesuffix("Text") + "ForCausalLM"
+    # no cached tokenizer: the embedded one, its ids inside the published vocabulary, its pad id in the config
+    assert built["tokenizer"]["source"].startswith("embedded") and built["pad_token_id"] == 3
+    assert built["tokenizer"]["model_vocab"] == SPECS[family]["shape"]["vocab_size"] > built["tokenizer"]["ids"]
 
 
 def test_tables_name_each_model(trained):
