@@ -49,7 +49,7 @@ def resolve_model(name: str) -> str:
     hub_id = f"bigscience/bloom-{short}"
     if hub_id in BLOOM_SHAPES:
         return hub_id
-    if name.count("/") == 1 and not name.startswith(("bigscience/bloom", "/", ".")):
+    if name.count("/") == 1 and not name.startswith(("bigscience/bloom-", "/", ".")):
         return name  # any other Hub id: the cache or the Hub decides at load time
     raise WorkshopError(f"unknown model {name!r}; choose one of {known_names()}, a Hub id (org/name) "
                         "or a local checkpoint folder")
