@@ -201,7 +201,7 @@ def test_published_shapes_have_the_published_size_and_deepspeeds_count(family):
     from workshop.estimate import param_counts
     from workshop.model import FAMILIES as SPECS, load_model, resolve_model
 
-    total, largest = param_counts(family)  # the family's name is its ~1B member, built on the meta device
+    total = param_counts(family)[0]  # the family's name is its ~1B member, built on the meta device
     size, tolerance = PUBLISHED[family]
     assert total == pytest.approx(size, rel=tolerance) if tolerance else total == size
     assert resolve_model(family) == SPECS[family]["hub_id"]
