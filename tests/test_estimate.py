@@ -30,6 +30,13 @@ def test_param_counts_match_transformers_bloom(model):
     assert largest == max(sum(p.numel() for p in m.parameters(recurse=False)) for m in net.modules())
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_meta_device_counts_are_the_closed_form(model):
+    from workshop.estimate import param_counts
+
+    assert param_counts(model) == bloom_params(bloom_shape(model))  # what estimate_table now uses, any family
+
+
 def test_bloom_560m_is_the_559_2m_of_the_published_model():
     assert round(sum(p.numel() for p in _meta_bloom("bloom-560m").parameters()) / 1e6, 1) == 559.2
     assert round(bloom_params(bloom_shape("bloom-560m"))[0] / 1e6, 1) == 559.2

@@ -17,6 +17,7 @@ from workshop.data import collator, load_squad, pack, real_tokens, tokenize
 from workshop.fill_tables import build_tables, find_runs
 from workshop.fused_loss import check_supported, use_fused_loss
 from workshop.model import BLOOM_SHAPES, BLOOM_VOCAB, load_model
+from workshop.shapes import FAMILIES
 from workshop.speed import flops_per_token, peak_flops
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,13 +51,16 @@ def test_dynamic_padding_pads_to_the_batch_not_max_length(tiny):
     assert bool(((batch["labels"] == -100) == (batch["attention_mask"] == 0)).all())  # padding never scored
 
 
-def test_fused_loss_matches_the_stock_loss_and_gradients(tiny):
+@pytest.mark.parametrize("name", ["tiny", *(f"{family}-tiny" for family in FAMILIES)])
+def test_fused_loss_matches_the_stock_loss_and_gradients(tiny, name):
+    """For every family: the hidden states from model.base_model, the projection from get_output_embeddings()."""
     _, tokenizer, examples = tiny
     rows = tokenize(examples[:4], tokenizer, TINY_LENGTH, pad=True)
     batch = {k: torch.tensor([r[k] for r in rows]) for k in rows[0]}
-    stock, _ = load_model("tiny", seed=0)
-    fused, _ = load_model("tiny", seed=0)
+    stock, _ = load_model(name, seed=0)
+    fused, _ = load_model(name, seed=0)
     use_fused_loss(fused, on_gpu=False)  # the plain-math path; on a GPU the same forward calls Liger's kernel
+    stock.eval(), fused.eval()  # OPT trains with dropout 0.1: the same weights, not the same random draws
     stock(**batch).loss.backward()
     fused(**batch).loss.backward()
     assert fused(**batch).loss.item() == pytest.approx(stock(**batch).loss.item(), rel=1e-5)

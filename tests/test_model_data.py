@@ -19,6 +19,15 @@ def test_model_names_resolve(name):
 def test_unknown_model_name():
     with pytest.raises(WorkshopError, match="unknown model 'bloom-2b'"):
         resolve_model("bloom-2b")
+    with pytest.raises(WorkshopError, match="unknown model 'bigscience/bloom-2b'"):
+        resolve_model("bigscience/bloom-2b")  # a BLOOM size that does not exist, not some other Hub repository
+
+
+@pytest.mark.parametrize("name, resolved", [("bigscience/bloomz-560m", "bigscience/bloomz-560m"),
+                                            ("Qwen/Qwen2-1.5B", "Qwen/Qwen2-1.5B"), ("llama", "TinyLlama/TinyLlama_v1.1"),
+                                            ("gemma-tiny", "gemma-tiny")])
+def test_any_hub_id_and_family_names_resolve(name, resolved):
+    assert resolve_model(name) == resolved
 
 
 @pytest.mark.parametrize("model_id, millions", [("bigscience/bloom-560m", 559.2), ("bigscience/bloom-1b7", 1722.4),

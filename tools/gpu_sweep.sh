@@ -8,8 +8,9 @@
 #   bash tools/gpu_sweep.sh wait SECONDS   wait for it (up to SECONDS), then pack logs/ into $OUT
 #
 # PLAN: `lesson` (bloom-560m, the whole lesson, every config), `sizes` (bloom-1b7, 3b, 7b1 as the workshop text
-# asks, 10 optimizer steps each), `small` (bloom-560m, every config, 20 steps) or `extra` (NVMe offload, 7b1 at
-# micro-batch 1). Each run has a time limit (RUN_LIMIT seconds, default 300), so one stuck run cannot eat the
+# asks, 10 optimizer steps each), `small` (bloom-560m, every config, 20 steps), `extra` (NVMe offload, 7b1 at
+# micro-batch 1) or `families` (a non-BLOOM architecture at ~1B: TinyLlama 1.1B's shape, LLaMA with GQA and untied
+# embeddings, built from workshop/shapes.py, through the baseline and ZeRO-2, 20 steps each). Each run has a time limit (RUN_LIMIT seconds, default 300), so one stuck run cannot eat the
 # sweep. Written for the device tool's machines (no network: HF_HUB_OFFLINE=1, carried wheels in /tmp/site).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,8 @@ plan() {
     small)
         for c in baseline stage0 stage1 stage1_offload stage2 stage2_offload stage2_offload_nopin stage3 \
             stage3_offload; do echo "$c --model 560m --subset 10000 --max-steps 20 $SHORT"; done ;;
+    families)  # random init needs no download: the shape is in workshop/shapes.py, the tokenizer the embedded one
+        for c in baseline stage2; do echo "$c --model llama --subset 10000 --max-steps 20 $SHORT"; done ;;
     extra)
         echo "stage3_offload_nvme --model 3b --subset 10000 --max-steps 5 --nvme-path /tmp/nvme $SHORT"
         echo "stage3 --model 7b1 --subset 10000 --max-steps 10 --per-device-train-batch-size 1 --gradient-accumulation-steps 16 $SHORT" ;;

@@ -1,10 +1,12 @@
 """How much memory the model states (weights, gradients, Adam) need per ZeRO stage and offload choice.
 
     python -m workshop.estimate --model bloom-560m --gpus 1 2 4 [--format markdown|csv|json]
+    python -m workshop.estimate --model llama      # any name --model takes: a family, a Hub id, a local folder
 
 ZeRO-2 and ZeRO-3 rows are DeepSpeed's own estimates (the functions behind its
-estimate_zero{2,3}_model_states_mem_needs_all_cold printouts), computed from parameter counts, so
-no model is built or downloaded. DeepSpeed has no estimator for stages 0 and 1; those rows use the
+estimate_zero{2,3}_model_states_mem_needs_all_cold printouts), computed from parameter counts, which are counted
+as DeepSpeed's estimators count a live model, on the model built on PyTorch's meta device from its config (shapes
+only: no memory, no weights downloaded). DeepSpeed has no estimator for stages 0 and 1; those rows use the
 same accounting as its ZeRO-2 estimate: 2 bytes/param of fp16 weights plus 18 bytes/param of
 fp16 gradients (2), fp32 gradients (4), fp32 master weights (4) and Adam moments (8), of which
 ZeRO-1 splits the fp32 part (16) across GPUs. Activations, buffers and the CUDA context come on top.
@@ -16,9 +18,13 @@ import os
 from importlib.metadata import version
 from pathlib import Path
 
+import functools
+
 import pandas as pd
+import torch
 
 from workshop.ds_config import quiet_deepspeed
+from workshop.errors import WorkshopError
 from workshop.shapes import BLOOM_SHAPES, BLOOM_VOCAB
 
 GIB = 2**30
@@ -47,6 +53,22 @@ def bloom_params(shape) -> tuple:
     """
     v, h, n = shape["vocab_size"], shape["hidden_size"], shape["n_layer"]
     return v * h + 4 * h + n * (12 * h * h + 13 * h), v * h
+
+
+@functools.lru_cache(maxsize=None)
+def param_counts(model) -> tuple:
+    """(total parameters, parameters of the largest layer) of any model name workshop.model resolves: the model
+    built on the meta device from its config. The largest layer is the module with the most parameters of its
+    own, as DeepSpeed's ZeRO-3 estimator counts it (ZeRO-3 gathers it whole): the embedding, for every family
+    here. Tied input and output embeddings count once. For BLOOM this is bloom_params, the closed form."""
+    from workshop.model import MODEL_FOR_CAUSAL_LM_MAPPING, model_config, resolve_model
+
+    config = model_config(resolve_model(model))
+    with torch.device("meta"):
+        net = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)](config)
+    total = sum(p.numel() for p in net.parameters())
+    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in net.modules())
+    return total, largest
 
 
 def _formula_rows(total, gpus):
@@ -88,7 +110,7 @@ def _deepspeed_rows(total, largest, gpus):
 
 def estimate_table(model="bloom-560m", gpus=(1,)) -> pd.DataFrame:
     """One row per (GPU count, ZeRO stage, offload choice); memory in GiB (DeepSpeed's "GB")."""
-    total, largest = bloom_params(bloom_shape(model))
+    total, largest = param_counts(model)
     rows = []
     for n in [gpus] if isinstance(gpus, int) else gpus:
         for source, found in (("formula", _formula_rows(total, n)),
@@ -106,7 +128,7 @@ def cached_estimate_table(model="bloom-560m", gpus=(1,)) -> pd.DataFrame:
     it takes seconds, which fill_tables would otherwise pay on every call."""
     counts = [gpus] if isinstance(gpus, int) else list(gpus)
     cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "workshop" / "estimates"
-    path = cache_root / f"{model}-gpus{'_'.join(map(str, counts))}-deepspeed{version('deepspeed')}.json"
+    path = cache_root / f"{model.replace('/', '--')}-gpus{'_'.join(map(str, counts))}-deepspeed{version('deepspeed')}.json"
     try:
         return pd.read_json(path, orient="records")
     except (OSError, ValueError):
@@ -121,12 +143,16 @@ def cached_estimate_table(model="bloom-560m", gpus=(1,)) -> pd.DataFrame:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Model-state memory per ZeRO stage (DeepSpeed's estimators).")
-    parser.add_argument("--model", default="bloom-560m", choices=MODELS)
+    parser.add_argument("--model", default="bloom-560m",
+                        help=f"{', '.join(MODELS)}, a family (llama, ...), a Hub id or a local folder")
     parser.add_argument("--gpus", type=int, nargs="+", default=[1], help="GPUs on the node (one node)")
     parser.add_argument("--format", default="markdown", choices=["markdown", "csv", "json"])
     args = parser.parse_args(argv)
 
-    table = estimate_table(args.model, args.gpus)
+    try:
+        table = estimate_table(args.model, args.gpus)
+    except WorkshopError as err:
+        parser.exit(2, f"error: {err}\n")
     if args.format == "markdown":
         first = table.iloc[0]
         print(f"{args.model}: {first.params_m:.1f} M parameters, largest layer {first.largest_layer_m:.1f} M "

@@ -1,12 +1,15 @@
-"""BLOOM's loss without its logits: a fused linear + cross-entropy (`--fused-loss`).
+"""A causal LM's loss without its logits: a fused linear + cross-entropy (`--fused-loss`), for any family.
 
-BLOOM predicts one of 250,880 tokens. The stock forward computes every logit and upcasts them to fp32 for the
+BLOOM predicts one of 250,880 tokens (Gemma 3 of 262,144, Qwen2 of 151,936). The stock forward computes every logit and upcasts them to fp32 for the
 loss: 16 x 512 x 250,880 x 4 bytes = 7.7 GiB for one micro-batch, plus as much again for its gradient, which
 caps the micro-batch. Liger's fused linear-cross-entropy kernel computes the loss chunk by chunk from the last
 hidden states and the output projection, so those logits never exist at once.
 
 `use_fused_loss(model)` replaces the model's forward for training batches (those with labels). Generation
-and batches without labels use the stock forward. Without a CUDA GPU (Liger's kernels are Triton) the same
+and batches without labels use the stock forward. The last hidden states come from the family's base model
+(`model.base_model`: BLOOM's `transformer`, LLaMA's `model`, GPT-NeoX's `gpt_neox`, ...) and the output
+projection from `model.get_output_embeddings()` (`lm_head`, GPT-NeoX's `embed_out`), so no family's names are
+assumed. Without a CUDA GPU (Liger's kernels are Triton) the same
 forward computes the loss the plain way, so CI checks the plumbing against the stock model.
 """
 import types
@@ -34,7 +37,13 @@ def plain_loss(weight, hidden, targets):
 
 
 def use_fused_loss(model, on_gpu: bool):
-    """Make `model` (a BloomForCausalLM) compute its training loss with Liger's kernel (plain math on CPU)."""
+    """Make `model` (a causal LM) compute its training loss with Liger's kernel (plain math on CPU)."""
+    if getattr(model.config, "final_logit_softcapping", None):
+        # Gemma 2 caps its logits with tanh before the softmax; the fused kernel here would train a different loss
+        raise WorkshopError(f"--fused-loss does not support {type(model).__name__}'s final logit soft-capping; "
+                            "drop the flag")
+    if getattr(model.get_output_embeddings(), "bias", None) is not None:
+        raise WorkshopError(f"--fused-loss does not support {type(model).__name__}'s output bias; drop the flag")
     # Dynamo cannot trace Liger's Triton kernels: under --torch-compile the loss stays eager, the model compiled.
     loss_sum = torch.compiler.disable(liger_loss_fn()) if on_gpu else plain_loss
     stock_forward = model.forward
@@ -42,14 +51,14 @@ def use_fused_loss(model, on_gpu: bool):
     def forward(self, input_ids=None, attention_mask=None, labels=None, num_items_in_batch=None, **kwargs):
         if labels is None:
             return stock_forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        hidden = self.transformer(input_ids, attention_mask=attention_mask, use_cache=False)[0]
+        hidden = self.base_model(input_ids, attention_mask=attention_mask, use_cache=False)[0]
         # Position i predicts token i + 1, as in the stock loss.
         hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
         targets = labels[:, 1:].reshape(-1).to(hidden.device)
         # The Trainer passes the number of label tokens in the whole accumulated batch, so that gradient
         # accumulation weighs every token equally; without it, average over this batch.
         count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
-        weight = self.lm_head.weight.to(hidden.dtype)  # fp32 master weights, bf16/fp16 activations under amp
+        weight = self.get_output_embeddings().weight.to(hidden.dtype)  # fp32 master weights, bf16/fp16 activations under amp
         return CausalLMOutput(loss=loss_sum(weight, hidden, targets) / count)
 
     model.forward = types.MethodType(forward, model)
@@ -58,7 +67,7 @@ def use_fused_loss(model, on_gpu: bool):
 
 def check_supported(deepspeed_config: dict | None):
     if zero_stage(deepspeed_config) == 3:
-        # ZeRO-3 gathers lm_head.weight only inside the stock forward's hooks; the fused loss reads it directly.
+        # ZeRO-3 gathers the output weights only inside the stock forward's hooks; the fused loss reads it directly.
         raise WorkshopError("--fused-loss does not work with ZeRO stage 3 (the output weights are partitioned); "
                             "drop the flag or use stage 0-2")
 

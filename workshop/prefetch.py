@@ -2,6 +2,7 @@
 
     python -m workshop.prefetch                         # bloom-560m + squad
     python -m workshop.prefetch --model bloom-1b7 bloom-3b
+    python -m workshop.prefetch --model Qwen/Qwen2-1.5B llama   # any Hub causal LM; a family name is its member
 
 Compute nodes often have no network: submit jobs with `HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1` and they read
 what this command cached. The cache is `$HF_HOME` (default ~/.cache/huggingface): on a cluster point it at a
@@ -10,9 +11,14 @@ shared filesystem that compute nodes see, e.g. `export HF_HOME=/scratch/$USER/hf
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from workshop.errors import WorkshopError
-from workshop.model import TINY, resolve_model
+from workshop.model import is_tiny, resolve_model
+
+# Weights as safetensors only (no pickled .bin), the config, and every tokenizer format the families use
+# (tokenizer.json, SentencePiece's .model, BPE's vocab.json + merges.txt).
+PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "merges.txt"]
 
 
 def prefetch(models, dataset=True):
@@ -20,10 +26,13 @@ def prefetch(models, dataset=True):
 
     for name in models:
         model_id = resolve_model(name)
-        if model_id == TINY:
+        if is_tiny(model_id):
             continue  # embedded: nothing to download
         print(f"[workshop] downloading {model_id} (safetensors, config, tokenizer) ...", flush=True)
-        path = snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "tokenizer*"])
+        path = snapshot_download(model_id, allow_patterns=PATTERNS)
+        if not any(Path(path).glob("*.safetensors")):
+            raise WorkshopError(f"{model_id} publishes no safetensors weights (only pickled .bin files, which the "
+                                "workshop does not load); pick a checkpoint that does, or train it with --init random")
         print(f"[workshop]   cached at {path}", flush=True)
     if dataset:
         from datasets import load_dataset

@@ -2,7 +2,8 @@
 
 Per GPU: the model states of DeepSpeed's estimate for this ZeRO stage and offload choice (workshop.estimate),
 plus the activations of one micro-batch (the formula of Korthikanti et al. 2022, "Reducing Activation
-Recomputation in Large Transformer Models", without recomputation, and BLOOM's 250,880-way logits).
+Recomputation in Large Transformer Models", without recomputation, and the logits: 250,880-way for BLOOM), from
+the model's config (hidden size, layers, heads, vocabulary), so any family the workshop builds is estimated.
 Per node: DeepSpeed's CPU-side estimate plus what one training process holds anyway (Python, torch, CUDA).
 
 A host shortfall stops the run with one `error:` line (exit 2): the kernel would otherwise OOM-kill it minutes
@@ -17,7 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
-from workshop.estimate import GIB, bloom_shape, estimate_table
+from workshop.errors import WorkshopError
+from workshop.estimate import GIB, estimate_table
 
 # Host RSS of one training process besides its model states: with CUDA its libraries and context (3.6 GiB measured
 # on an H200); on a CPU the interpreter, torch and the tiny model (642 MiB peak, tiny baseline on a 2-core CPU box,
@@ -36,8 +38,11 @@ def emulated_card(gib: float) -> str:
 
 def activation_gib(model: str, micro_batch: int, seq: int, bytes_per_value: int = 2) -> float:
     """Activations of one micro-batch kept for the backward pass, plus the logits and their fp32 loss copies."""
-    shape = bloom_shape(model)
-    h, layers, heads, vocab = shape["hidden_size"], shape["n_layer"], shape["n_head"], shape["vocab_size"]
+    from workshop.model import model_config, resolve_model
+
+    config = model_config(resolve_model(model))
+    h, layers, heads = config.hidden_size, config.num_hidden_layers, config.num_attention_heads
+    vocab = config.vocab_size
     per_layer = seq * micro_batch * h * (34 + 5 * heads * seq / h) * bytes_per_value / 2  # the paper counts fp16
     logits = micro_batch * seq * vocab * (bytes_per_value + 8)  # logits, their fp32 upcast and its gradient
     return (layers * per_layer + logits) / GIB
@@ -134,13 +139,9 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None):
     gpu_total_gib: what one GPU offers (the card, or --gpu-memory-limit); None without a GPU (a CPU run, which
     also needs less host memory per process).
     """
-    from workshop.model import TINY, resolve_model
+    from workshop.model import resolve_model
 
-    model_id = resolve_model(cfg.model)
-    model = "bloom-tiny" if model_id == TINY else model_id.removeprefix("bigscience/")
-    if model not in ("bloom-tiny", "bloom-560m", "bloom-1b7", "bloom-3b", "bloom-7b1"):
-        print(f"[workshop] preflight: no estimate for {cfg.model} (a local checkpoint); skipped", flush=True)
-        return None, None
+    model = resolve_model(cfg.model).removeprefix("bigscience/")
     if not gpus:  # this node's processes: the host memory asked for is per node, not for the whole job
         from workshop.runlog import node_count
         gpus = max(1, int(os.environ.get("WORLD_SIZE", "1")) // node_count())
@@ -148,6 +149,9 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None):
         table = estimate_table(model, gpus)
     except ImportError as err:  # the estimators are DeepSpeed's: a lesson-1 environment may lack it
         print(f"[workshop] preflight skipped: {err}", flush=True)
+        return None, None
+    except WorkshopError as err:  # no config to count from (a Hub id not cached): loading will say so itself
+        print(f"[workshop] preflight: no estimate for {cfg.model} ({str(err).split(':')[0]}); skipped", flush=True)
         return None, None
     gpu_row, host_row, nvme = _offload_row(table, ds_config)
     half = cfg.bf16 or cfg.fp16 is not False

@@ -5,10 +5,14 @@ from the steady part of training only, so configurations can be compared fairly 
 
 MFU = real tokens/s x model FLOPs per token / the GPU's dense 16-bit peak, with (PaLM, appendix B)
     FLOPs per token = 6 N + 12 L d T
-N parameters (BLOOM ties its input and output embeddings, so N counts the output projection once), L layers,
-d hidden size, T the mean sequence length seen. Real tokens are the ones the attention mask keeps: padding does
-work but is not counted, so padding to 512 shows up as low MFU. Recomputation (gradient checkpointing) is not
-counted either: it is work the model did not need.
+N the parameters that multiply each token (`matmul_parameters`: all of them but an input embedding table, which is
+a lookup; BLOOM, Qwen2, OPT, Falcon and Gemma tie it to the output projection, which does multiply, so there it
+counts once; LLaMA, Mistral and GPT-NeoX have a separate one; OPT's learned positions are a lookup too), so GQA's
+narrower key/value projections and each family's MLP width enter through N. L layers, d the attention width (query
+heads x head dim: the hidden size, except Gemma's 4 x 256 = 1024 of 1152), T the mean sequence length seen, or a
+layer's sliding window where that is shorter (Gemma 3's 512, Mistral's 4096). All read from the model's config.
+Real tokens are the ones the attention mask keeps: padding does work but is not counted, so padding to 512 shows
+up as low MFU. Recomputation (gradient checkpointing) is not counted either: it is work the model did not need.
 """
 import time
 
@@ -33,7 +37,24 @@ def peak_flops(device_name: str):
 
 
 def flops_per_token(config, parameters: int, seq_len: float) -> float:
-    return 6 * parameters + 12 * config.n_layer * config.hidden_size * seq_len
+    """6 N + 12 L d T (see above), `parameters` = matmul_parameters(model)."""
+    heads = config.num_attention_heads
+    width = heads * (getattr(config, "head_dim", None) or config.hidden_size // heads)
+    window = getattr(config, "sliding_window", None)
+    kinds = getattr(config, "layer_types", None) or [
+        "sliding_attention" if window else "full_attention"] * config.num_hidden_layers
+    spans = [min(seq_len, window) if kind == "sliding_attention" and window else seq_len for kind in kinds]
+    return 6 * parameters + 12 * width * sum(spans)
+
+
+def matmul_parameters(model) -> int:
+    """Parameters that multiply each token: all but embedding lookups (the output projection counts, tied or not)."""
+    from workshop.model import parameter_count
+
+    output = model.get_output_embeddings()
+    lookups = [module.weight for module in model.modules() if isinstance(module, torch.nn.Embedding)
+               and (output is None or module.weight is not output.weight)]
+    return parameter_count(model) - sum(getattr(weight, "ds_numel", weight.numel()) for weight in lookups)
 
 
 class SpeedCallback(TrainerCallback):

@@ -22,11 +22,11 @@ from workshop.ds_config import check_gpu_precision, load_ds_config, needed_ops, 
 from workshop.guards import (DivergenceCallback, RunStopped, diverged_stop, disk_full_stop, is_disk_full,
                              is_lost_rank, last_whole_checkpoint, lost_rank_stop, set_aside_partial)
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
-from workshop.model import load_model, parameter_count, resolve_model, save_model
+from workshop.model import load_model, parameter_count, resolve_model, save_model, tokenizer_record
 from workshop.prebuild_ops import build, setup_build_env
 from workshop.preflight import emulated_card, preflight
 from workshop.runlog import RunLog, StepsCallback, cuda_memory_now, default_run_dir, describe_cuda_memory
-from workshop.speed import SpeedCallback, flops_per_token
+from workshop.speed import SpeedCallback, flops_per_token, matmul_parameters
 
 
 def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> TrainingArguments:
@@ -121,10 +121,12 @@ def use_nvme_path(cfg: RunConfig, ds_config: dict):
 
 
 def largest_tensor(model: str) -> int | None:
-    from workshop.estimate import BLOOM_SHAPES, bloom_params, bloom_shape
+    from workshop.estimate import param_counts
 
-    name = resolve_model(model).removeprefix("bigscience/")
-    return bloom_params(bloom_shape(name))[1] if name in (*BLOOM_SHAPES, "bloom-tiny") else None
+    try:
+        return param_counts(model)[1]
+    except WorkshopError:  # no config to count from: loading the model will say why
+        return None
 
 
 def cap_gpu_memory(cfg: RunConfig):
@@ -188,7 +190,7 @@ def train(cfg: RunConfig, run: RunLog):
     if partitioned:
         print(f"[workshop] ZeRO-3: model created partitioned (deepspeed.zero.Init): {partitioned} parameter "
               "tensors, none whole in this process", flush=True)
-    run.update(created_partitioned=partitioned)
+    run.update(created_partitioned=partitioned, tokenizer=tokenizer_record(tokenizer, model))
     if cfg.fused_loss:
         check_fused_loss(ds_config)
         use_fused_loss(model, on_gpu=torch.cuda.is_available())
@@ -203,7 +205,7 @@ def train(cfg: RunConfig, run: RunLog):
                       callbacks=[run.callback(), StepsCallback(run)])
     parameters = parameter_count(model)
     mean_length = real_tokens(train_set) / len(train_set)
-    trainer.add_callback(SpeedCallback(run, flops_per_token(model.config, parameters, mean_length)))
+    trainer.add_callback(SpeedCallback(run, flops_per_token(model.config, matmul_parameters(model), mean_length)))
     steps_per_epoch = math.ceil(len(trainer.get_train_dataloader()) / cfg.gradient_accumulation_steps)
     guard = DivergenceCallback(cfg.diverge_patience)
     trainer.add_callback(guard)

@@ -11,6 +11,7 @@ import textwrap
 import pandas as pd
 from matplotlib.figure import Figure
 
+from workshop.errors import WorkshopError
 from workshop.lessons import ZERO_CONFIGS as CONFIGS
 from workshop.logparse import Missing
 from workshop.report.cells import (change, cpu_peak, gpu_stat, is_number, manifest_of, manifest_value, torch_reserved,
@@ -71,12 +72,13 @@ def _estimates(model):
 
 def model_state_estimate(run):
     """DeepSpeed's estimate of model-state memory on the one GPU (MiB) for this run's model and config."""
-    model = str(manifest_of(run).get("model", "")).split("/")[-1]  # bigscience/bloom-560m -> bloom-560m
+    model = str(manifest_of(run).get("model", "")).removeprefix("bigscience/")  # -> bloom-560m
     config = config_of(run)
     try:
         estimates = _estimates(model)
-    except ValueError:  # estimate_table knows the BLOOM sizes only
-        return Missing(f"n/a (no estimate for {model or 'unknown model'})", "workshop.estimate knows BLOOM models only")
+    except (ValueError, WorkshopError):  # no config to count from: a Hub id not cached here, a folder gone
+        return Missing(f"n/a (no estimate for {model or 'unknown model'})",
+                       "workshop.estimate needs the model's config: a listed shape, the HF cache or the folder")
     # workshop.train loads the model before the Trainer sets up DeepSpeed, so ZeRO-3 starts from a whole model
     # (the estimate without zero.Init); stages 0-2 have no such choice ("").
     found = estimates[estimates["configs"].str.split(", ").map(lambda names: config in names)

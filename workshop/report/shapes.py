@@ -5,6 +5,8 @@
 A lesson module lists its rows as (handout label, by-run column) pairs, so a table is data, not code.
 """
 
+import re
+
 import pandas as pd
 
 from workshop.report.cells import is_number
@@ -74,6 +76,18 @@ def by_run(table):
 
 def model_and_data(model, init, subset):
     """The handout's 'Bloom 560M, 500 subset' for a run's model and data."""
-    short = str(model).split("/")[-1].removeprefix("bloom-")
-    name = f"Bloom {short.upper() if short[:1].isdigit() else short.title()}"
-    return f"{name}{' (random init)' if init == 'random' else ''}, {subset} subset"
+    return f"{model_name(model)}{' (random init)' if init == 'random' else ''}, {subset} subset"
+
+
+def model_name(model):
+    """A readable name from a model id: bigscience/bloom-560m -> Bloom 560M, gpt_neox-tiny -> GPT-NeoX Tiny,
+    EleutherAI/pythia-1b -> Pythia 1B, Qwen/Qwen2-1.5B -> Qwen2 1.5B, a local folder -> its name.
+    Sizes are upper-cased, lower-case words capitalised, words the publisher cased stay as they are."""
+    from workshop.shapes import FAMILIES
+
+    name = str(model).rstrip("/").split("/")[-1]
+    family = FAMILIES.get(name.removesuffix("-tiny"))
+    if family and name.endswith("-tiny"):
+        return f"{family['name']} Tiny"
+    return " ".join(word.upper() if word[:1].isdigit() else word.title() if word.isalpha() and word.islower()
+                    and len(word) > 2 else word for word in re.split(r"[-_]+", name))
