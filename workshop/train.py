@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
+from workshop.bloom_attention import use_attention
 from workshop.config import RunConfig, parse_args, resolve_precision
 from workshop.errors import WorkshopError
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
@@ -188,7 +189,7 @@ def train(cfg: RunConfig, run: RunLog):
     if partitioned:
         print(f"[workshop] ZeRO-3: model created partitioned (deepspeed.zero.Init): {partitioned} parameter "
               "tensors, none whole in this process", flush=True)
-    run.update(created_partitioned=partitioned)
+    run.update(created_partitioned=partitioned, attention_layers_replaced=use_attention(model, cfg.attention))
     if cfg.fused_loss:
         check_fused_loss(ds_config)
         use_fused_loss(model, on_gpu=torch.cuda.is_available())

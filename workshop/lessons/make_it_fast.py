@@ -24,6 +24,8 @@ def changes_of(run):
                                       ("torch.compile", settings.get("torch_compile"))) if on]
     if settings.get("optim"):
         changes.append(settings["optim"])
+    if settings.get("attention", "eager") != "eager":
+        changes.append(f"{settings['attention']} attention")
     return ", ".join(changes) or "seed"
 
 
