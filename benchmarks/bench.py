@@ -5,7 +5,8 @@
 
 The TOML file lists the variants (see make_it_fast.toml). Each variant runs as its own process, either directly
 (`python -m workshop.train`) or through its lesson script with plain bash (`script = "slurm/stage2.slurm"`: the
-deepspeed launcher and both loggers, as a student runs it). Variants run in the file's order, `--repeats` times
+deepspeed launcher and both loggers, as a student runs it), or through the plain PyTorch loop
+(`runner = "reference"`: benchmarks/reference_loop.py, the yardstick, no Trainer). Variants run in the file's order, `--repeats` times
 round-robin, so slow drift of the machine hits every variant alike; the table gives the median over repeats.
 
 Per variant: samples (rows)/s, real (unpadded) tokens/s and MFU (workshop/speed.py states the formula), time per
@@ -84,8 +85,10 @@ def _tree_rss_mib(root) -> float:
 def command_for(variant: dict, flags: list[str], run_dir: Path) -> list[str]:
     if "script" in variant:  # common.sh names the run folder itself, inside WORKSHOP_LOGS_ROOT (see run_variant)
         return ["bash", str(ROOT / variant["script"]), *flags]
-    return [sys.executable, "-m", "workshop.train", *flags, "--run-dir", str(run_dir),
-            "--output-dir", str(run_dir / "outputs")]
+    # `runner = "reference"`: the plain PyTorch loop (benchmarks/reference_loop.py), same flags, same run folder
+    entry = [str(ROOT / "benchmarks" / "reference_loop.py")] if variant.get("runner") == "reference" else \
+        ["-m", "workshop.train"]
+    return [sys.executable, *entry, *flags, "--run-dir", str(run_dir), "--output-dir", str(run_dir / "outputs")]
 
 
 def run_variant(variant: dict, flags: list[str], run_dir: Path, log) -> dict:

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,44 @@ def test_bench_pairs_variants_and_writes_results(tmp_path):
     assert all(r["startup_s"] > 0 and r["host_peak_rss_mib"] > 0 for r in saved["runs"])
     text = Path(f"{out}.md").read_text()
     assert "command: `" in text and saved["info"]["versions"]["torch"] in text
+
+
+REFERENCE_SPEC = """
+title = "The Trainer beside the plain loop, same flags"
+steps = 8
+logging_steps = 2
+[[variant]]
+name = "trainer"
+flags = ["--padding", "packed", "--per-device-train-batch-size", "16", "--gradient-accumulation-steps", "1"]
+[[variant]]
+name = "reference loop"
+runner = "reference"
+adds = []
+"""
+
+
+def test_bench_reference_loop_row_beside_the_trainer_row(tmp_path):
+    """benchmarks/reference_loop.py (no Trainer) in the same invocation; make_it_fast.toml's reference rows add
+    only --bf16 and fused AdamW (GPU-only here) and --torch-compile to the same flags."""
+    spec, out = tmp_path / "reference.toml", tmp_path / "res"
+    spec.write_text(REFERENCE_SPEC)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", str(spec), "--common", "--profile tiny", "--out", str(out),
+         "--work", str(tmp_path / "runs")],
+        cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trainer, reference = json.loads(Path(f"{out}.json").read_text())["runs"]
+    assert reference["variant"] == "reference loop" and reference["status"] == "completed"
+    assert reference["real_tokens_per_s"] > 0 and reference["step_s"] > 0 and reference["startup_s"] > 0
+    assert reference["timed_steps"] == trainer["timed_steps"] == 2  # from the log at step 6 to the one at 8
+    assert reference["mfu"] is None  # no GPU peak on a CPU
+    # The same packed rows in the same batches (each 160 real tokens), whatever order each shuffles them in.
+    assert reference["tokens_seen"] == trainer["tokens_seen"] and reference["tokens_seen"] % TINY_LENGTH == 0
+    assert 0 < reference["final_eval_loss"] < 20
+    made = {"make_it_fast": [v["name"] for v in tomllib.loads((REPO / "benchmarks/make_it_fast.toml").read_text())
+                             ["variant"] if v.get("runner") == "reference"]}
+    assert made["make_it_fast"] == ["reference loop (eager)", "reference loop (compiled)"]
+    assert "| reference loop" in Path(f"{out}.md").read_text()
 
 
 def test_notebook_04_fills_the_table_and_plots(fast_logs, python3_kernel):
