@@ -6,8 +6,9 @@
 The TOML file lists the variants (see make_it_fast.toml). Each variant runs as its own process, either directly
 (`python -m workshop.train`) or through its lesson script with plain bash (`script = "slurm/stage2.slurm"`: the
 deepspeed launcher and both loggers, as a student runs it), or through the plain PyTorch loop
-(`runner = "reference"`: benchmarks/reference_loop.py, the yardstick, no Trainer). Variants run in the file's order, `--repeats` times
-round-robin, so slow drift of the machine hits every variant alike; the table gives the median over repeats.
+(`runner = "reference"`: benchmarks/reference_loop.py, the yardstick, no Trainer). Variants run in the file's
+order, `--repeats` times round-robin, so slow drift of the machine hits every variant alike; the table gives the
+median over repeats.
 
 Per variant: samples (rows)/s, real (unpadded) tokens/s and MFU (workshop/speed.py states the formula), time per
 step with warm-up excluded, start-up to the first step (from this script's launch, so imports, model build and
@@ -98,6 +99,7 @@ def run_variant(variant: dict, flags: list[str], run_dir: Path, log) -> dict:
     cmd = command_for(variant, flags, run_dir)
     print(f"[bench] {variant['name']}: {shlex.join(cmd)}", flush=True)
     launched = time.time()
+    env["WORKSHOP_LAUNCHED_AT"] = repr(launched)  # workshop/startup.py counts the run's start-up from here
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         sampler = Sampler(proc.pid)
@@ -132,6 +134,7 @@ def summarise(variant, run_dir: Path, launched: float, code: int, sampler: Sampl
         "final_eval_loss": evals[-1] if evals else None,
         "tokens_seen": speed.get("tokens_seen"),
         "device": speed.get("device"),
+        "startup_phases_s": manifest.get("startup", {}).get("phases_s"),  # workshop/startup.py
     }
 
 
@@ -204,6 +207,15 @@ def table(rows) -> pd.DataFrame:
     return result[COLUMNS]
 
 
+def startup_table(rows) -> pd.DataFrame | None:
+    """Seconds per start-up phase (workshop/startup.py), one row per variant: medians over repeats."""
+    phases = [{"variant": r["variant"], **r["startup_phases_s"]} for r in rows if r.get("startup_phases_s")]
+    if not phases:
+        return None
+    frame = pd.DataFrame(phases)
+    return frame.groupby("variant", sort=False).median().reset_index()
+
+
 def write_results(out: Path, rows, argv, spec, steps):
     info = {"command": shlex.join([sys.executable, "benchmarks/bench.py", *(argv or sys.argv[1:])]),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -216,6 +228,10 @@ def write_results(out: Path, rows, argv, spec, steps):
             f"- versions: {json.dumps(info['versions'])}", f"- {steps} optimizer steps per run; "
             f"medians over {summary.shape[0] and len(rows) // summary.shape[0]} repeat(s); raw rows in "
             f"{Path(out).name}.json", "", summary.to_markdown(index=False), ""]
+    phases = startup_table(rows)
+    if phases is not None:
+        text += ["## Start-up, seconds per phase (workshop/startup.py: each phase ends at the mark it names)", "",
+                 phases.to_markdown(index=False), ""]
     if spec.get("notes"):
         text += ["", spec["notes"].strip(), ""]
     Path(f"{out}.md").write_text("\n".join(text))

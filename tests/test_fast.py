@@ -128,6 +128,26 @@ def test_fast_slurm_trains_packed_rows_and_counts_only_real_tokens(fast_logs):
         assert manifest["speed"]["real_tokens_per_s"] > 0 and manifest["speed"]["startup_s"] > 0
 
 
+def test_startup_breakdown_from_the_script_launch(fast_logs):
+    from workshop.startup import ORDER
+
+    for prefix in ("fast", "baseline"):
+        manifest = manifest_of(fast_logs, prefix)
+        startup = manifest["startup"]
+        assert startup["origin"] == "launched"  # slurm/common.sh's WORKSHOP_LAUNCHED_AT
+        names = list(startup["marks_s"])
+        assert names == [name for name in ORDER if name in names]
+        # the marks come in that order (a process start is known to the 10 ms clock tick, rounded down)
+        assert all(phase >= -0.011 for phase in startup["phases_s"].values()), startup["phases_s"]
+        assert names[:4] == ["launched", "command_started", "process_start", "imports_done"]
+        assert names[-2:] == ["first_step_begin", "first_step_done"] and "ops_loaded" not in names  # no DeepSpeed
+        assert sum(startup["phases_s"].values()) == pytest.approx(startup["total_s"], abs=0.1)
+        # the Trainer's part agrees with workshop.speed's start-up (from the process start to the first step)
+        marks = startup["marks_s"]
+        assert marks["first_step_begin"] - marks["process_start"] == pytest.approx(manifest["speed"]["startup_s"],
+                                                                                   abs=0.1)
+
+
 def test_fill_tables_make_it_fast_row(fast_logs):
     tables = build_tables([fast_logs], by_run=True)
     [row] = tables["make_it_fast"].to_dict("records")
@@ -155,6 +175,13 @@ def test_bench_pairs_variants_and_writes_results(tmp_path):
     assert all(r["startup_s"] > 0 and r["host_peak_rss_mib"] > 0 for r in saved["runs"])
     text = Path(f"{out}.md").read_text()
     assert "command: `" in text and saved["info"]["versions"]["torch"] in text
+    # The start-up breakdown counts from the benchmark's launch: its phases add up to the row's start-up.
+    for row in saved["runs"]:
+        phases = row["startup_phases_s"]
+        assert list(phases)[:2] == ["process_start", "imports_done"] and phases["model_built"] >= 0
+        until_first_step = sum(list(phases.values())[:list(phases).index("first_step_begin") + 1])
+        assert until_first_step == pytest.approx(row["startup_s"], abs=0.2)
+    assert "## Start-up, seconds per phase" in text
 
 
 REFERENCE_SPEC = """

@@ -12,9 +12,10 @@ counted either: it is work the model did not need.
 """
 import time
 
-import psutil
 import torch
 from transformers import TrainerCallback
+
+from workshop.startup import process_start
 
 # Dense bf16/fp16 tensor-core peaks in FLOP/s, from the vendors' data sheets (without sparsity).
 PEAK_FLOPS = {
@@ -47,7 +48,7 @@ class SpeedCallback(TrainerCallback):
         self.run = run
         self.flops_per_token = flops_per_token
         self.warmup_steps = warmup_steps
-        self.process_started = psutil.Process().create_time()
+        self.process_started = process_start()
         self.first_step_at = None
         self.marks = []  # (time, optimizer step, tokens seen), at each logged training loss
         self.evals = []  # (time, seconds): evaluations inside the timed window are not training time
