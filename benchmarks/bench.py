@@ -6,9 +6,12 @@
 The TOML file lists the variants (see make_it_fast.toml). Each variant runs as its own process, either directly
 (`python -m workshop.train`) or through its lesson script with plain bash (`script = "slurm/stage2.slurm"`: the
 deepspeed launcher and both loggers, as a student runs it), or through the plain PyTorch loop
-(`runner = "reference"`: benchmarks/reference_loop.py, the yardstick, no Trainer). Variants run in the file's
-order, `--repeats` times round-robin, so slow drift of the machine hits every variant alike; the table gives the
-median over repeats.
+(`runner = "reference"`: benchmarks/reference_loop.py, the yardstick, no Trainer). Variants run `--repeats`
+times (default: the file's `repeats`, else 1), alternating: the file's order, then reversed (A B, B A, A B, ...),
+so neither slow drift of the machine nor running second favours a variant. The table gives medians over
+repeats and, with more than one, the range of real tokens/s; a variant with `versus = "<other variant>"` gets
+x_versus, its tokens/s over the other's in the same repeat: median and min-max over the repeats (the figure
+for an overhead, e.g. benchmarks/logger_overhead.toml).
 
 Per variant: samples (rows)/s, real (unpadded) tokens/s and MFU (workshop/speed.py states the formula), time per
 step with warm-up excluded, start-up to the first step (from this script's launch, so imports, model build and
@@ -153,7 +156,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path, help="TOML file of variants")
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: the file's `steps`)")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, help="runs of each variant (default: the file's `repeats`, else 1)")
     parser.add_argument("--only", help="comma-separated variant names")
     parser.add_argument("--common", default=None, help="replaces the file's common flags (one string)")
     parser.add_argument("--out", type=Path, default=None, help="results prefix (default: bench-results/<spec>)")
@@ -177,14 +180,14 @@ def main(argv=None):
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
 
     rows = []
-    for repeat in range(args.repeats):
-        for variant in variants:
+    for repeat in range(args.repeats or spec.get("repeats", 1)):
+        for variant in variants if repeat % 2 == 0 else variants[::-1]:
             slug = "".join(c if c.isalnum() else "_" for c in variant["name"])
             run_dir = (args.work / f"{stamp}-{slug}-r{repeat}").resolve()
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             flags = [*fixed, "--max-steps", str(variant.get("steps", steps)), *variant["all_flags"]]
             row = run_variant(variant, flags, run_dir, run_dir.parent / f"{run_dir.name}.log")
-            row.update(repeat=repeat, flags=shlex.join(variant["all_flags"]))
+            row.update(repeat=repeat, flags=shlex.join(variant["all_flags"]), versus=variant.get("versus"))
             print("[bench] " + json.dumps(row), flush=True)
             rows.append(row)
             write_results(out, rows, argv, spec, steps)
@@ -204,7 +207,28 @@ def table(rows) -> pd.DataFrame:
     medians = frame.groupby("variant", sort=False)[numeric].median()
     result = frame.groupby("variant", sort=False)[["status"]].first().join(medians).reset_index()
     result["x_first_row"] = (result["real_tokens_per_s"] / result["real_tokens_per_s"].iloc[0]).round(2)
-    return result[COLUMNS]
+    extra = []
+    if frame["repeat"].nunique() > 1:
+        spread = frame.groupby("variant", sort=False)["real_tokens_per_s"].agg(["min", "max"])
+        result["tokens_per_s_range"] = [f"{spread.loc[v, 'min']:.1f}-{spread.loc[v, 'max']:.1f}"
+                                        for v in result["variant"]]
+        extra.append("tokens_per_s_range")
+    if frame.get("versus") is not None and frame["versus"].notna().any():
+        result["x_versus"] = [paired_ratio(frame, v) for v in result["variant"]]
+        extra.append("x_versus")
+    return result[COLUMNS[:4] + extra + COLUMNS[4:]]
+
+
+def paired_ratio(frame, variant) -> str | None:
+    """`variant`'s real tokens/s over its `versus` variant's, repeat by repeat: "median (min-max, n) vs NAME"."""
+    versus = frame.loc[frame["variant"] == variant, "versus"].iloc[0]
+    if not isinstance(versus, str):
+        return None
+    by_repeat = frame.pivot_table(index="repeat", columns="variant", values="real_tokens_per_s")
+    if variant not in by_repeat or versus not in by_repeat:
+        return f"n/a ({versus} has no tokens/s)"
+    ratio = (by_repeat[variant] / by_repeat[versus]).dropna()
+    return f"{ratio.median():.3f} ({ratio.min():.3f}-{ratio.max():.3f}, n={len(ratio)}) vs {versus}"
 
 
 def startup_table(rows) -> pd.DataFrame | None:

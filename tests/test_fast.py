@@ -222,6 +222,31 @@ def test_bench_reference_loop_row_beside_the_trainer_row(tmp_path):
     assert "| reference loop" in Path(f"{out}.md").read_text()
 
 
+def test_bench_alternates_repeats_and_states_the_overhead_with_its_spread(tmp_path):
+    """logger_overhead.toml on the tiny model: A B then B A, and x_versus from the paired repeats."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench import table
+
+    out = tmp_path / "overhead"
+    pair = ["no loggers", "loggers (slurm/baseline.slurm)"]
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", "benchmarks/logger_overhead.toml", "--common", "--profile tiny",
+         "--steps", "10", "--repeats", "2", "--only", ",".join(pair), "--out", str(out),
+         "--work", str(tmp_path / "runs")],
+        cwd=REPO, env={**job_env(), "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = json.loads(Path(f"{out}.json").read_text())["runs"]
+    assert [(r["repeat"], r["variant"]) for r in runs] == [(0, pair[0]), (0, pair[1]), (1, pair[1]), (1, pair[0])]
+    assert all(r["status"] == "completed" and r["real_tokens_per_s"] > 0 for r in runs)
+    tokens = {(r["repeat"], r["variant"]): r["real_tokens_per_s"] for r in runs}
+    ratios = sorted(tokens[(k, pair[1])] / tokens[(k, pair[0])] for k in (0, 1))
+    row = table(runs).set_index("variant").loc[pair[1]]
+    assert row["x_versus"] == (f"{sum(ratios) / 2:.3f} ({ratios[0]:.3f}-{ratios[1]:.3f}, n=2) vs no loggers")
+    low, high = sorted(tokens[(k, pair[1])] for k in (0, 1))
+    assert row["tokens_per_s_range"] == f"{low:.1f}-{high:.1f}"
+    assert "x_versus" in Path(f"{out}.md").read_text()
+
+
 def test_notebook_04_fills_the_table_and_plots(fast_logs, python3_kernel):
     nb = execute("04_make_it_fast.ipynb", fast_logs, python3_kernel)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
