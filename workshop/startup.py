@@ -48,6 +48,11 @@ class Startup:
                 pass
         self.marks["process_start"] = process_start()
 
+    def begin(self):
+        """workshop.train's main() begins: imports are done. A second run in the same process starts afresh."""
+        self.marks = {name: t for name, t in self.marks.items() if ORDER.index(name) <= ORDER.index("process_start")}
+        self.mark("imports_done")
+
     def mark(self, name: str):
         self.marks.setdefault(name, time.time())  # the first time only: a resumed Trainer does not move it
 

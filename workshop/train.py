@@ -281,7 +281,7 @@ def _exit_on_sigterm(signum, frame):
 
 
 def main(argv=None, lesson="baseline", require_deepspeed=False, **lesson_defaults):
-    STARTUP.mark("imports_done")
+    STARTUP.begin()
     try:
         cfg = parse_args(argv, lesson=lesson, require_deepspeed=require_deepspeed, **lesson_defaults)
     except WorkshopError as err:
