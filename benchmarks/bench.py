@@ -5,8 +5,13 @@
 
 The TOML file lists the variants (see make_it_fast.toml). Each variant runs as its own process, either directly
 (`python -m workshop.train`) or through its lesson script with plain bash (`script = "slurm/stage2.slurm"`: the
-deepspeed launcher and both loggers, as a student runs it). Variants run in the file's order, `--repeats` times
-round-robin, so slow drift of the machine hits every variant alike; the table gives the median over repeats.
+deepspeed launcher and both loggers, as a student runs it), or through the plain PyTorch loop
+(`runner = "reference"`: benchmarks/reference_loop.py, the yardstick, no Trainer). Variants run `--repeats`
+times (default: the file's `repeats`, else 1), alternating: the file's order, then reversed (A B, B A, A B, ...),
+so neither slow drift of the machine nor running second favours a variant. The table gives medians over
+repeats and, with more than one, the range of real tokens/s; a variant with `versus = "<other variant>"` gets
+x_versus, its tokens/s over the other's in the same repeat: median and min-max over the repeats (the figure
+for an overhead, e.g. benchmarks/logger_overhead.toml).
 
 Per variant: samples (rows)/s, real (unpadded) tokens/s and MFU (workshop/speed.py states the formula), time per
 step with warm-up excluded, start-up to the first step (from this script's launch, so imports, model build and
@@ -84,8 +89,10 @@ def _tree_rss_mib(root) -> float:
 def command_for(variant: dict, flags: list[str], run_dir: Path) -> list[str]:
     if "script" in variant:  # common.sh names the run folder itself, inside WORKSHOP_LOGS_ROOT (see run_variant)
         return ["bash", str(ROOT / variant["script"]), *flags]
-    return [sys.executable, "-m", "workshop.train", *flags, "--run-dir", str(run_dir),
-            "--output-dir", str(run_dir / "outputs")]
+    # `runner = "reference"`: the plain PyTorch loop (benchmarks/reference_loop.py), same flags, same run folder
+    entry = [str(ROOT / "benchmarks" / "reference_loop.py")] if variant.get("runner") == "reference" else \
+        ["-m", "workshop.train"]
+    return [sys.executable, *entry, *flags, "--run-dir", str(run_dir), "--output-dir", str(run_dir / "outputs")]
 
 
 def run_variant(variant: dict, flags: list[str], run_dir: Path, log) -> dict:
@@ -95,6 +102,7 @@ def run_variant(variant: dict, flags: list[str], run_dir: Path, log) -> dict:
     cmd = command_for(variant, flags, run_dir)
     print(f"[bench] {variant['name']}: {shlex.join(cmd)}", flush=True)
     launched = time.time()
+    env["WORKSHOP_LAUNCHED_AT"] = repr(launched)  # workshop/startup.py counts the run's start-up from here
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         sampler = Sampler(proc.pid)
@@ -129,6 +137,7 @@ def summarise(variant, run_dir: Path, launched: float, code: int, sampler: Sampl
         "final_eval_loss": evals[-1] if evals else None,
         "tokens_seen": speed.get("tokens_seen"),
         "device": speed.get("device"),
+        "startup_phases_s": manifest.get("startup", {}).get("phases_s"),  # workshop/startup.py
     }
 
 
@@ -147,7 +156,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path, help="TOML file of variants")
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: the file's `steps`)")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, help="runs of each variant (default: the file's `repeats`, else 1)")
     parser.add_argument("--only", help="comma-separated variant names")
     parser.add_argument("--common", default=None, help="replaces the file's common flags (one string)")
     parser.add_argument("--out", type=Path, default=None, help="results prefix (default: bench-results/<spec>)")
@@ -171,14 +180,14 @@ def main(argv=None):
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
 
     rows = []
-    for repeat in range(args.repeats):
-        for variant in variants:
+    for repeat in range(args.repeats or spec.get("repeats", 1)):
+        for variant in variants if repeat % 2 == 0 else variants[::-1]:
             slug = "".join(c if c.isalnum() else "_" for c in variant["name"])
             run_dir = (args.work / f"{stamp}-{slug}-r{repeat}").resolve()
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             flags = [*fixed, "--max-steps", str(variant.get("steps", steps)), *variant["all_flags"]]
             row = run_variant(variant, flags, run_dir, run_dir.parent / f"{run_dir.name}.log")
-            row.update(repeat=repeat, flags=shlex.join(variant["all_flags"]))
+            row.update(repeat=repeat, flags=shlex.join(variant["all_flags"]), versus=variant.get("versus"))
             print("[bench] " + json.dumps(row), flush=True)
             rows.append(row)
             write_results(out, rows, argv, spec, steps)
@@ -198,7 +207,37 @@ def table(rows) -> pd.DataFrame:
     medians = frame.groupby("variant", sort=False)[numeric].median()
     result = frame.groupby("variant", sort=False)[["status"]].first().join(medians).reset_index()
     result["x_first_row"] = (result["real_tokens_per_s"] / result["real_tokens_per_s"].iloc[0]).round(2)
-    return result[COLUMNS]
+    extra = []
+    if frame["repeat"].nunique() > 1:
+        spread = frame.groupby("variant", sort=False)["real_tokens_per_s"].agg(["min", "max"])
+        result["tokens_per_s_range"] = [f"{spread.loc[v, 'min']:.1f}-{spread.loc[v, 'max']:.1f}"
+                                        for v in result["variant"]]
+        extra.append("tokens_per_s_range")
+    if frame.get("versus") is not None and frame["versus"].notna().any():
+        result["x_versus"] = [paired_ratio(frame, v) for v in result["variant"]]
+        extra.append("x_versus")
+    return result[COLUMNS[:4] + extra + COLUMNS[4:]]
+
+
+def paired_ratio(frame, variant) -> str | None:
+    """`variant`'s real tokens/s over its `versus` variant's, repeat by repeat: "median (min-max, n) vs NAME"."""
+    versus = frame.loc[frame["variant"] == variant, "versus"].iloc[0]
+    if not isinstance(versus, str):
+        return None
+    by_repeat = frame.pivot_table(index="repeat", columns="variant", values="real_tokens_per_s")
+    if variant not in by_repeat or versus not in by_repeat:
+        return f"n/a ({versus} has no tokens/s)"
+    ratio = (by_repeat[variant] / by_repeat[versus]).dropna()
+    return f"{ratio.median():.3f} ({ratio.min():.3f}-{ratio.max():.3f}, n={len(ratio)}) vs {versus}"
+
+
+def startup_table(rows) -> pd.DataFrame | None:
+    """Seconds per start-up phase (workshop/startup.py), one row per variant: medians over repeats."""
+    phases = [{"variant": r["variant"], **r["startup_phases_s"]} for r in rows if r.get("startup_phases_s")]
+    if not phases:
+        return None
+    frame = pd.DataFrame(phases)
+    return frame.groupby("variant", sort=False).median().reset_index()
 
 
 def write_results(out: Path, rows, argv, spec, steps):
@@ -213,6 +252,10 @@ def write_results(out: Path, rows, argv, spec, steps):
             f"- versions: {json.dumps(info['versions'])}", f"- {steps} optimizer steps per run; "
             f"medians over {summary.shape[0] and len(rows) // summary.shape[0]} repeat(s); raw rows in "
             f"{Path(out).name}.json", "", summary.to_markdown(index=False), ""]
+    phases = startup_table(rows)
+    if phases is not None:
+        text += ["## Start-up, seconds per phase (workshop/startup.py: each phase ends at the mark it names)", "",
+                 phases.to_markdown(index=False), ""]
     if spec.get("notes"):
         text += ["", spec["notes"].strip(), ""]
     Path(f"{out}.md").write_text("\n".join(text))

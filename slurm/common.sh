@@ -27,6 +27,8 @@ WORKSHOP_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$WORKSHOP_ROOT"
 export PYTHONPATH="$WORKSHOP_ROOT${PYTHONPATH:+:$PYTHONPATH}"  # `import workshop` without installing it
 export PYTHONUNBUFFERED=1  # progress reaches train.out and the job's .out as it happens (tail -f works)
+# The start-up breakdown (workshop/startup.py) counts from here, unless a caller (benchmarks/bench.py) set it.
+export WORKSHOP_LAUNCHED_AT=${WORKSHOP_LAUNCHED_AT:-$(date +%s.%N)}
 
 # The interpreter: $WORKSHOP_PYTHON, else the checkout's .venv (made by scripts/setup.sh), else `python` on PATH.
 PYTHON=${WORKSHOP_PYTHON:-python}
@@ -70,6 +72,8 @@ workshop_run() {
     # tee through fd 3: $! after `exec` is tee's pid, so the exit trap can let it finish train.out.
     exec 3> >(tee "$RUN_DIR/train.out")
     TEE_PID=$!
+    export WORKSHOP_COMMAND_AT
+    WORKSHOP_COMMAND_AT=$(date +%s.%N)  # before the fork: the child's start time is the fork's
     "${cmd[@]}" >&3 2>&1 &
     TRAIN_PID=$!  # the command itself: bash execs a simple background command in the forked child
     exec 3>&-
@@ -143,16 +147,36 @@ free_port() {
     "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
 }
 
-# workshop_deepspeed CONFIG [train.py args]: lesson 2's run of deepspeed_single_gpu/configs/CONFIG.json on one
-# GPU, started by the `deepspeed` launcher as the lesson teaches (run through $PYTHON so the venv is used).
+# workshop_deepspeed CONFIG [--launcher deepspeed|python] [train.py args]: lesson 2's run of
+# deepspeed_single_gpu/configs/CONFIG.json on one GPU, started by the `deepspeed` launcher as the lesson teaches
+# (run through $PYTHON so the venv is used). `--launcher python` starts the one process itself with the
+# distributed environment set, as transformers documents for notebooks: no launcher interpreters to wait for.
 workshop_deepspeed() {
-    local config=$1
+    local config=$1 launcher=deepspeed args=()
     shift
+    while [[ $# -gt 0 ]]; do  # --launcher anywhere among the arguments; the rest go to train.py
+        case $1 in
+        --launcher) launcher=${2:-}; shift; [[ $# -eq 0 ]] || shift ;;
+        --launcher=*) launcher=${1#--launcher=}; shift ;;
+        *) args+=("$1"); shift ;;
+        esac
+    done
+    set -- ${args[@]+"${args[@]}"}
     local file=deepspeed_single_gpu/configs/$config.json
     [[ -f $file ]] || die "no DeepSpeed config $file"
+    export WORKSHOP_LAUNCHER=$launcher  # recorded in the manifest's startup
     # DeepSpeed's ops are loaded (or built, the first time) by the training itself, before its clock starts.
-    workshop_run "$config" -- "$PYTHON" -m deepspeed.launcher.runner --num_gpus=1 --master_port="$(free_port)" \
-        deepspeed_single_gpu/train.py --ds-config "$file" "$@"
+    case $launcher in
+    deepspeed)
+        workshop_run "$config" -- "$PYTHON" -m deepspeed.launcher.runner --num_gpus=1 --master_port="$(free_port)" \
+            deepspeed_single_gpu/train.py --ds-config "$file" "$@" ;;
+    python)
+        # what the launcher sets for one process (DeepSpeed's CPU backend reads LOCAL_SIZE for its shared memory)
+        export RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 LOCAL_SIZE=1 CROSS_RANK=0 CROSS_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT
+        MASTER_PORT=$(free_port)
+        workshop_run "$config" -- "$PYTHON" deepspeed_single_gpu/train.py --ds-config "$file" "$@" ;;
+    *) echo "error: --launcher must be deepspeed or python (got '$launcher')" >&2; exit 2 ;;
+    esac
 }
 
 # _keep_earlier_attempt: a requeued job (`sbatch --requeue`; same job id, so the same run folder and output dir)

@@ -130,6 +130,35 @@ def test_a_killed_training_leaves_no_shared_memory(lesson_copy):
     assert deepspeed_shm_buffers(command) == [], output
 
 
+def test_both_launch_paths_and_their_startup(lesson_copy):
+    """`--launcher python` starts the one process itself (no launcher interpreters importing deepspeed); the
+    default stays the `deepspeed` launcher the lesson teaches. The manifest's start-up says which, and where the
+    time went (workshop/startup.py)."""
+    env = {**job_env(), **OFFLINE}
+    gaps = {}
+    for launcher in ("deepspeed", "python"):
+        run = subprocess.run(["bash", "slurm/stage0.slurm", "--launcher", launcher, "--profile", "tiny",
+                              "--max-steps", "3", "--eval-strategy", "no", "--save-strategy", "no", "--no-save-final"],
+                             cwd=lesson_copy, env=env, capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+        run_dir = max((lesson_copy / "logs").glob("stage0-local*"), key=lambda p: p.stat().st_mtime)
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        assert manifest["status"] == "completed" and manifest["world_size"] == 1
+        startup = manifest["startup"]
+        assert startup["launcher"] == launcher and startup["origin"] == "launched"
+        assert {"ops_loaded", "engine_ready", "first_step_done"} <= set(startup["marks_s"])
+        gaps[launcher] = startup["marks_s"]["process_start"] - startup["marks_s"]["command_started"]
+    # The launcher's interpreters start before the training's: seconds, where plain python starts at once.
+    assert gaps["python"] < 0.5 < gaps["deepspeed"], gaps
+
+
+def test_bad_launcher_is_one_clear_line(lesson_copy):
+    run = subprocess.run(["bash", "slurm/stage0.slurm", "--launcher", "torchrun", "--profile", "tiny"],
+                         cwd=lesson_copy, env={**job_env(), **OFFLINE}, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert error_lines(run) == ["error: --launcher must be deepspeed or python (got 'torchrun')"]
+
+
 def test_the_lesson_has_the_ten_configs_each_with_a_slurm_file():
     assert NAMES == sorted(["stage0", "stage1", "stage1_offload", "stage2", "stage2_offload", "stage2_offload_nopin",
                             "stage3", "stage3_offload", "stage3_offload_nopin", "stage3_offload_nvme"])

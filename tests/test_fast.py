@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,26 @@ def test_fast_slurm_trains_packed_rows_and_counts_only_real_tokens(fast_logs):
         assert manifest["speed"]["real_tokens_per_s"] > 0 and manifest["speed"]["startup_s"] > 0
 
 
+def test_startup_breakdown_from_the_script_launch(fast_logs):
+    from workshop.startup import ORDER
+
+    for prefix in ("fast", "baseline"):
+        manifest = manifest_of(fast_logs, prefix)
+        startup = manifest["startup"]
+        assert startup["origin"] == "launched"  # slurm/common.sh's WORKSHOP_LAUNCHED_AT
+        names = list(startup["marks_s"])
+        assert names == [name for name in ORDER if name in names]
+        # the marks come in that order (a process start is known to the 10 ms clock tick, rounded down)
+        assert all(phase >= -0.011 for phase in startup["phases_s"].values()), startup["phases_s"]
+        assert names[:4] == ["launched", "command_started", "process_start", "imports_done"]
+        assert names[-2:] == ["first_step_begin", "first_step_done"] and "ops_loaded" not in names  # no DeepSpeed
+        assert sum(startup["phases_s"].values()) == pytest.approx(startup["total_s"], abs=0.1)
+        # the Trainer's part agrees with workshop.speed's start-up (from the process start to the first step)
+        marks = startup["marks_s"]
+        assert marks["first_step_begin"] - marks["process_start"] == pytest.approx(manifest["speed"]["startup_s"],
+                                                                                   abs=0.1)
+
+
 def test_fill_tables_make_it_fast_row(fast_logs):
     tables = build_tables([fast_logs], by_run=True)
     [row] = tables["make_it_fast"].to_dict("records")
@@ -158,6 +179,76 @@ def test_bench_pairs_variants_and_writes_results(tmp_path):
     assert all(r["startup_s"] > 0 and r["host_peak_rss_mib"] > 0 for r in saved["runs"])
     text = Path(f"{out}.md").read_text()
     assert "command: `" in text and saved["info"]["versions"]["torch"] in text
+    # The start-up breakdown counts from the benchmark's launch: its phases add up to the row's start-up.
+    for row in saved["runs"]:
+        phases = row["startup_phases_s"]
+        assert list(phases)[:2] == ["process_start", "imports_done"] and phases["model_built"] >= 0
+        until_first_step = sum(list(phases.values())[:list(phases).index("first_step_begin") + 1])
+        assert until_first_step == pytest.approx(row["startup_s"], abs=0.2)
+    assert "## Start-up, seconds per phase" in text
+
+
+REFERENCE_SPEC = """
+title = "The Trainer beside the plain loop, same flags"
+steps = 8
+logging_steps = 2
+[[variant]]
+name = "trainer"
+flags = ["--padding", "packed", "--per-device-train-batch-size", "16", "--gradient-accumulation-steps", "1"]
+[[variant]]
+name = "reference loop"
+runner = "reference"
+adds = []
+"""
+
+
+def test_bench_reference_loop_row_beside_the_trainer_row(tmp_path):
+    """benchmarks/reference_loop.py (no Trainer) in the same invocation; make_it_fast.toml's reference rows add
+    only --bf16 and fused AdamW (GPU-only here) and --torch-compile to the same flags."""
+    spec, out = tmp_path / "reference.toml", tmp_path / "res"
+    spec.write_text(REFERENCE_SPEC)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", str(spec), "--common", "--profile tiny", "--out", str(out),
+         "--work", str(tmp_path / "runs")],
+        cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trainer, reference = json.loads(Path(f"{out}.json").read_text())["runs"]
+    assert reference["variant"] == "reference loop" and reference["status"] == "completed"
+    assert reference["real_tokens_per_s"] > 0 and reference["step_s"] > 0 and reference["startup_s"] > 0
+    assert reference["timed_steps"] == trainer["timed_steps"] == 2  # from the log at step 6 to the one at 8
+    assert reference["mfu"] is None  # no GPU peak on a CPU
+    # The same packed rows in the same batches (each 160 real tokens), whatever order each shuffles them in.
+    assert reference["tokens_seen"] == trainer["tokens_seen"] and reference["tokens_seen"] % TINY_LENGTH == 0
+    assert 0 < reference["final_eval_loss"] < 20
+    made = {"make_it_fast": [v["name"] for v in tomllib.loads((REPO / "benchmarks/make_it_fast.toml").read_text())
+                             ["variant"] if v.get("runner") == "reference"]}
+    assert made["make_it_fast"] == ["reference loop (eager)", "reference loop (compiled)"]
+    assert "| reference loop" in Path(f"{out}.md").read_text()
+
+
+def test_bench_alternates_repeats_and_states_the_overhead_with_its_spread(tmp_path):
+    """logger_overhead.toml on the tiny model: A B then B A, and x_versus from the paired repeats."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench import table
+
+    out = tmp_path / "overhead"
+    pair = ["no loggers", "loggers (slurm/baseline.slurm)"]
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", "benchmarks/logger_overhead.toml", "--common", "--profile tiny",
+         "--steps", "10", "--repeats", "2", "--only", ",".join(pair), "--out", str(out),
+         "--work", str(tmp_path / "runs")],
+        cwd=REPO, env={**job_env(), "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = json.loads(Path(f"{out}.json").read_text())["runs"]
+    assert [(r["repeat"], r["variant"]) for r in runs] == [(0, pair[0]), (0, pair[1]), (1, pair[1]), (1, pair[0])]
+    assert all(r["status"] == "completed" and r["real_tokens_per_s"] > 0 for r in runs)
+    tokens = {(r["repeat"], r["variant"]): r["real_tokens_per_s"] for r in runs}
+    ratios = sorted(tokens[(k, pair[1])] / tokens[(k, pair[0])] for k in (0, 1))
+    row = table(runs).set_index("variant").loc[pair[1]]
+    assert row["x_versus"] == (f"{sum(ratios) / 2:.3f} ({ratios[0]:.3f}-{ratios[1]:.3f}, n=2) vs no loggers")
+    low, high = sorted(tokens[(k, pair[1])] for k in (0, 1))
+    assert row["tokens_per_s_range"] == f"{low:.1f}-{high:.1f}"
+    assert "x_versus" in Path(f"{out}.md").read_text()
 
 
 def test_notebook_04_fills_the_table_and_plots(fast_logs, python3_kernel):
@@ -170,4 +261,4 @@ def test_notebook_04_fills_the_table_and_plots(fast_logs, python3_kernel):
     assert "torch.compile" in shown  # the committed H100 rows
     assert "GPU reference: NVIDIA H100 80GB HBM3" in shown and "yours beside the GPU reference" in shown
     assert sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
-               for o in c.outputs) >= 1
+               for o in c.outputs) >= 2  # the H100 ladder and the start-up breakdown

@@ -9,9 +9,13 @@
 #
 # PLAN: `lesson` (bloom-560m, the whole lesson, every config), `sizes` (bloom-1b7, 3b, 7b1 as the workshop text
 # asks, 10 optimizer steps each), `small` (bloom-560m, every config, 20 steps), `extra` (NVMe offload, 7b1 at
-# micro-batch 1) or `families` (a non-BLOOM architecture at ~1B: TinyLlama 1.1B's shape, LLaMA with GQA and untied
-# embeddings, built from workshop/shapes.py, through the baseline and ZeRO-2, 20 steps each). Each run has a time limit (RUN_LIMIT seconds, default 300), so one stuck run cannot eat the
-# sweep. Written for the device tool's machines (no network: HF_HUB_OFFLINE=1, carried wheels in /tmp/site).
+# micro-batch 1), `families` (a non-BLOOM architecture at ~1B: TinyLlama 1.1B's shape, LLaMA with GQA and untied
+# embeddings, built from workshop/shapes.py, through the baseline and ZeRO-2, 20 steps each) or `fast` (issue 13:
+# the make-it-fast ladder with the reference loop and sdpa attention, the start-up breakdown of both launch paths,
+# the logger overhead with its spread, and the GPU check of --attention sdpa against the stock module; results
+# under logs/bench/). A `bench` line is `python3 benchmarks/bench.py ARGS`, a `pytest` line `python3 -m pytest
+# ARGS`, others a slurm script. Each run has a time limit (RUN_LIMIT seconds, default 300), so one stuck run
+# cannot eat the sweep. Written for the device tool's machines (no network: HF_HUB_OFFLINE=1, carried wheels in /tmp/site).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -47,6 +51,13 @@ plan() {
     extra)
         echo "stage3_offload_nvme --model 3b --subset 10000 --max-steps 5 --nvme-path /tmp/nvme $SHORT"
         echo "stage3 --model 7b1 --subset 10000 --max-steps 10 --per-device-train-batch-size 1 --gradient-accumulation-steps 16 $SHORT" ;;
+    fast)  # about 25 min on an H200 in all (estimated: ladder 12 rows x ~1 min, start-up 18 x ~35 s, overhead 12 x
+        # ~1 min): start it, then `wait` in up to three calls of one held machine (RUN_LIMIT=900 for the ladder)
+        echo "pytest tests/test_attention.py -m gpu -q"
+        echo "bench benchmarks/make_it_fast.toml --out logs/bench/make_it_fast_h200"
+        echo "bench benchmarks/deepspeed_startup.toml --out logs/bench/deepspeed_startup_h200 --only" \
+            "'stage0,stage0 (python),stage2,stage2 (python),stage2_offload,stage2_offload (python)'"
+        echo "bench benchmarks/logger_overhead.toml --repeats 3 --out logs/bench/logger_overhead_h200" ;;
     *) echo "unknown plan $1" >&2; return 2 ;;
     esac
 }
@@ -79,7 +90,12 @@ _runs)
     plan "$2" | while read -r script args; do
         echo "$(date -u +%T) $script $args"
         # shellcheck disable=SC2086
-        timeout "${RUN_LIMIT:-300}" bash "slurm/$script.slurm" $args < /dev/null || echo "  exit $?"
+        case $script in
+        # a bench line quotes its variant names (they hold spaces): the plan's own text, so eval is safe here
+        bench) eval "timeout ${RUN_LIMIT:-300} python3 benchmarks/bench.py $args" < /dev/null || echo "  exit $?" ;;
+        pytest) timeout "${RUN_LIMIT:-300}" python3 -m pytest $args < /dev/null || echo "  exit $?" ;;
+        *) timeout "${RUN_LIMIT:-300}" bash "slurm/$script.slurm" $args < /dev/null || echo "  exit $?" ;;
+        esac
         rm -rf outputs /tmp/nvme
     done
     ;;

@@ -50,6 +50,7 @@ class RunConfig:
     optim: Optional[str] = None       # the Trainer's optimizer name (None: its default), e.g. adamw_torch_fused
     torch_compile: bool = False
     fused_loss: bool = False          # BLOOM's 250,880-way softmax without materialising the logits (Liger)
+    attention: str = "eager"          # "sdpa": BLOOM's attention core through PyTorch's fused kernels
     # memory (lesson 2 at its real sizes)
     gpu_memory_limit: Optional[float] = None  # GiB a process may allocate per GPU: 80 makes an H200 an H100 80GB
     host_memory_gib: Optional[float] = None   # the node's usable RAM for the preflight, when it is read wrongly
@@ -76,6 +77,7 @@ CHOICES = {
     "profile": tuple(PROFILES),
     "padding": ("max", "longest", "packed"),
     "optim": ("adamw_torch", "adamw_torch_fused"),
+    "attention": ("eager", "sdpa"),
 }
 BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "save_final")
 

@@ -16,9 +16,10 @@ up as low MFU. Recomputation (gradient checkpointing) is not counted either: it 
 """
 import time
 
-import psutil
 import torch
 from transformers import TrainerCallback
+
+from workshop.startup import process_start
 
 # Dense bf16/fp16 tensor-core peaks in FLOP/s, from the vendors' data sheets (without sparsity).
 PEAK_FLOPS = {
@@ -68,7 +69,7 @@ class SpeedCallback(TrainerCallback):
         self.run = run
         self.flops_per_token = flops_per_token
         self.warmup_steps = warmup_steps
-        self.process_started = psutil.Process().create_time()
+        self.process_started = process_start()
         self.first_step_at = None
         self.marks = []  # (time, optimizer step, tokens seen), at each logged training loss
         self.evals = []  # (time, seconds): evaluations inside the timed window are not training time

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
+from workshop.bloom_attention import use_attention
 from workshop.config import RunConfig, parse_args, resolve_precision
 from workshop.errors import WorkshopError
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
@@ -27,6 +28,7 @@ from workshop.prebuild_ops import build, setup_build_env
 from workshop.preflight import emulated_card, preflight
 from workshop.runlog import RunLog, StepsCallback, cuda_memory_now, default_run_dir, describe_cuda_memory
 from workshop.speed import SpeedCallback, flops_per_token, matmul_parameters
+from workshop.startup import STARTUP
 
 
 def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> TrainingArguments:
@@ -182,15 +184,19 @@ def train(cfg: RunConfig, run: RunLog):
         raise WorkshopError(refusal)
     if ds_config is not None:
         load_ops(ds_config)
+        STARTUP.mark("ops_loaded")
     # The arguments come before the model: with a ZeRO-3 config they make the model be built partitioned
     # (deepspeed.zero.Init, in from_pretrained and in workshop.model.build) for as long as they exist.
     args = training_arguments(cfg, ds_config)
+    STARTUP.mark("arguments_ready")
     model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed, device=build_device(ds_config))
+    STARTUP.mark("model_built")
     partitioned = sum(hasattr(p, "ds_id") for p in model.parameters())
     if partitioned:
         print(f"[workshop] ZeRO-3: model created partitioned (deepspeed.zero.Init): {partitioned} parameter "
               "tensors, none whole in this process", flush=True)
-    run.update(created_partitioned=partitioned, tokenizer=tokenizer_record(tokenizer, model))
+    run.update(created_partitioned=partitioned, tokenizer=tokenizer_record(tokenizer, model),
+               attention_layers_replaced=use_attention(model, cfg.attention))
     if cfg.fused_loss:
         check_fused_loss(ds_config)
         use_fused_loss(model, on_gpu=torch.cuda.is_available())
@@ -199,10 +205,12 @@ def train(cfg: RunConfig, run: RunLog):
     train_set, eval_set = split(rows, cfg.eval_fraction, cfg.seed)
     if cfg.padding == "packed":
         train_set = pack(train_set, cfg.max_length)  # eval keeps one example a row: its loss compares across runs
+    STARTUP.mark("data_ready")
 
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                       data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
-                      callbacks=[run.callback(), StepsCallback(run)])
+                      callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run)])
+    STARTUP.mark("trainer_built")
     parameters = parameter_count(model)
     mean_length = real_tokens(train_set) / len(train_set)
     trainer.add_callback(SpeedCallback(run, flops_per_token(model.config, matmul_parameters(model), mean_length)))
@@ -276,6 +284,7 @@ def _exit_on_sigterm(signum, frame):
 
 
 def main(argv=None, lesson="baseline", require_deepspeed=False, **lesson_defaults):
+    STARTUP.begin()
     try:
         cfg = parse_args(argv, lesson=lesson, require_deepspeed=require_deepspeed, **lesson_defaults)
     except WorkshopError as err:

@@ -24,6 +24,8 @@ def changes_of(run):
                                       ("torch.compile", settings.get("torch_compile"))) if on]
     if settings.get("optim"):
         changes.append(settings["optim"])
+    if settings.get("attention", "eager") != "eager":
+        changes.append(f"{settings['attention']} attention")
     return ", ".join(changes) or "seed"
 
 
@@ -84,6 +86,29 @@ def speed_ladder(results, title="real tokens/s per change"):
     ax.set_yscale("log")
     ax.set_ylabel("real tokens/s")
     ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def startup_breakdown(results, title="launch to first optimizer step: where the seconds go"):
+    """Stacked bars of each variant's start-up phases (workshop/startup.py; medians over repeats) from
+    bench_results(): the phases in the order a run passes them."""
+    from workshop.startup import ORDER
+
+    rows = results.dropna(subset=["startup_phases_s"]) if "startup_phases_s" in results else results.iloc[:0]
+    fig = Figure(figsize=(10, 2.5 + 0.4 * rows["variant"].nunique()))
+    ax = fig.subplots()
+    if rows.empty:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no start-up breakdown in these results", ha="center", va="center")
+        return fig
+    phases = pd.DataFrame(list(rows["startup_phases_s"]), index=rows["variant"].values)
+    phases = phases.groupby(level=0, sort=False).median()[[name for name in ORDER if name in phases]]
+    phases.plot.barh(stacked=True, ax=ax, colormap="tab20", width=0.7)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds (each phase ends at the mark it is named after)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,113 @@
+"""`--attention sdpa`: BLOOM's attention core through scaled_dot_product_attention, checked against the stock
+module on the tiny model (fp32, CPU), and a real Trainer run through `python -m workshop.train` with it."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from workshop.bloom_attention import SdpaBloomAttention, use_attention
+from workshop.config import WorkshopError, parse_args
+from workshop.data import collator, load_squad, tokenize
+from workshop.model import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+# fp32 on CPU: the two paths sum the same terms in a different order (SDPA's math kernel vs baddbmm + softmax)
+TOLERANCE = dict(rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def padded_batch():
+    _, tokenizer = load_model("tiny")
+    rows = tokenize(load_squad(6, source="embedded"), tokenizer, 160, pad=False)
+    batch = collator(tokenizer, "longest")(rows)
+    assert (batch["attention_mask"] == 0).any(), "the batch must hold padding"
+    return batch
+
+
+def pair(device="cpu"):
+    stock, _ = load_model("tiny", seed=0)
+    sdpa, _ = load_model("tiny", seed=0)
+    stock, sdpa = stock.to(device), sdpa.to(device)
+    assert use_attention(sdpa, "sdpa") == stock.config.n_layer
+    assert all(type(block.self_attention) is SdpaBloomAttention for block in sdpa.transformer.h)
+    return stock, sdpa
+
+
+# On a GPU the memory-efficient kernel runs (on a CPU the math kernel: see workshop/bloom_attention.py).
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_sdpa_matches_stock_outputs_and_gradients_with_padding(padded_batch, device):
+    stock, sdpa = pair(device)
+    padded_batch = {k: v.to(device) for k, v in padded_batch.items()}
+    out_stock, out_sdpa = stock(**padded_batch), sdpa(**padded_batch)
+    # Every position, padding included: a left-padding row's output predicts the first real token.
+    torch.testing.assert_close(out_sdpa.logits, out_stock.logits, **TOLERANCE)
+    torch.testing.assert_close(out_sdpa.loss, out_stock.loss, **TOLERANCE)
+    out_stock.loss.backward()
+    out_sdpa.loss.backward()
+    for (name, a), b in zip(stock.named_parameters(), sdpa.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, **TOLERANCE, msg=name)
+    assert stock.state_dict().keys() == sdpa.state_dict().keys()  # checkpoints stay interchangeable
+
+
+def test_sdpa_module_matches_stock_module_directly():
+    """One layer, called as BloomBlock calls it: the bias and mask from the model's own builders."""
+    stock, sdpa = pair()
+    hidden = torch.randn(2, 9, stock.config.hidden_size, requires_grad=True)
+    mask2d = torch.tensor([[1] * 9, [0, 0, 0] + [1] * 6])  # the second row left-padded
+    alibi = stock.transformer.build_alibi_tensor(mask2d, stock.config.n_head, torch.float32)
+    causal = torch.full((9, 9), torch.finfo(torch.float32).min).triu(1)
+    mask = (causal + (1 - mask2d[:, None, None, :]) * torch.finfo(torch.float32).min).clamp(
+        min=torch.finfo(torch.float32).min)
+    outputs = []
+    for model in (stock, sdpa):
+        layer = model.transformer.h[0].self_attention
+        out, _ = layer(hidden, hidden, alibi, mask)
+        (grad,) = torch.autograd.grad(out.square().sum(), hidden)
+        outputs.append((out, grad))
+    (out_a, grad_a), (out_b, grad_b) = outputs
+    assert torch.isfinite(out_b).all()  # fully masked rows (left padding) give no NaN
+    torch.testing.assert_close(out_b, out_a, **TOLERANCE)
+    torch.testing.assert_close(grad_b, grad_a, **TOLERANCE)
+
+
+def test_sdpa_generation_with_the_cache_matches_stock(padded_batch):
+    stock, sdpa = pair()
+    prompt = {k: padded_batch[k][:2, :20] for k in ("input_ids", "attention_mask")}
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=3)
+    assert torch.equal(sdpa.generate(**prompt, **kwargs), stock.generate(**prompt, **kwargs))
+
+
+def test_attention_flag_default_and_bad_value(capsys):
+    assert parse_args([]).attention == "eager"  # existing runs unchanged
+    assert parse_args(["--attention", "sdpa"]).attention == "sdpa"
+    with pytest.raises(SystemExit) as stop:
+        parse_args(["--attention", "flash"])
+    assert stop.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "invalid choice: 'flash'" in errors[0]
+
+
+def test_sdpa_refuses_a_model_without_bloom_attention():
+    with pytest.raises(WorkshopError, match="BLOOM's attention"):
+        use_attention(torch.nn.Linear(2, 2), "sdpa")
+    assert use_attention(torch.nn.Linear(2, 2), "eager") == 0
+
+
+def test_trainer_run_with_sdpa_attention(tmp_path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "workshop.train", "--profile", "tiny", "--attention", "sdpa", "--padding", "longest",
+         "--max-steps", "4", "--save-strategy", "no", "--no-save-final", "--run-dir", str(run_dir),
+         "--output-dir", str(tmp_path / "out")],
+        cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["settings"]["attention"] == "sdpa"
+    assert manifest["attention_layers_replaced"] == 2  # the tiny model's two layers
+    events = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
+    losses = [e["loss"] for e in events if "loss" in e] + [e["eval_loss"] for e in events if "eval_loss" in e]
+    assert losses and all(0 < loss < 20 for loss in losses)
