@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
-from workshop.config import RunConfig, parse_args, resolve_precision
+from workshop.config import RunConfig, parse_args, precision_name, resolve_precision
 from workshop.errors import WorkshopError
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
-from workshop.ds_config import check_gpu_precision, load_ds_config, needed_ops, zero_stage
+from workshop.ds_config import check_gpu_precision, load_ds_config, match_precision, needed_ops, zero_stage
 from workshop.guards import (DivergenceCallback, RunStopped, diverged_stop, disk_full_stop, is_disk_full,
                              is_lost_rank, last_whole_checkpoint, lost_rank_stop, set_aside_partial)
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
@@ -30,8 +30,10 @@ from workshop.speed import SpeedCallback, flops_per_token
 
 
 def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> TrainingArguments:
-    fp16, bf16 = resolve_precision(cfg, torch.cuda.is_available(),
-                                   torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    cuda = torch.cuda.is_available()
+    fp16, bf16 = resolve_precision(cfg, cuda, torch.cuda.is_bf16_supported() if cuda else True)
+    if ds_config is not None:
+        match_precision(cfg.deepspeed, ds_config, fp16, bf16)
     return TrainingArguments(
         output_dir=cfg.output_dir,
         eval_strategy=cfg.eval_strategy,
@@ -46,6 +48,7 @@ def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> Trainin
         weight_decay=cfg.weight_decay,
         fp16=fp16,
         bf16=bf16,
+        use_cpu=bf16 and not cuda,  # the Trainer refuses bf16 without a GPU unless told it is a CPU run
         gradient_checkpointing=cfg.gradient_checkpointing,
         torch_compile=cfg.torch_compile,
         **({"optim": cfg.optim} if cfg.optim else {}),
@@ -183,6 +186,7 @@ def train(cfg: RunConfig, run: RunLog):
     # The arguments come before the model: with a ZeRO-3 config they make the model be built partitioned
     # (deepspeed.zero.Init, in from_pretrained and in workshop.model.build) for as long as they exist.
     args = training_arguments(cfg, ds_config)
+    run.update(precision=precision_name(args.fp16, args.bf16))
     model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed, device=build_device(ds_config))
     partitioned = sum(hasattr(p, "ds_id") for p in model.parameters())
     if partitioned:

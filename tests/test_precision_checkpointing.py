@@ -1,0 +1,152 @@
+"""Lesson 5 on the tiny model: `--precision` (one flag for the Trainer's and DeepSpeed's fp16/bf16), gradient
+checkpointing, and the lesson's tables filled from real CPU runs. On a CPU bf16 trains for real (autocast under the
+plain Trainer, bf16 weights under DeepSpeed); fp16 needs a CUDA GPU and says so."""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from workshop.config import WorkshopError, parse_args, resolve_precision
+from workshop.ds_config import load_ds_config, match_precision
+from workshop.train import load_deepspeed_config, main, training_arguments
+
+REPO = Path(__file__).resolve().parents[1]
+LESSON = "precision_and_checkpointing"
+STAGE2 = "deepspeed_single_gpu/configs/stage2.json"
+SHORT = ["--profile", "tiny", "--max-steps", "10", "--eval-strategy", "no", "--save-strategy", "no"]
+NO_GPU = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
+# Several plain-Trainer runs in one process (each start-up of Python, torch and transformers costs seconds);
+# DeepSpeed runs one per process, as its global state does not reset.
+DRIVER = ("import shlex, sys\nfrom workshop.train import main\n"
+          f"for argv in sys.argv[1:]:\n    main(shlex.split(argv), lesson={LESSON!r})\n")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flags(logs, name, *extra, save=False):
+    return [*SHORT, *extra, *([] if save else ["--no-save-final"]), "--run-dir", str(logs / name),
+            "--config-name", name, "--output-dir", str(logs.parent / "outputs" / name)]
+
+
+def run(command, env=None):
+    result = subprocess.run(command, cwd=REPO, env={**os.environ, **NO_GPU, **(env or {})}, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def deepspeed_run(logs, name, *extra, save=False):
+    one_process = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "WORLD_SIZE": "1",
+                   "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
+    return run([sys.executable, f"{LESSON}/train.py", "--ds-config", STAGE2, *flags(logs, name, *extra, save=save)],
+               one_process)
+
+
+@pytest.fixture(scope="module")
+def lesson_logs(tmp_path_factory):
+    """The lesson's runs on the tiny model: fp32 and bf16, plain Trainer and ZeRO 2, and checkpointing on."""
+    logs = tmp_path_factory.mktemp("lesson5") / "logs"
+    plain = [flags(logs, "plain-fp32", "--precision", "fp32", save=True),
+             flags(logs, "plain-bf16", "--precision", "bf16"),
+             flags(logs, "plain-fp32-gc", "--precision", "fp32", "--gradient-checkpointing")]
+    run([sys.executable, "-c", DRIVER, *(" ".join(argv) for argv in plain)])
+    deepspeed_run(logs, "stage2-fp32", "--precision", "fp32")
+    deepspeed_run(logs, "stage2-bf16", "--bf16", save=True)  # the old flag: the same as --precision bf16
+    return logs
+
+
+def manifest(logs, name):
+    return json.loads((logs / name / "manifest.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------------ --precision
+@pytest.mark.parametrize("argv, fp16, bf16", [
+    (["--precision", "fp32"], False, False), (["--precision", "fp16"], True, False),
+    (["--precision", "bf16"], False, True), (["--bf16"], False, True), (["--no-fp16"], False, False),
+    (["--precision", "bf16", "--bf16"], False, True), (["--precision", "fp32", "--no-fp16"], False, False),
+])
+def test_precision_sets_fp16_and_bf16_together(argv, fp16, bf16):
+    cfg = parse_args(argv)
+    assert cfg.bf16 == bf16 and cfg.fp16 in (fp16, None)  # None: fp16 unless bf16 (the lesson's default)
+    assert resolve_precision(cfg, has_cuda=True, bf16_supported=True) == (fp16, bf16)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--precision", "fp32", "--fp16"], "--precision fp32 contradicts --fp16"),
+    (["--precision", "fp16", "--bf16"], "--precision fp16 contradicts --bf16"),
+    (["--precision", "bf16", "--no-bf16"], "--precision bf16 contradicts --no-bf16"),
+])
+def test_conflicting_precision_flags_are_one_error(argv, message, capsys):
+    with pytest.raises(WorkshopError, match=message):
+        parse_args(argv)
+    with pytest.raises(SystemExit) as stop:
+        main(["--profile", "tiny", *argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("error: ") == 1 and err.startswith(f"error: {message}")
+    with pytest.raises(SystemExit):
+        parse_args(["--precision", "fp8"])
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
+def test_fp16_on_a_cpu_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--profile", "tiny", "--precision", "fp16", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: --precision fp16 needs a CUDA GPU and none is visible here") and "bf16" in err
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_trainer_and_deepspeed_config_agree(precision, tmp_path):
+    # What this CPU can build for real: the TrainingArguments, with the DeepSpeed config the Trainer resolves.
+    cfg = parse_args(["--profile", "tiny", "--precision", precision, "--ds-config", STAGE2,
+                      "--output-dir", str(tmp_path)])
+    args = training_arguments(cfg, load_deepspeed_config(cfg))
+    resolved = args.hf_deepspeed_config.config
+    assert (args.fp16, args.bf16) == (False, precision == "bf16")
+    assert (resolved["fp16"]["enabled"], resolved["bf16"]["enabled"]) == (False, precision == "bf16")
+    plain = training_arguments(parse_args(["--profile", "tiny", "--precision", precision, "--output-dir",
+                                           str(tmp_path)]))
+    assert (plain.fp16, plain.bf16, plain.use_cpu) == (False, precision == "bf16", precision == "bf16")
+
+
+def test_deepspeed_sections_follow_the_precision():
+    config = {k: v for k, v in load_ds_config(REPO / STAGE2).items() if k not in ("fp16", "bf16")}
+    match_precision("x.json", config, fp16=True, bf16=False)  # fp16 on a GPU: the sections the Trainer fills
+    assert config["fp16"] == config["bf16"] == {"enabled": "auto"}
+    match_precision("x.json", {"fp16": {"enabled": True}}, fp16=True, bf16=False)
+    with pytest.raises(WorkshopError, match=r'x.json: fp16.enabled is true but this run trains in bf16: set it to '
+                                            r'"auto" .* or use --precision fp16'):
+        match_precision("x.json", {"fp16": {"enabled": True}}, fp16=False, bf16=True)
+    with pytest.raises(WorkshopError, match="bfloat16.enabled is false but this run trains in bf16"):
+        match_precision("x.json", {"bfloat16": {"enabled": False}}, fp16=False, bf16=True)
+
+
+def test_bf16_trains_on_a_cpu_under_the_trainer_and_zero_2(lesson_logs):
+    runs = {name: manifest(lesson_logs, name) for name in ("plain-fp32", "plain-bf16", "stage2-fp32", "stage2-bf16")}
+    for name, record in runs.items():
+        assert record["status"] == "completed", (name, record.get("error"))
+        assert record["precision"] == name.split("-")[1] and record["steps_done"] == 10
+    assert runs["plain-bf16"]["settings"]["precision"] == "bf16" and runs["stage2-bf16"]["settings"]["bf16"]
+    # bf16 rounding changes the numbers: the same seed and data give another loss than fp32
+    losses = {name: [json.loads(line).get("loss") for line in (lesson_logs / name / "log_history.jsonl").open()]
+              for name in runs}
+    for stage in ("plain", "stage2"):
+        fp32, bf16 = losses[f"{stage}-fp32"], losses[f"{stage}-bf16"]
+        assert all(math.isfinite(x) for x in filter(None, bf16)) and fp32 != bf16
+    # DeepSpeed keeps the model itself in bf16 (fp32 master weights in its optimizer); the Trainer's autocast does not
+    for name, dtype in (("stage2-bf16", "BF16"), ("plain-fp32", "F32")):
+        with safe_open(lesson_logs.parent / "outputs" / name / "final" / "model.safetensors", "pt") as weights:
+            assert {weights.get_slice(key).get_dtype() for key in weights.keys()} == {dtype}, name
