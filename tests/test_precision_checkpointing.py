@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
+from workshop import max_batch
 from workshop.config import WorkshopError, parse_args, resolve_precision
 from workshop.ds_config import load_ds_config, match_precision
 from workshop.train import load_deepspeed_config, main, training_arguments
@@ -63,11 +64,17 @@ def lesson_logs(tmp_path_factory):
     run([sys.executable, "-c", DRIVER, *(" ".join(argv) for argv in plain)])
     deepspeed_run(logs, "stage2-fp32", "--precision", "fp32")
     deepspeed_run(logs, "stage2-bf16", "--bf16", save=True)  # the old flag: the same as --precision bf16
+    deepspeed_run(logs, "stage2-fp32-gc", "--precision", "fp32", "--gradient-checkpointing")
     return logs
 
 
 def manifest(logs, name):
     return json.loads((logs / name / "manifest.json").read_text())
+
+
+def losses(logs, name):
+    events = [json.loads(line) for line in (logs / name / "log_history.jsonl").open()]
+    return [event["loss"] for event in events if "loss" in event]
 
 
 # ------------------------------------------------------------------------------------------------ --precision
@@ -141,12 +148,68 @@ def test_bf16_trains_on_a_cpu_under_the_trainer_and_zero_2(lesson_logs):
         assert record["precision"] == name.split("-")[1] and record["steps_done"] == 10
     assert runs["plain-bf16"]["settings"]["precision"] == "bf16" and runs["stage2-bf16"]["settings"]["bf16"]
     # bf16 rounding changes the numbers: the same seed and data give another loss than fp32
-    losses = {name: [json.loads(line).get("loss") for line in (lesson_logs / name / "log_history.jsonl").open()]
-              for name in runs}
     for stage in ("plain", "stage2"):
-        fp32, bf16 = losses[f"{stage}-fp32"], losses[f"{stage}-bf16"]
-        assert all(math.isfinite(x) for x in filter(None, bf16)) and fp32 != bf16
+        fp32, bf16 = losses(lesson_logs, f"{stage}-fp32"), losses(lesson_logs, f"{stage}-bf16")
+        assert len(bf16) == 5 and all(math.isfinite(x) for x in bf16) and fp32 != bf16
     # DeepSpeed keeps the model itself in bf16 (fp32 master weights in its optimizer); the Trainer's autocast does not
     for name, dtype in (("stage2-bf16", "BF16"), ("plain-fp32", "F32")):
         with safe_open(lesson_logs.parent / "outputs" / name / "final" / "model.safetensors", "pt") as weights:
             assert {weights.get_slice(key).get_dtype() for key in weights.keys()} == {dtype}, name
+
+
+# ------------------------------------------------------------------------------------------------ checkpointing
+def test_gradient_checkpointing_is_applied_and_changes_no_number(lesson_logs):
+    for stage in ("plain", "stage2"):
+        without, with_ = manifest(lesson_logs, f"{stage}-fp32"), manifest(lesson_logs, f"{stage}-fp32-gc")
+        assert with_["status"] == "completed" and with_["settings"]["gradient_checkpointing"]
+        # the manifest says what the model really did, read from its layers after training (under ZeRO too)
+        assert (without["gradient_checkpointing"], with_["gradient_checkpointing"]) == (False, True)
+        # recomputing the activations in the backward pass gives the same gradients: the same losses in fp32
+        plain, recomputed = losses(lesson_logs, f"{stage}-fp32"), losses(lesson_logs, f"{stage}-fp32-gc")
+        assert len(plain) == 5 and plain == pytest.approx(recomputed, rel=1e-4)
+
+
+def test_micro_batch_search_doubles_to_the_first_oom_and_no_further():
+    tried = []
+
+    def fits_up_to(limit):
+        def trial(size):
+            tried.append(size)
+            return "fit" if size <= limit else "oom"
+        return trial
+
+    result = max_batch.search(fits_up_to(12), start=1, bound=256)
+    assert tried == [1, 2, 4, 8, 16] and (result["largest_fit"], result["first_oom"]) == (8, 16)
+    assert result["stopped"] == "oom" and "largest micro-batch that fits: 8; 16 ran out" in max_batch.describe(result)
+    tried.clear()
+    result = max_batch.search(fits_up_to(1000), start=3, bound=20)
+    assert tried == [3, 6, 12] and result["stopped"] == "bound" and "raise --max" in max_batch.describe(result)
+    result = max_batch.search(lambda size: "exit 1: boom" if size == 4 else "fit", start=1, bound=64)
+    assert (result["largest_fit"], result["stopped"]) == (2, "failed") and "without an OOM" in max_batch.describe(result)
+
+
+def test_micro_batch_search_without_a_gpu_says_so(tmp_path, capsys):
+    assert max_batch.main(["--profile", "tiny", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no GPU: the micro-batch search needs a CUDA GPU") and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+    assert max_batch.main(["--start", "8", "--max", "4"]) == 2
+    assert "need 1 <= --start <= --max" in capsys.readouterr().err
+    assert max_batch.main(["--precision", "fp32", "--fp16"]) == 2  # the training's flags are checked first
+    assert "contradicts --fp16" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (deselected without one)")
+def test_micro_batch_search_finds_the_first_oom_on_a_gpu(tmp_path):
+    # bloom-560m (random weights) under a 6 GiB cap: fits at small micro-batches, runs out well before 256
+    out = tmp_path / "search"
+    result = subprocess.run([sys.executable, "-m", "workshop.max_batch", "--out", str(out), "--model", "560m",
+                             "--init", "random", "--data", "embedded", "--gpu-memory-limit", "6", "--steps", "2"],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                            timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((out / "max_batch.json").read_text())
+    assert record["stopped"] == "oom" and record["largest_fit"] >= 1
+    assert record["first_oom"] == 2 * record["largest_fit"]
+    assert manifest(out, f"mb{record['first_oom']}")["status"] == "oom"

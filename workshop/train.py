@@ -29,6 +29,11 @@ from workshop.runlog import RunLog, StepsCallback, cuda_memory_now, default_run_
 from workshop.speed import SpeedCallback, flops_per_token
 
 
+# transformers 5 renamed the Trainer's gradient_checkpointing (a deprecated alias now) to activation_checkpointing
+CHECKPOINTING = next(name for name in ("activation_checkpointing", "gradient_checkpointing")
+                     if name in TrainingArguments.__dataclass_fields__)
+
+
 def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> TrainingArguments:
     cuda = torch.cuda.is_available()
     fp16, bf16 = resolve_precision(cfg, cuda, torch.cuda.is_bf16_supported() if cuda else True)
@@ -49,7 +54,7 @@ def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> Trainin
         fp16=fp16,
         bf16=bf16,
         use_cpu=bf16 and not cuda,  # the Trainer refuses bf16 without a GPU unless told it is a CPU run
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        **{CHECKPOINTING: cfg.gradient_checkpointing},
         torch_compile=cfg.torch_compile,
         **({"optim": cfg.optim} if cfg.optim else {}),
         include_num_input_tokens_seen="non_padding",  # real tokens, for workshop.speed
@@ -238,6 +243,9 @@ def train(cfg: RunConfig, run: RunLog):
         if is_lost_rank(err):
             raise lost_rank_stop(err, cfg.dist_timeout) from err
         raise
+    # what the Trainer really did to the model (under ZeRO too), not only what was asked for
+    run.update(gradient_checkpointing=any(getattr(m, "gradient_checkpointing", False) is True
+                                          for m in trainer.model.modules()))
     if guard.reason:
         raise diverged_stop(guard, cfg.output_dir, cfg.learning_rate, run.enabled)
     if trainer.state.global_step < run.manifest["steps_planned"]:
