@@ -148,11 +148,30 @@ free_port() {
 workshop_deepspeed() {
     local config=$1
     shift
-    local file=deepspeed_single_gpu/configs/$config.json
+    workshop_deepspeed_as "$config" deepspeed_single_gpu/train.py "$config" "$@"
+}
+
+# workshop_deepspeed_as NAME ENTRY CONFIG [train.py args]: the same for another lesson's ENTRY (its train.py),
+# as run NAME (lesson 5: precision-stage2-bf16).
+workshop_deepspeed_as() {
+    local name=$1 entry=$2 file=deepspeed_single_gpu/configs/$3.json
+    shift 3
     [[ -f $file ]] || die "no DeepSpeed config $file"
     # DeepSpeed's ops are loaded (or built, the first time) by the training itself, before its clock starts.
-    workshop_run "$config" -- "$PYTHON" -m deepspeed.launcher.runner --num_gpus=1 --master_port="$(free_port)" \
-        deepspeed_single_gpu/train.py --ds-config "$file" "$@"
+    workshop_run "$name" -- "$PYTHON" -m deepspeed.launcher.runner --num_gpus=1 --master_port="$(free_port)" \
+        "$entry" --ds-config "$file" "$@"
+}
+
+# workshop_precision NAME STAGE PRECISION [train.py args]: a lesson-5 run in PRECISION (fp32, fp16, bf16): the
+# plain Trainer for STAGE none, else deepspeed_single_gpu/configs/STAGE.json through the launcher.
+workshop_precision() {
+    local name=$1 stage=$2 precision=$3 entry=precision_and_checkpointing/train.py
+    shift 3
+    if [[ $stage == none ]]; then
+        workshop_run "$name" -- "$PYTHON" "$entry" --precision "$precision" --config-name "$name" "$@"
+    else
+        workshop_deepspeed_as "$name" "$entry" "$stage" --precision "$precision" --config-name "$name" "$@"
+    fi
 }
 
 # _keep_earlier_attempt: a requeued job (`sbatch --requeue`; same job id, so the same run folder and output dir)

@@ -15,13 +15,15 @@ from safetensors import safe_open
 
 from workshop import max_batch
 from workshop.config import WorkshopError, parse_args, resolve_precision
+from workshop.fill_tables import build_tables, main as fill_tables_main
+from workshop.lessons import BY_NAME
 from workshop.ds_config import load_ds_config, match_precision
 from workshop.train import load_deepspeed_config, main, training_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 LESSON = "precision_and_checkpointing"
 STAGE2 = "deepspeed_single_gpu/configs/stage2.json"
-SHORT = ["--profile", "tiny", "--max-steps", "10", "--eval-strategy", "no", "--save-strategy", "no"]
+SHORT = ["--profile", "tiny", "--max-steps", "10", "--save-strategy", "no"]  # one eval, at the end
 NO_GPU = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
 # Several plain-Trainer runs in one process (each start-up of Python, torch and transformers costs seconds);
 # DeepSpeed runs one per process, as its global state does not reset.
@@ -47,33 +49,40 @@ def run(command, env=None):
     return result
 
 
-def deepspeed_run(logs, name, *extra, save=False):
-    one_process = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "WORLD_SIZE": "1",
-                   "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
-    return run([sys.executable, f"{LESSON}/train.py", "--ds-config", STAGE2, *flags(logs, name, *extra, save=save)],
-               one_process)
+def slurm_run(logs, script, *args):
+    """A lesson-5 .slurm file run with bash (common.sh's loggers, the deepspeed launcher); returns its run folder."""
+    env = {"WORKSHOP_LOGS_ROOT": str(logs), "WORKSHOP_OUTPUTS_ROOT": str(logs.parent / "outputs")}
+    before = set(logs.glob("*"))
+    run(["bash", f"slurm/{script}.slurm", *args, *SHORT], env)
+    [run_dir] = set(logs.glob("*")) - before
+    return run_dir.name
 
 
 @pytest.fixture(scope="module")
 def lesson_logs(tmp_path_factory):
-    """The lesson's runs on the tiny model: fp32 and bf16, plain Trainer and ZeRO 2, and checkpointing on."""
+    """The lesson's runs on the tiny model: fp32 and bf16, plain Trainer and ZeRO 2, and checkpointing on; the
+    ZeRO runs through the lesson's .slurm files. Returns the logs folder and {short name: run folder name}."""
     logs = tmp_path_factory.mktemp("lesson5") / "logs"
     plain = [flags(logs, "plain-fp32", "--precision", "fp32", save=True),
              flags(logs, "plain-bf16", "--precision", "bf16"),
              flags(logs, "plain-fp32-gc", "--precision", "fp32", "--gradient-checkpointing")]
     run([sys.executable, "-c", DRIVER, *(" ".join(argv) for argv in plain)])
-    deepspeed_run(logs, "stage2-fp32", "--precision", "fp32")
-    deepspeed_run(logs, "stage2-bf16", "--bf16", save=True)  # the old flag: the same as --precision bf16
-    deepspeed_run(logs, "stage2-fp32-gc", "--precision", "fp32", "--gradient-checkpointing")
-    return logs
+    names = {name: name for name in ("plain-fp32", "plain-bf16", "plain-fp32-gc")}
+    names["stage2-fp32"] = slurm_run(logs, "precision", "stage2", "fp32", "--no-save-final")
+    names["stage2-bf16"] = slurm_run(logs, "precision", "stage2", "bf16")  # saves: its weights are read below
+    names["stage2-fp32-gc"] = slurm_run(logs, "checkpointing", "on", "stage2", "fp32", "--no-save-final")
+    return logs, names
 
 
 def manifest(logs, name):
+    if isinstance(logs, tuple):  # the fixture's (logs, names)
+        logs, name = logs[0], logs[1][name]
     return json.loads((logs / name / "manifest.json").read_text())
 
 
-def losses(logs, name):
-    events = [json.loads(line) for line in (logs / name / "log_history.jsonl").open()]
+def losses(lesson, name):
+    logs, names = lesson
+    events = [json.loads(line) for line in (logs / names[name] / "log_history.jsonl").open()]
     return [event["loss"] for event in events if "loss" in event]
 
 
@@ -153,7 +162,8 @@ def test_bf16_trains_on_a_cpu_under_the_trainer_and_zero_2(lesson_logs):
         assert len(bf16) == 5 and all(math.isfinite(x) for x in bf16) and fp32 != bf16
     # DeepSpeed keeps the model itself in bf16 (fp32 master weights in its optimizer); the Trainer's autocast does not
     for name, dtype in (("stage2-bf16", "BF16"), ("plain-fp32", "F32")):
-        with safe_open(lesson_logs.parent / "outputs" / name / "final" / "model.safetensors", "pt") as weights:
+        outputs = lesson_logs[0].parent / "outputs" / lesson_logs[1][name]
+        with safe_open(outputs / "final" / "model.safetensors", "pt") as weights:
             assert {weights.get_slice(key).get_dtype() for key in weights.keys()} == {dtype}, name
 
 
@@ -185,7 +195,8 @@ def test_micro_batch_search_doubles_to_the_first_oom_and_no_further():
     result = max_batch.search(fits_up_to(1000), start=3, bound=20)
     assert tried == [3, 6, 12] and result["stopped"] == "bound" and "raise --max" in max_batch.describe(result)
     result = max_batch.search(lambda size: "exit 1: boom" if size == 4 else "fit", start=1, bound=64)
-    assert (result["largest_fit"], result["stopped"]) == (2, "failed") and "without an OOM" in max_batch.describe(result)
+    assert (result["largest_fit"], result["stopped"]) == (2, "failed")
+    assert "without an OOM" in max_batch.describe(result)
 
 
 def test_micro_batch_search_without_a_gpu_says_so(tmp_path, capsys):
@@ -213,3 +224,70 @@ def test_micro_batch_search_finds_the_first_oom_on_a_gpu(tmp_path):
     assert record["stopped"] == "oom" and record["largest_fit"] >= 1
     assert record["first_oom"] == 2 * record["largest_fit"]
     assert manifest(out, f"mb{record['first_oom']}")["status"] == "oom"
+
+
+# ------------------------------------------------------------------------------------------------ the tables
+def test_precision_table_fills_from_the_runs_and_answers_from_its_cells(lesson_logs):
+    logs, names = lesson_logs
+    table = build_tables([logs], tables=[BY_NAME[LESSON]])["precision"]
+    rows = {row["stage"]: row for row in table.to_dict("records")}
+    assert list(rows) == ["plain Trainer", "ZeRO 2"]  # checkpointing runs are the other table's
+    for stage, prefix in (("plain Trainer", "plain"), ("ZeRO 2", "stage2")):
+        row = rows[stage]
+        assert set(row["run"].split(", ")) == {names[f"{prefix}-fp32"], names[f"{prefix}-bf16"]}
+        for precision in ("fp32", "bf16"):
+            speed = manifest(lesson_logs, f"{prefix}-{precision}")["speed"]
+            assert row[f"{precision} real tokens/s"] == pytest.approx(speed["real_tokens_per_s"])
+            assert row[f"{precision} peak GPU MiB"] == "n/a (no GPU)"
+            assert isinstance(row[f"{precision} final eval loss"], float)
+        assert row["fp16 real tokens/s"] == "not run yet"  # fp16 needs a GPU: the note says how to run it
+        ratio = row["bf16 real tokens/s"] / row["fp32 real tokens/s"]
+        verdict = "faster" if ratio > 1 else "not faster"
+        assert f"{stage}: bf16 is {verdict} than fp32: {ratio:.2f}x" in " ".join(table.attrs["answers"])
+    assert any("not answerable yet" in answer and "ZeRO 0, 1, 2 and 3" in answer for answer in table.attrs["answers"])
+    assert any("slurm/precision.slurm stage2 fp16 on a CUDA GPU" in note for note in table.attrs["notes"])
+
+
+def test_checkpointing_table_compares_each_pair(lesson_logs):
+    logs, names = lesson_logs
+    table = build_tables([logs], tables=[BY_NAME[LESSON]])["gradient_checkpointing"]
+    rows = {row["stage"]: row for row in table.to_dict("records")}
+    assert list(rows) == ["plain Trainer", "ZeRO 2"] and {row["precision"] for row in rows.values()} == {"fp32"}
+    for stage, prefix in (("plain Trainer", "plain"), ("ZeRO 2", "stage2")):
+        row = rows[stage]
+        without, with_ = (manifest(lesson_logs, f"{prefix}-fp32{gc}")["speed"]["step_s"] for gc in ("", "-gc"))
+        assert (row["s/step without"], row["s/step with"]) == pytest.approx((without, with_))
+        assert row["time lost %"] == pytest.approx((with_ - without) / without * 100)
+        assert row["memory saved MiB"] == row["peak GPU MiB with"] == "n/a (no GPU)"
+        assert row["largest micro-batch without"] == row["largest micro-batch with"] == "n/a (no GPU)"
+        lost = row["time lost %"]  # CPU step times are noisy: either sign is possible here
+        assert f"{'cost' if lost >= 0 else 'saved'} {abs(lost):.1f}% time per step" in " ".join(table.attrs["answers"])
+    assert any("python -m workshop.max_batch --model bloom-tiny --gradient-checkpointing" in note
+               for note in table.attrs["notes"])
+
+
+def test_a_search_record_fills_the_largest_micro_batch(lesson_logs, tmp_path):
+    # A search's trial run folder beside its max_batch.json, as workshop.max_batch leaves them (the trial is a real
+    # tiny run: the CPU run above, copied; the record says what a GPU search found)
+    import shutil
+    logs, names = lesson_logs
+    search = tmp_path / "max_batch-local1"
+    shutil.copytree(logs / names["plain-fp32-gc"], search / "mb4")
+    trial = json.loads((search / "mb4" / "manifest.json").read_text())
+    trial["config_name"] = "max_batch-mb4"
+    (search / "mb4" / "manifest.json").write_text(json.dumps(trial))
+    (search / "max_batch.json").write_text(json.dumps(
+        {"model": "bloom-tiny", "gradient_checkpointing": True, "stopped": "oom", "largest_fit": 4, "first_oom": 8,
+         "trials": [{"micro_batch": 4, "outcome": "fit"}, {"micro_batch": 8, "outcome": "oom"}]}))
+    table = build_tables([logs, tmp_path], tables=[BY_NAME[LESSON]])["gradient_checkpointing"]
+    row = table.to_dict("records")[0]
+    assert row["largest micro-batch with"] == 4.0 and row["largest micro-batch without"] == "n/a (no GPU)"
+    assert "largest micro-batch n/a (no GPU) without, 4 with" in table.attrs["answers"][0]
+    assert search.name + "/mb4" not in row["run"]  # trials are not training runs of the table
+
+
+def test_fill_tables_prints_the_lesson(lesson_logs, capsys):
+    assert fill_tables_main([str(lesson_logs[0])]) == 0
+    out = capsys.readouterr().out
+    assert "Precision: fp32 vs fp16 vs bf16 per ZeRO stage" in out and "Gradient checkpointing" in out
+

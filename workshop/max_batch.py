@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from workshop.config import WorkshopError, parse_args
+from workshop.model import resolve_model
 from workshop.runlog import default_run_dir, utc_now, write_json
 
 LESSON = "precision_and_checkpointing"
@@ -75,7 +76,7 @@ def run_trial(train_args, out: Path, steps: int, size: int, record: dict):
     command = [sys.executable, "-m", "workshop.train", *train_args, *TRIAL_FLAGS, "--max-steps", str(steps),
                "--per-device-train-batch-size", str(size), "--run-dir", str(run_dir),
                "--config-name", f"max_batch-mb{size}", "--output-dir", str(out / "outputs" / f"mb{size}")]
-    # One process as the launcher would start it: DeepSpeed (with --ds-config) needs these, the plain Trainer ignores them
+    # one process as the launcher starts it: DeepSpeed (--ds-config) needs these; the plain Trainer ignores them
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0",
            "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
     print(f"[max_batch] micro-batch {size}: {run_dir}", flush=True)
@@ -111,7 +112,7 @@ def main(argv=None):
         return 2
     out = Path(args.out or default_run_dir("max_batch"))
     out.mkdir(parents=True, exist_ok=True)
-    record = {"model": cfg.model, "init": cfg.init, "gradient_checkpointing": cfg.gradient_checkpointing,
+    record = {"model": resolve_model(cfg.model), "init": cfg.init, "gradient_checkpointing": cfg.gradient_checkpointing,
               "precision": cfg.precision, "deepspeed": cfg.deepspeed, "max_length": cfg.max_length,
               "argv": train_args, "steps": args.steps, "start_time": utc_now()}
 

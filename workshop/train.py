@@ -191,7 +191,8 @@ def train(cfg: RunConfig, run: RunLog):
     # The arguments come before the model: with a ZeRO-3 config they make the model be built partitioned
     # (deepspeed.zero.Init, in from_pretrained and in workshop.model.build) for as long as they exist.
     args = training_arguments(cfg, ds_config)
-    run.update(precision=precision_name(args.fp16, args.bf16))
+    run.update(precision=precision_name(args.fp16, args.bf16),
+               zero_stage=zero_stage(ds_config) if ds_config is not None else None)
     model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed, device=build_device(ds_config))
     partitioned = sum(hasattr(p, "ds_id") for p in model.parameters())
     if partitioned:
