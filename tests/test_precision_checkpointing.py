@@ -5,6 +5,7 @@ plain Trainer, bf16 weights under DeepSpeed); fp16 needs a CUDA GPU and says so.
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,10 +14,10 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from workshop import max_batch
+from workshop import generate, max_batch
 from workshop.config import WorkshopError, parse_args, resolve_precision
 from workshop.fill_tables import build_tables, main as fill_tables_main
-from workshop.lessons import BY_NAME
+from workshop.logparse import read_answer_quality
 from workshop.ds_config import load_ds_config, match_precision
 from workshop.train import load_deepspeed_config, main, training_arguments
 
@@ -65,9 +66,11 @@ def lesson_logs(tmp_path_factory):
     logs = tmp_path_factory.mktemp("lesson5") / "logs"
     plain = [flags(logs, "plain-fp32", "--precision", "fp32", save=True),
              flags(logs, "plain-bf16", "--precision", "bf16"),
-             flags(logs, "plain-fp32-gc", "--precision", "fp32", "--gradient-checkpointing")]
+             flags(logs, "plain-fp32-gc", "--precision", "fp32", "--gradient-checkpointing"),
+             # the answer-quality table filled at the end of the run: forced on, on a few held-out examples
+             flags(logs, "baseline-scored", "--lesson", "baseline", "--score-answers", "--score-limit", "4", save=True)]
     run([sys.executable, "-c", DRIVER, *(" ".join(argv) for argv in plain)])
-    names = {name: name for name in ("plain-fp32", "plain-bf16", "plain-fp32-gc")}
+    names = {name: name for name in ("plain-fp32", "plain-bf16", "plain-fp32-gc", "baseline-scored")}
     names["stage2-fp32"] = slurm_run(logs, "precision", "stage2", "fp32", "--no-save-final")
     names["stage2-bf16"] = slurm_run(logs, "precision", "stage2", "bf16")  # saves: its weights are read below
     names["stage2-fp32-gc"] = slurm_run(logs, "checkpointing", "on", "stage2", "fp32", "--no-save-final")
@@ -229,7 +232,7 @@ def test_micro_batch_search_finds_the_first_oom_on_a_gpu(tmp_path):
 # ------------------------------------------------------------------------------------------------ the tables
 def test_precision_table_fills_from_the_runs_and_answers_from_its_cells(lesson_logs):
     logs, names = lesson_logs
-    table = build_tables([logs], tables=[BY_NAME[LESSON]])["precision"]
+    table = build_tables([logs])["precision"]
     rows = {row["stage"]: row for row in table.to_dict("records")}
     assert list(rows) == ["plain Trainer", "ZeRO 2"]  # checkpointing runs are the other table's
     for stage, prefix in (("plain Trainer", "plain"), ("ZeRO 2", "stage2")):
@@ -250,7 +253,7 @@ def test_precision_table_fills_from_the_runs_and_answers_from_its_cells(lesson_l
 
 def test_checkpointing_table_compares_each_pair(lesson_logs):
     logs, names = lesson_logs
-    table = build_tables([logs], tables=[BY_NAME[LESSON]])["gradient_checkpointing"]
+    table = build_tables([logs])["gradient_checkpointing"]
     rows = {row["stage"]: row for row in table.to_dict("records")}
     assert list(rows) == ["plain Trainer", "ZeRO 2"] and {row["precision"] for row in rows.values()} == {"fp32"}
     for stage, prefix in (("plain Trainer", "plain"), ("ZeRO 2", "stage2")):
@@ -279,7 +282,7 @@ def test_a_search_record_fills_the_largest_micro_batch(lesson_logs, tmp_path):
     (search / "max_batch.json").write_text(json.dumps(
         {"model": "bloom-tiny", "gradient_checkpointing": True, "stopped": "oom", "largest_fit": 4, "first_oom": 8,
          "trials": [{"micro_batch": 4, "outcome": "fit"}, {"micro_batch": 8, "outcome": "oom"}]}))
-    table = build_tables([logs, tmp_path], tables=[BY_NAME[LESSON]])["gradient_checkpointing"]
+    table = build_tables([logs, tmp_path])["gradient_checkpointing"]
     row = table.to_dict("records")[0]
     assert row["largest micro-batch with"] == 4.0 and row["largest micro-batch without"] == "n/a (no GPU)"
     assert "largest micro-batch n/a (no GPU) without, 4 with" in table.attrs["answers"][0]
@@ -291,3 +294,42 @@ def test_fill_tables_prints_the_lesson(lesson_logs, capsys):
     out = capsys.readouterr().out
     assert "Precision: fp32 vs fp16 vs bf16 per ZeRO stage" in out and "Gradient checkpointing" in out
 
+
+# ------------------------------------------------------------------------------------------------ using the model
+def test_score_answers_fills_the_answer_quality_cells(lesson_logs):
+    logs, names = lesson_logs
+    scored = json.loads((logs / "baseline-scored" / "answer_quality.json").read_text())
+    assert manifest(lesson_logs, "baseline-scored")["score_answers"] is True and scored["after"]["n"] == 4
+    [row] = build_tables([logs], by_run=True)["baseline_objective_1"].to_dict("records")
+    assert (row["run"], row["EM"], row["F1"]) == ("baseline-scored", scored["after"]["exact_match"],
+                                                  scored["after"]["f1"])
+    # off by default on a CPU (the tiny profile): not scored, and the cell says so
+    assert manifest(lesson_logs, "plain-fp32")["score_answers"] is False
+    assert not (logs / "plain-fp32" / "answer_quality.json").exists()
+    assert read_answer_quality(logs / "plain-fp32").cell == "n/a (not scored)"
+
+
+def test_generate_answers_with_the_saved_model(lesson_logs, capsys):
+    logs, _ = lesson_logs
+    run_dir = logs / "baseline-scored"
+    assert generate.main(["--run-dir", str(run_dir), "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    answers = re.findall(r"^\d\. Q: .*\n   A: (.*) \(reference: .*\)\n   (\d+) tokens in \d+ ms: ([\d.]+) tokens/s$",
+                         out, re.M)
+    assert len(answers) == 2 and all(int(tokens) >= 1 and float(rate) > 0 for _, tokens, rate in answers), out
+    assert "mean latency" in out and "tokens/s overall" in out
+    # the same answers as the scoring gave the same examples (greedy, one prompt at a time or batched)
+    scored = json.loads((run_dir / "answer_quality.json").read_text())["after"]["examples"]
+    assert [a for a, _, _ in answers] == [repr(e["prediction"]) for e in scored[:2]]
+    assert generate.main(["--run-dir", str(run_dir), "--question", "Who wrote it?", "--context", "Ada wrote it."]) == 0
+    assert "1. Q: Who wrote it?" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--engine", "deepspeed"], "--engine deepspeed needs a CUDA GPU"),
+    (["--question", "Who?"], "--question and --context go together"),
+])
+def test_generate_refuses_with_one_error_line(lesson_logs, argv, message, capsys):
+    assert generate.main(["--run-dir", str(lesson_logs[0] / "baseline-scored"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1

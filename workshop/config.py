@@ -39,6 +39,8 @@ class RunConfig:
     save_strategy: str = "epoch"
     save_steps: int = 500             # with --save-strategy steps: a checkpoint every N optimizer steps
     save_final: bool = True           # the trained model in <output-dir>/final (--no-save-final: sweeps)
+    score_answers: Optional[bool] = None  # EM/F1 of the saved model at the end; None: on with a CUDA GPU only
+    score_limit: Optional[int] = None     # --score-answers on the first N held-out examples only
     logging_steps: int = 10
     seed: int = 42
     # [failures] how long a rank waits in a collective for the others before it gives up (a rank or node died):
@@ -80,7 +82,7 @@ CHOICES = {
     "precision": ("fp32", "fp16", "bf16"),
 }
 PRECISIONS = {"fp32": (False, False), "fp16": (True, False), "bf16": (False, True)}  # -> (fp16, bf16)
-BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "save_final")
+BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "save_final", "score_answers")
 
 
 def _add_flags(parser):
@@ -93,6 +95,8 @@ def _add_flags(parser):
         kind = {int: int, float: float}.get(type(default), str)
         if field.name in ("num_train_epochs", "gpu_memory_limit", "host_memory_gib"):
             kind = float
+        if field.name == "score_limit":
+            kind = int
         parser.add_argument(flag, type=kind, choices=CHOICES.get(field.name), default=argparse.SUPPRESS,
                             metavar=None if field.name in CHOICES else field.name.upper(),
                             help=f"default: {default}")
@@ -158,7 +162,7 @@ def validate(cfg: RunConfig):
         if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
             raise WorkshopError(f"--{name.replace('_', '-')} must be a positive number of GiB "
                                 f"(got {getattr(cfg, name)})")
-    for name in ("dist_timeout", "diverge_patience"):
+    for name in ("dist_timeout", "diverge_patience", *(("score_limit",) if cfg.score_limit is not None else ())):
         if getattr(cfg, name) < 1:
             raise WorkshopError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
     if cfg.fp16 and cfg.bf16:

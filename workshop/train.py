@@ -260,7 +260,21 @@ def train(cfg: RunConfig, run: RunLog):
         trainer.evaluate()  # a --max-steps run that stops mid-epoch still ends with an eval loss
     if cfg.save_final:
         save_model(trainer.model, tokenizer, f"{cfg.output_dir}/final")
+    score_answers(cfg, run)
     return trainer
+
+
+def score_answers(cfg: RunConfig, run: RunLog):
+    """--score-answers (default: on with a CUDA GPU): EM/F1 of the saved model, on rank 0, so the answer quality
+    table is filled at the end of the lesson's run."""
+    scoring = cfg.score_answers if cfg.score_answers is not None else torch.cuda.is_available()
+    if scoring and not cfg.save_final:
+        print("[workshop] notice: --score-answers skipped: --no-save-final saved no model to score", flush=True)
+    run.update(score_answers=scoring and cfg.save_final)
+    if scoring and cfg.save_final and run.enabled:
+        from workshop.answer_quality import score_at_end
+
+        score_at_end(run.dir, f"{cfg.output_dir}/final", cfg.score_limit)
 
 
 def _evaluated_at(state) -> bool:
