@@ -333,3 +333,15 @@ def test_generate_refuses_with_one_error_line(lesson_logs, argv, message, capsys
     assert generate.main(["--run-dir", str(lesson_logs[0] / "baseline-scored"), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+def test_the_knobs_are_in_help_and_checked(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for knob in ("--precision {fp32,fp16,bf16} fp32, fp16 or bf16 for the Trainer and the DeepSpeed config",
+                 "--gradient-checkpointing, --no-gradient-checkpointing recompute activations",
+                 "--score-answers, --no-score-answers EM/F1", "--score-limit SCORE_LIMIT"):
+        assert knob in shown
+    with pytest.raises(WorkshopError, match="--score-limit must be at least 1"):
+        parse_args(["--score-limit", "0"])

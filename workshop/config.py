@@ -85,12 +85,23 @@ PRECISIONS = {"fp32": (False, False), "fp16": (True, False), "bf16": (False, Tru
 BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "save_final", "score_answers")
 
 
+# --help lines for the knobs whose default alone does not say what they do
+HELP = {
+    "precision": "fp32, fp16 or bf16 for the Trainer and the DeepSpeed config at once (default: as --fp16/--bf16 "
+                 "say; the lesson's fp16, fp32 without a GPU)",
+    "gradient_checkpointing": "recompute activations in the backward pass: less memory, more time (default: off)",
+    "score_answers": "EM/F1 of the saved model on the held-out examples at the end (default: on with a CUDA GPU)",
+    "score_limit": "--score-answers on the first N held-out examples only (default: all)",
+}
+
+
 def _add_flags(parser):
     for field in dataclasses.fields(RunConfig):
         flag = "--" + field.name.replace("_", "-")
         default = field.default
         if field.name in BOOLEAN_FLAGS:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=HELP.get(field.name))
             continue
         kind = {int: int, float: float}.get(type(default), str)
         if field.name in ("num_train_epochs", "gpu_memory_limit", "host_memory_gib"):
@@ -99,7 +110,7 @@ def _add_flags(parser):
             kind = int
         parser.add_argument(flag, type=kind, choices=CHOICES.get(field.name), default=argparse.SUPPRESS,
                             metavar=None if field.name in CHOICES else field.name.upper(),
-                            help=f"default: {default}")
+                            help=HELP.get(field.name, f"default: {default}"))
     parser.add_argument("--ds-config", dest="deepspeed", default=argparse.SUPPRESS, help="same as --deepspeed")
     parser.add_argument("--subset", dest="subset_size", type=int, default=argparse.SUPPRESS,
                         help="same as --subset-size")
