@@ -152,8 +152,16 @@ free_port() {
 # (run through $PYTHON so the venv is used). `--launcher python` starts the one process itself with the
 # distributed environment set, as transformers documents for notebooks: no launcher interpreters to wait for.
 workshop_deepspeed() {
-    local config=$1 launcher=deepspeed args=()
+    local config=$1
     shift
+    workshop_deepspeed_as "$config" deepspeed_single_gpu/train.py "$config" "$@"
+}
+
+# workshop_deepspeed_as NAME ENTRY CONFIG [--launcher deepspeed|python] [train.py args]: the same for another
+# lesson's ENTRY (its train.py), as run NAME (lesson 5: precision-stage2-bf16).
+workshop_deepspeed_as() {
+    local name=$1 entry=$2 file=deepspeed_single_gpu/configs/$3.json launcher=deepspeed args=()
+    shift 3
     while [[ $# -gt 0 ]]; do  # --launcher anywhere among the arguments; the rest go to train.py
         case $1 in
         --launcher) launcher=${2:-}; shift; [[ $# -eq 0 ]] || shift ;;
@@ -162,21 +170,32 @@ workshop_deepspeed() {
         esac
     done
     set -- ${args[@]+"${args[@]}"}
-    local file=deepspeed_single_gpu/configs/$config.json
     [[ -f $file ]] || die "no DeepSpeed config $file"
     export WORKSHOP_LAUNCHER=$launcher  # recorded in the manifest's startup
     # DeepSpeed's ops are loaded (or built, the first time) by the training itself, before its clock starts.
     case $launcher in
     deepspeed)
-        workshop_run "$config" -- "$PYTHON" -m deepspeed.launcher.runner --num_gpus=1 --master_port="$(free_port)" \
-            deepspeed_single_gpu/train.py --ds-config "$file" "$@" ;;
+        workshop_run "$name" -- "$PYTHON" -m deepspeed.launcher.runner --num_gpus=1 --master_port="$(free_port)" \
+            "$entry" --ds-config "$file" "$@" ;;
     python)
         # what the launcher sets for one process (DeepSpeed's CPU backend reads LOCAL_SIZE for its shared memory)
         export RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 LOCAL_SIZE=1 CROSS_RANK=0 CROSS_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT
         MASTER_PORT=$(free_port)
-        workshop_run "$config" -- "$PYTHON" deepspeed_single_gpu/train.py --ds-config "$file" "$@" ;;
+        workshop_run "$name" -- "$PYTHON" "$entry" --ds-config "$file" "$@" ;;
     *) echo "error: --launcher must be deepspeed or python (got '$launcher')" >&2; exit 2 ;;
     esac
+}
+
+# workshop_precision NAME STAGE PRECISION [train.py args]: a lesson-5 run in PRECISION (fp32, fp16, bf16): the
+# plain Trainer for STAGE none, else deepspeed_single_gpu/configs/STAGE.json through the launcher.
+workshop_precision() {
+    local name=$1 stage=$2 precision=$3 entry=precision_and_checkpointing/train.py
+    shift 3
+    if [[ $stage == none ]]; then
+        workshop_run "$name" -- "$PYTHON" "$entry" --precision "$precision" --config-name "$name" "$@"
+    else
+        workshop_deepspeed_as "$name" "$entry" "$stage" --precision "$precision" --config-name "$name" "$@"
+    fi
 }
 
 # _keep_earlier_attempt: a requeued job (`sbatch --requeue`; same job id, so the same run folder and output dir)

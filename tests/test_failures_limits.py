@@ -90,9 +90,9 @@ def check_one_error_line(run, expected):
     return errors[0]
 
 
-@pytest.mark.parametrize("flag", ["--fp16", "--bf16"])
+@pytest.mark.parametrize("flag", ["--fp16", "--precision fp16"])  # bf16 trains on a CPU (test_precision_checkpointing)
 def test_precision_flag_without_gpu_is_one_error_line(repo_copy, flag):  # noqa: F811
-    run = subprocess.run(["bash", "slurm/baseline.slurm", "--profile", "tiny", flag], cwd=repo_copy,
+    run = subprocess.run(["bash", "slurm/baseline.slurm", "--profile", "tiny", *flag.split()], cwd=repo_copy,
                          env=no_gpu_env(), capture_output=True, text=True, timeout=300)
     error = check_one_error_line(run, f"{flag} needs a CUDA GPU")
     assert "drop the flag" in error and "--gpus=1" in error
@@ -120,9 +120,10 @@ def test_precision_check_keeps_the_defaults():
     for cfg in (lesson, parse_args(["--profile", "tiny"])):  # fp16 unset and "auto": config's fp32 fallback
         check_gpu_precision(cfg, None, has_cuda=False)
         check_gpu_precision(cfg, auto, has_cuda=False)
-    check_gpu_precision(parse_args(["--bf16"]), {"bf16": {"enabled": True}}, has_cuda=True)  # fine with a GPU
-    with pytest.raises(WorkshopError, match="bf16.enabled is true"):
-        check_gpu_precision(lesson, {"bf16": {"enabled": True}}, has_cuda=False)
+    check_gpu_precision(parse_args(["--fp16"]), {"fp16": {"enabled": True}}, has_cuda=True)  # fine with a GPU
+    check_gpu_precision(parse_args(["--bf16"]), {"bf16": {"enabled": True}}, has_cuda=False)  # bf16 runs on a CPU
+    with pytest.raises(WorkshopError, match="fp16.enabled is true"):
+        check_gpu_precision(lesson, {"fp16": {"enabled": True}}, has_cuda=False)
     with pytest.raises(WorkshopError, match="--fp16 needs a CUDA GPU"):
         check_gpu_precision(parse_args(["--fp16"]), auto, has_cuda=False)
 

@@ -9,17 +9,20 @@
 #
 # PLAN: `lesson` (bloom-560m, the whole lesson, every config), `sizes` (bloom-1b7, 3b, 7b1 as the workshop text
 # asks, 10 optimizer steps each), `small` (bloom-560m, every config, 20 steps), `extra` (NVMe offload, 7b1 at
-# micro-batch 1), `families` (a non-BLOOM architecture at ~1B: TinyLlama 1.1B's shape, LLaMA with GQA and untied
-# embeddings, built from workshop/shapes.py, through the baseline and ZeRO-2, 20 steps each) or `fast` (issue 13:
-# the make-it-fast ladder with the reference loop and sdpa attention, the start-up breakdown of both launch paths,
-# the logger overhead with its spread, and the GPU check of --attention sdpa against the stock module; results
-# under logs/bench/). A `bench` line is `python3 benchmarks/bench.py ARGS`, a `pytest` line `python3 -m pytest
-# ARGS`, others a slurm script. Each run has a time limit (RUN_LIMIT seconds, default 300), so one stuck run
-# cannot eat the sweep. Written for the device tool's machines (no network: HF_HUB_OFFLINE=1, carried wheels in /tmp/site).
+# micro-batch 1), `precision` or `checkpointing` (lesson 5's tables:
+# workshop/lessons/precision_and_checkpointing.py), `families` (a non-BLOOM architecture at ~1B: TinyLlama 1.1B's
+# shape, LLaMA with GQA and untied embeddings, built from workshop/shapes.py, through the baseline and ZeRO-2, 20
+# steps each) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention, the start-up
+# breakdown of both launch paths, the logger overhead with its spread, and the GPU check of --attention sdpa
+# against the stock module; results under logs/bench/). A `bench` line is `python3 benchmarks/bench.py ARGS`, a
+# `pytest` line `python3 -m pytest ARGS`, others a slurm script. Each run has a time limit (RUN_LIMIT seconds,
+# default 300), so one stuck run cannot eat the sweep. Written for the device tool's machines (no network:
+# HF_HUB_OFFLINE=1, carried wheels in /tmp/site).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 LESSON="--model 560m --init random --data embedded --save-strategy no"
+P5="--init random --data embedded --save-strategy no --no-save-final --logging-steps 2"
 SHORT="--init random --data embedded --save-strategy no --no-save-final --eval-strategy no --logging-steps 2"
 
 # One run a line: SCRIPT then its arguments.
@@ -58,6 +61,18 @@ plan() {
         echo "bench benchmarks/deepspeed_startup.toml --out logs/bench/deepspeed_startup_h200 --only" \
             "'stage0,stage0 (python),stage2,stage2 (python),stage2_offload,stage2_offload (python)'"
         echo "bench benchmarks/logger_overhead.toml --repeats 3 --out logs/bench/logger_overhead_h200" ;;
+    precision)  # lesson 5: bloom-560m, the plain Trainer and ZeRO 0-3, each in fp32, fp16 and bf16 (eval at the end)
+        for s in none stage0 stage1 stage2 stage3; do
+            for p in fp32 fp16 bf16; do echo "precision $s $p --model 560m --subset 10000 --max-steps 40 $P5"; done
+        done ;;
+    checkpointing)  # lesson 5: bloom-560m and 1b7 with checkpointing off and on, and the largest micro-batch of each
+        # under the class's 80 GiB (each search is one line of several trials: run it with RUN_LIMIT=1800)
+        for m in 560m 1b7; do
+            for c in off on; do echo "checkpointing $c none bf16 --model $m --subset 10000 --max-steps 40 $P5"; done
+            for c in --no-gradient-checkpointing --gradient-checkpointing; do
+                echo "max_batch --max 128 --steps 2 --model $m --precision bf16 --gpu-memory-limit 80 $c $P5"
+            done
+        done ;;
     *) echo "unknown plan $1" >&2; return 2 ;;
     esac
 }

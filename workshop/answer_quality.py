@@ -30,29 +30,37 @@ def load_metric():
     return evaluate.load(str(METRIC_DIR))
 
 
-@torch.no_grad()
-def generate_answers(model, tokenizer, examples, max_new_tokens=16, batch_size=8, max_length=None):
-    """Greedy answers (stripped strings) to each example's prompt, in order."""
+def new_tokens(model, tokenizer, prompts, max_new_tokens=16, max_length=None):
+    """Greedy generation for a batch of prompts: the tensor of each prompt's new tokens (padding after the end)."""
     device = next(model.parameters()).device
     model.eval()
     # Left padding and left truncation keep every prompt's last token "Answer:" right before the new tokens.
     sides = tokenizer.padding_side, tokenizer.truncation_side
     tokenizer.padding_side = tokenizer.truncation_side = "left"
-    answers = []
     try:
-        for start in range(0, len(examples), batch_size):
-            batch = examples[start:start + batch_size]
-            prompts = [format_prompt(e["question"], e["context"]) for e in batch]
-            inputs = tokenizer(prompts, return_tensors="pt", padding=True, truncation=max_length is not None,
-                               max_length=max_length).to(device)
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True, truncation=max_length is not None,
+                           max_length=max_length).to(device)
+        with torch.no_grad():
             output = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
                                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                                     stop_strings=["\n"], tokenizer=tokenizer)
-            new_tokens = output[:, inputs["input_ids"].shape[1]:]
-            for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True):
-                answers.append(text.split("\n")[0].strip())
     finally:
         tokenizer.padding_side, tokenizer.truncation_side = sides
+    return output[:, inputs["input_ids"].shape[1]:]
+
+
+def as_answer(text):
+    """The answer ends at the first newline (the prompt format's end of an answer)."""
+    return text.split("\n")[0].strip()
+
+
+def generate_answers(model, tokenizer, examples, max_new_tokens=16, batch_size=8, max_length=None):
+    """Greedy answers (stripped strings) to each example's prompt, in order."""
+    answers = []
+    for start in range(0, len(examples), batch_size):
+        prompts = [format_prompt(e["question"], e["context"]) for e in examples[start:start + batch_size]]
+        generated = new_tokens(model, tokenizer, prompts, max_new_tokens, max_length)
+        answers += [as_answer(text) for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
     return answers
 
 
@@ -82,6 +90,15 @@ def read_settings(run_dir: Path) -> dict:
     return settings
 
 
+def saved_model(settings: dict, model_dir=None) -> Path:
+    """The run's fine-tuned model folder (<output_dir>/final unless given), checked to hold a model."""
+    model_dir = Path(model_dir or Path(settings["output_dir"]) / "final")
+    if not (model_dir / "config.json").is_file():
+        raise WorkshopError(f"no saved model in {model_dir} (training saves <output_dir>/final; a relative "
+                            "output_dir is relative to where training ran): pass --model-dir")
+    return model_dir
+
+
 def eval_examples(settings: dict) -> list[dict]:
     """The held-out examples of the run, rebuilt exactly as workshop.train split them."""
     subset = load_squad(settings["subset_size"], source=settings["data"])
@@ -91,10 +108,7 @@ def eval_examples(settings: dict) -> list[dict]:
 def evaluate_run(run_dir, model_dir=None, limit=None, baseline=False, max_new_tokens=16) -> dict:
     run_dir = Path(run_dir)
     settings = read_settings(run_dir)
-    model_dir = Path(model_dir or Path(settings["output_dir"]) / "final")
-    if not (model_dir / "config.json").is_file():
-        raise WorkshopError(f"no saved model in {model_dir} (training saves <output_dir>/final; a relative "
-                            "output_dir is relative to where training ran): pass --model-dir")
+    model_dir = saved_model(settings, model_dir)
     examples = eval_examples(settings)[:limit]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     metric = load_metric()
@@ -109,6 +123,21 @@ def evaluate_run(run_dir, model_dir=None, limit=None, baseline=False, max_new_to
     model, tokenizer = load_saved(model_dir)
     report["after"] = score(model.to(device), tokenizer, examples, max_new_tokens, settings["max_length"], metric)
     write_json(run_dir / "answer_quality.json", report)
+    return report
+
+
+def score_at_end(run_dir, model_dir, limit=None):
+    """--score-answers: the EM/F1 of the model a training just saved, into <run_dir>/answer_quality.json. A failure
+    here is a notice, not the run's: the training completed, and its table cell then says `n/a (not scored)`."""
+    print(f"[workshop] scoring the fine-tuned model's answers ({f'first {limit}' if limit else 'all'} held-out "
+          "examples; --no-score-answers skips this)", flush=True)
+    try:
+        report = evaluate_run(run_dir, model_dir, limit)
+    except Exception as err:  # noqa: BLE001  (an OOM or a metric error must not turn a trained run into a failed one)
+        print(f"[workshop] notice: scoring the answers failed ({type(err).__name__}: {err}); score them later with "
+              f"`python -m workshop.answer_quality --run-dir {run_dir}`", flush=True)
+        return None
+    print(f"[workshop] {summary(report)}", flush=True)
     return report
 
 

@@ -33,11 +33,14 @@ class RunConfig:
     weight_decay: float = 0.01
     fp16: Optional[bool] = None       # None: on unless --bf16; falls back to fp32 without a CUDA GPU
     bf16: bool = False
-    gradient_checkpointing: bool = False
+    precision: Optional[str] = None   # fp32|fp16|bf16: --fp16/--bf16 in one flag (PRECISIONS); None: as those say
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
     eval_strategy: str = "epoch"
     save_strategy: str = "epoch"
     save_steps: int = 500             # with --save-strategy steps: a checkpoint every N optimizer steps
     save_final: bool = True           # the trained model in <output-dir>/final (--no-save-final: sweeps)
+    score_answers: Optional[bool] = None  # EM/F1 of the saved model at the end; None: on with a CUDA GPU only
+    score_limit: Optional[int] = None     # --score-answers on the first N held-out examples only
     logging_steps: int = 10
     seed: int = 42
     # [failures] how long a rank waits in a collective for the others before it gives up (a rank or node died):
@@ -78,8 +81,20 @@ CHOICES = {
     "padding": ("max", "longest", "packed"),
     "optim": ("adamw_torch", "adamw_torch_fused"),
     "attention": ("eager", "sdpa"),
+    "precision": ("fp32", "fp16", "bf16"),
 }
-BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "save_final")
+PRECISIONS = {"fp32": (False, False), "fp16": (True, False), "bf16": (False, True)}  # -> (fp16, bf16)
+BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "save_final", "score_answers")
+
+
+# --help lines for the knobs whose default alone does not say what they do
+HELP = {
+    "precision": "fp32, fp16 or bf16 for the Trainer and the DeepSpeed config at once (default: as --fp16/--bf16 "
+                 "say; the lesson's fp16, fp32 without a GPU)",
+    "gradient_checkpointing": "recompute activations in the backward pass: less memory, more time (default: off)",
+    "score_answers": "EM/F1 of the saved model on the held-out examples at the end (default: on with a CUDA GPU)",
+    "score_limit": "--score-answers on the first N held-out examples only (default: all)",
+}
 
 
 def _add_flags(parser):
@@ -87,14 +102,17 @@ def _add_flags(parser):
         flag = "--" + field.name.replace("_", "-")
         default = field.default
         if field.name in BOOLEAN_FLAGS:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=HELP.get(field.name))
             continue
         kind = {int: int, float: float}.get(type(default), str)
         if field.name in ("num_train_epochs", "gpu_memory_limit", "host_memory_gib"):
             kind = float
+        if field.name == "score_limit":
+            kind = int
         parser.add_argument(flag, type=kind, choices=CHOICES.get(field.name), default=argparse.SUPPRESS,
                             metavar=None if field.name in CHOICES else field.name.upper(),
-                            help=f"default: {default}")
+                            help=HELP.get(field.name, f"default: {default}"))
     parser.add_argument("--ds-config", dest="deepspeed", default=argparse.SUPPRESS, help="same as --deepspeed")
     parser.add_argument("--subset", dest="subset_size", type=int, default=argparse.SUPPRESS,
                         help="same as --subset-size")
@@ -112,13 +130,28 @@ def parse_args(argv=None, lesson="baseline", require_deepspeed=False, **lesson_d
     given = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
     given.pop("local_rank", None)
     profile = given.get("profile", "lesson")
-    settings = {"lesson": lesson, **lesson_defaults, **PROFILES[profile], **given}
+    settings = use_precision({"lesson": lesson, **lesson_defaults, **PROFILES[profile], **given}, given)
     cfg = RunConfig(**settings)
     validate(cfg)
     if require_deepspeed and cfg.deepspeed is None:
         raise WorkshopError(f"the {lesson} lesson needs a DeepSpeed config: --ds-config "
                             f"{lesson}/configs/<stage>.json")
     return cfg
+
+
+def use_precision(settings: dict, given: dict) -> dict:
+    """--precision sets fp16 and bf16 together. An --fp16/--bf16 on the same command line must agree with it; one
+    that overrides a lesson's or profile's precision wins (command line over defaults, as for every setting)."""
+    precision = settings.get("precision")
+    if precision is None:
+        return settings
+    if "precision" not in given and ("fp16" in given or "bf16" in given):
+        return {**settings, "precision": None}
+    for flag, value in zip(("fp16", "bf16"), PRECISIONS[precision]):
+        if flag in given and given[flag] != value:
+            spelled = f"--{flag}" if given[flag] else f"--no-{flag}"
+            raise WorkshopError(f"--precision {precision} contradicts {spelled}: give only --precision")
+    return {**settings, **dict(zip(("fp16", "bf16"), PRECISIONS[precision]))}
 
 
 def validate(cfg: RunConfig):
@@ -142,7 +175,7 @@ def validate(cfg: RunConfig):
         if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
             raise WorkshopError(f"--{name.replace('_', '-')} must be a positive number of GiB "
                                 f"(got {getattr(cfg, name)})")
-    for name in ("dist_timeout", "diverge_patience"):
+    for name in ("dist_timeout", "diverge_patience", *(("score_limit",) if cfg.score_limit is not None else ())):
         if getattr(cfg, name) < 1:
             raise WorkshopError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
     if cfg.fp16 and cfg.bf16:
@@ -150,13 +183,18 @@ def validate(cfg: RunConfig):
 
 
 def resolve_precision(cfg: RunConfig, has_cuda: bool, bf16_supported: bool):
-    """Return (fp16, bf16), printing a notice where the hardware lacks what was asked for."""
+    """Return (fp16, bf16), printing a notice where the hardware lacks what was asked for. bf16 also trains on a
+    CPU (autocast); fp16 only on a CUDA GPU, so an explicit fp16 without one already stopped (check_gpu_precision)."""
     bf16 = cfg.bf16
     fp16 = cfg.fp16 if cfg.fp16 is not None else not bf16  # the lesson trains in fp16 unless bf16 is asked for
     if fp16 and not has_cuda:
         print("[workshop] notice: fp16 needs a CUDA GPU; none is present, so this run trains in fp32.")
         fp16 = False
     if bf16 and not bf16_supported:
-        print("[workshop] notice: bf16 is not supported here; this run trains in fp32.")
+        print("[workshop] notice: bf16 is not supported by this GPU; this run trains in fp32.")
         bf16 = False
     return fp16, bf16
+
+
+def precision_name(fp16: bool, bf16: bool) -> str:
+    return "fp16" if fp16 else "bf16" if bf16 else "fp32"

@@ -200,7 +200,8 @@ def needed_ops(cfg) -> list:
 
 
 def check_gpu_precision(cfg, ds_config, has_cuda: bool):
-    """fp16/bf16 switched on explicitly (--fp16/--bf16, or "enabled": true in the DeepSpeed JSON) needs a CUDA GPU.
+    """fp16 switched on explicitly (--fp16, --precision fp16, or "enabled": true under fp16 in the DeepSpeed JSON)
+    needs a CUDA GPU. bf16 does not: PyTorch trains in bf16 on a CPU too (autocast; DeepSpeed's CPU backend).
 
     Without one, the Trainer or DeepSpeed would stop deep in their setup with a traceback; here it is one line.
     The default (fp16 unset, "auto" in the JSON) still falls back to fp32 with a notice (config.resolve_precision).
@@ -208,12 +209,28 @@ def check_gpu_precision(cfg, ds_config, has_cuda: bool):
     if has_cuda:
         return
     request = "request one (sbatch --gpus=1, or --gres=gpu:1)"
-    for flag in ("fp16", "bf16"):
-        if getattr(cfg, flag) is True:
-            raise WorkshopError(f"--{flag} needs a CUDA GPU and none is visible here: drop the flag (the run then "
-                                f"trains in fp32) or {request}")
+    if cfg.fp16 is True:
+        flag = "--precision fp16" if cfg.precision == "fp16" else "--fp16"
+        raise WorkshopError(f"{flag} needs a CUDA GPU and none is visible here: drop the flag (the run then trains "
+                            f"in fp32; --precision bf16 also trains on a CPU) or {request}")
+    values = (ds_config or {}).get("fp16")
+    if isinstance(values, dict) and values.get("enabled") is True:
+        raise WorkshopError(f"{cfg.deepspeed}: fp16.enabled is true, which needs a CUDA GPU, and none is visible "
+                            f"here: set it to \"auto\" (it then follows --precision) or {request}")
+
+
+def match_precision(path, ds_config: dict, fp16: bool, bf16: bool):
+    """Make the DeepSpeed config train in the run's precision: a missing fp16/bf16 section becomes "auto" (the
+    Trainer fills it in from the same fp16/bf16 it uses itself); an explicit one that disagrees is one error."""
+    from workshop.config import precision_name
+
+    wanted, precision = {"fp16": fp16, "bf16": bf16}, precision_name(fp16, bf16)
     for section in ("fp16", "bf16", "bfloat16"):
-        values = (ds_config or {}).get(section)
-        if isinstance(values, dict) and values.get("enabled") is True:
-            raise WorkshopError(f"{cfg.deepspeed}: {section}.enabled is true, which needs a CUDA GPU, and none is "
-                                f"visible here: set it to \"auto\" (it then follows --fp16/--bf16) or {request}")
+        enabled = ds_config.get(section, {}).get("enabled", "auto")
+        if isinstance(enabled, bool) and enabled != wanted[section.replace("bfloat16", "bf16")]:
+            raise WorkshopError(f"{path}: {section}.enabled is {str(enabled).lower()} but this run trains in "
+                                f"{precision}: set it to \"auto\" (it then follows --precision) or use "
+                                f"--precision {section.replace('bfloat16', 'bf16') if enabled else 'fp32'}")
+    for section in ("fp16", "bf16"):
+        if section not in ds_config and not (section == "bf16" and "bfloat16" in ds_config):
+            ds_config[section] = {"enabled": "auto"}

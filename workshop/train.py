@@ -16,10 +16,10 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from workshop.bloom_attention import use_attention
-from workshop.config import RunConfig, parse_args, resolve_precision
+from workshop.config import RunConfig, parse_args, precision_name, resolve_precision
 from workshop.errors import WorkshopError
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
-from workshop.ds_config import check_gpu_precision, load_ds_config, needed_ops, zero_stage
+from workshop.ds_config import check_gpu_precision, load_ds_config, match_precision, needed_ops, zero_stage
 from workshop.guards import (DivergenceCallback, RunStopped, diverged_stop, disk_full_stop, is_disk_full,
                              is_lost_rank, last_whole_checkpoint, lost_rank_stop, set_aside_partial)
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
@@ -31,9 +31,16 @@ from workshop.speed import SpeedCallback, flops_per_token, matmul_parameters
 from workshop.startup import STARTUP
 
 
+# transformers 5 renamed the Trainer's gradient_checkpointing (a deprecated alias now) to activation_checkpointing
+CHECKPOINTING = next(name for name in ("activation_checkpointing", "gradient_checkpointing")
+                     if name in TrainingArguments.__dataclass_fields__)
+
+
 def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> TrainingArguments:
-    fp16, bf16 = resolve_precision(cfg, torch.cuda.is_available(),
-                                   torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    cuda = torch.cuda.is_available()
+    fp16, bf16 = resolve_precision(cfg, cuda, torch.cuda.is_bf16_supported() if cuda else True)
+    if ds_config is not None:
+        match_precision(cfg.deepspeed, ds_config, fp16, bf16)
     return TrainingArguments(
         output_dir=cfg.output_dir,
         eval_strategy=cfg.eval_strategy,
@@ -48,7 +55,8 @@ def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> Trainin
         weight_decay=cfg.weight_decay,
         fp16=fp16,
         bf16=bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        use_cpu=bf16 and not cuda,  # the Trainer refuses bf16 without a GPU unless told it is a CPU run
+        **{CHECKPOINTING: cfg.gradient_checkpointing},
         torch_compile=cfg.torch_compile,
         **({"optim": cfg.optim} if cfg.optim else {}),
         include_num_input_tokens_seen="non_padding",  # real tokens, for workshop.speed
@@ -189,6 +197,8 @@ def train(cfg: RunConfig, run: RunLog):
     # (deepspeed.zero.Init, in from_pretrained and in workshop.model.build) for as long as they exist.
     args = training_arguments(cfg, ds_config)
     STARTUP.mark("arguments_ready")
+    run.update(precision=precision_name(args.fp16, args.bf16),
+               zero_stage=zero_stage(ds_config) if ds_config is not None else None)
     model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed, device=build_device(ds_config))
     STARTUP.mark("model_built")
     partitioned = sum(hasattr(p, "ds_id") for p in model.parameters())
@@ -244,6 +254,9 @@ def train(cfg: RunConfig, run: RunLog):
         if is_lost_rank(err):
             raise lost_rank_stop(err, cfg.dist_timeout) from err
         raise
+    # what the Trainer really did to the model (under ZeRO too), not only what was asked for
+    run.update(gradient_checkpointing=any(getattr(m, "gradient_checkpointing", False) is True
+                                          for m in trainer.model.modules()))
     if guard.reason:
         raise diverged_stop(guard, cfg.output_dir, cfg.learning_rate, run.enabled)
     if trainer.state.global_step < run.manifest["steps_planned"]:
@@ -257,7 +270,21 @@ def train(cfg: RunConfig, run: RunLog):
         trainer.evaluate()  # a --max-steps run that stops mid-epoch still ends with an eval loss
     if cfg.save_final:
         save_model(trainer.model, tokenizer, f"{cfg.output_dir}/final")
+    score_answers(cfg, run)
     return trainer
+
+
+def score_answers(cfg: RunConfig, run: RunLog):
+    """--score-answers (default: on with a CUDA GPU): EM/F1 of the saved model, on rank 0, so the answer quality
+    table is filled at the end of the lesson's run."""
+    scoring = cfg.score_answers if cfg.score_answers is not None else torch.cuda.is_available()
+    if scoring and not cfg.save_final:
+        print("[workshop] notice: --score-answers skipped: --no-save-final saved no model to score", flush=True)
+    run.update(score_answers=scoring and cfg.save_final)
+    if scoring and cfg.save_final and run.enabled:
+        from workshop.answer_quality import score_at_end
+
+        score_at_end(run.dir, f"{cfg.output_dir}/final", cfg.score_limit)
 
 
 def _evaluated_at(state) -> bool:

@@ -30,6 +30,7 @@ class Lesson:
 # deepspeed_single_gpu/configs/<name>.json, in the order lesson 2 walks through them; lesson 3 compares six of them
 ZERO_CONFIGS = ("stage0", "stage1", "stage1_offload", "stage2", "stage2_offload", "stage2_offload_nopin",
                 "stage3", "stage3_offload", "stage3_offload_nopin", "stage3_offload_nvme")
+ZERO_STAGES = ("stage0", "stage1", "stage2", "stage3")  # lesson 5 runs each in fp32, fp16 and bf16
 ZERO_2GPU = ("stage1", "stage1_offload", "stage2", "stage2_offload", "stage3", "stage3_offload")
 
 LESSONS = (
@@ -40,6 +41,9 @@ LESSONS = (
            tables="workshop.lessons.deepspeed_multi_gpu",
            scripts=("slurm/multi_gpu_weak_scaling.slurm", "slurm/submit_zero_2gpu.sh")),
     Lesson("make_it_fast", folder="baseline", tables="workshop.lessons.make_it_fast", scripts=("slurm/fast.slurm",)),
+    Lesson("precision_and_checkpointing", folder="precision_and_checkpointing", configs=ZERO_STAGES,
+           tables="workshop.lessons.precision_and_checkpointing",
+           scripts=("slurm/precision.slurm", "slurm/checkpointing.slurm", "slurm/max_batch.slurm")),
 )
 BY_NAME = {lesson.name: lesson for lesson in LESSONS}
 FOLDERS = tuple(dict.fromkeys(lesson.folder for lesson in LESSONS))  # the code every lesson runs from

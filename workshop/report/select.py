@@ -27,12 +27,13 @@ def run_order(run):
     return str(_manifest(run).get("start_time") or ""), int(job.group(1)) if job else 0, run.name
 
 
-def latest_runs(runs, order=()):
+def latest_runs(runs, order=(), key=config_of):
     """(chosen runs, notes): per (model, init, subset, config) the latest completed run, or the latest run of
-    any status when none completed (so a failed or running one still shows); a note says what was ignored."""
+    any status when none completed (so a failed or running one still shows); a note says what was ignored.
+    `key` names what a run varies within its model and data (default: its config)."""
     groups = {}
     for run in runs:
-        groups.setdefault((*setup_of(run), config_of(run)), []).append(run)
+        groups.setdefault((*setup_of(run), key(run)), []).append(run)
     chosen, notes = [], []
     for (*setup, config), group in groups.items():
         group.sort(key=run_order)
@@ -46,8 +47,7 @@ def latest_runs(runs, order=()):
                          f"{len(group) - 1} ignored ({ignored})")
     order = {name: i for i, name in enumerate(order)}
     size = model_sizes(chosen)
-    chosen.sort(key=lambda run: (size[setup_of(run)[0]], setup_of(run), order.get(config_of(run), len(order)),
-                                 config_of(run)))
+    chosen.sort(key=lambda run: (size[setup_of(run)[0]], setup_of(run), order.get(key(run), len(order)), key(run)))
     return chosen, notes
 
 

@@ -1,0 +1,103 @@
+"""Use the fine-tuned model: answer questions with a run's saved model, with latency and tokens/s per answer.
+
+    python -m workshop.generate --run-dir logs/<run_id>                       the first --limit held-out examples
+    python -m workshop.generate --run-dir logs/<run_id> --question Q --context C
+    python -m workshop.generate --run-dir logs/<run_id> --engine deepspeed    DeepSpeed-Inference (a CUDA GPU)
+
+The model is <output_dir>/final from the run's manifest (or --model-dir); the prompt is the training's
+`Question: … Context: … Answer:` and the answer is greedy, ending at a newline or end-of-text, one prompt at a time
+so each latency is one answer's. `--engine deepspeed` wraps the model with `deepspeed.init_inference` (fp16, with
+DeepSpeed's fused kernels injected where it supports the architecture, as it does BLOOM).
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from workshop.answer_quality import as_answer, eval_examples, new_tokens, read_settings, saved_model
+from workshop.data import format_prompt
+from workshop.errors import WorkshopError
+from workshop.model import load_saved
+
+
+def deepspeed_inference(model):
+    """The model inside a DeepSpeed-Inference engine on this GPU (fp16, kernel injection)."""
+    import deepspeed
+
+    engine = deepspeed.init_inference(model, dtype=torch.float16, replace_with_kernel_inject=True)
+    return engine.module
+
+
+def load(run_dir, model_dir=None, engine="plain"):
+    """(model ready to generate, tokenizer, the run's settings)."""
+    if engine == "deepspeed" and not torch.cuda.is_available():
+        raise WorkshopError("--engine deepspeed needs a CUDA GPU (DeepSpeed-Inference runs its kernels there) and "
+                            "none is visible here: use --engine plain, or run it on a GPU node (srun --gpus=1 ...)")
+    settings = read_settings(Path(run_dir))
+    model, tokenizer = load_saved(saved_model(settings, model_dir))
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return (deepspeed_inference(model) if engine == "deepspeed" else model), tokenizer, settings
+
+
+def answer(model, tokenizer, question, context, max_new_tokens=16, max_length=None):
+    """{"answer", "new_tokens", "latency_s", "tokens_per_s"} for one question."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    began = time.perf_counter()
+    generated = new_tokens(model, tokenizer, [format_prompt(question, context)], max_new_tokens, max_length)[0]
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - began
+    count = int((generated != tokenizer.pad_token_id).sum()) if tokenizer.pad_token_id is not None else len(generated)
+    return {"answer": as_answer(tokenizer.decode(generated, skip_special_tokens=True)), "new_tokens": count,
+            "latency_s": seconds, "tokens_per_s": count / seconds if seconds else float("nan")}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m workshop.generate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", required=True, help="the training's run folder (logs/<run_id>)")
+    parser.add_argument("--model-dir", help="the fine-tuned model (default: <output_dir>/final from the manifest)")
+    parser.add_argument("--question", help="your question (with --context); default: the run's held-out examples")
+    parser.add_argument("--context", help="the text the answer is to be found in")
+    parser.add_argument("--limit", type=int, default=5, help="held-out examples to answer (default 5)")
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--engine", choices=("plain", "deepspeed"), default="plain",
+                        help="plain: transformers' generate; deepspeed: DeepSpeed-Inference (a CUDA GPU)")
+    args = parser.parse_args(argv)
+    try:
+        if (args.question is None) != (args.context is None):
+            raise WorkshopError("--question and --context go together")
+        if args.limit < 1 or args.max_new_tokens < 1:
+            raise WorkshopError(f"--limit and --max-new-tokens must be at least 1 (got {args.limit}, "
+                                f"{args.max_new_tokens})")
+        model, tokenizer, settings = load(args.run_dir, args.model_dir, args.engine)
+        if args.question is not None:
+            examples = [{"question": args.question, "context": args.context}]
+        else:
+            examples = eval_examples(settings)[:args.limit]
+    except WorkshopError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"[generate] {args.engine} generate on {device}, {len(examples)} question(s)", flush=True)
+    results = []
+    for n, example in enumerate(examples, 1):
+        result = answer(model, tokenizer, example["question"], example["context"], args.max_new_tokens,
+                        settings["max_length"])
+        results.append(result)
+        reference = example.get("answers", {}).get("text", [None])[0]
+        print(f"{n}. Q: {example['question']}\n   A: {result['answer']!r}"
+              + (f" (reference: {reference!r})" if reference is not None else "")
+              + f"\n   {result['new_tokens']} tokens in {result['latency_s'] * 1000:.0f} ms: "
+                f"{result['tokens_per_s']:.1f} tokens/s", flush=True)
+    total_tokens, total_s = sum(r["new_tokens"] for r in results), sum(r["latency_s"] for r in results)
+    print(f"[generate] {len(results)} answers, mean latency {total_s / len(results) * 1000:.0f} ms, "
+          f"{total_tokens / total_s if total_s else float('nan'):.1f} tokens/s overall", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

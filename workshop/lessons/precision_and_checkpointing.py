@@ -1,0 +1,203 @@
+"""Lesson 5, precision and gradient checkpointing (precision_and_checkpointing/train.py, slurm/precision.slurm,
+slurm/checkpointing.slurm, slurm/max_batch.slurm): two comparing tables and their quiz answers.
+
+The handout has no such tables, so each has one layout. `precision`: per model and ZeRO stage (or the plain
+Trainer), fp32 vs fp16 vs bf16 throughput, peak GPU memory and final eval loss, from the latest run of each,
+checkpointing off. `gradient_checkpointing`: per model, stage and precision, the same runs with checkpointing off
+and on (memory saved, time lost per step) and the largest micro-batch workshop.max_batch found with and without.
+The speed figures are make it fast's (workshop/speed.py in the manifest), read by the same row function.
+"""
+
+import json
+import re
+
+from workshop.lessons.make_it_fast import make_it_fast as speed_row
+from workshop.logparse import Missing
+from workshop.report.cells import is_number, manifest_of
+from workshop.report.columns import RESERVED
+from workshop.report.engine import Table
+from workshop.report.select import config_of, latest_runs, run_order, setup_label, setup_of
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+SEARCH = "max_batch"  # the config name prefix of workshop.max_batch's trial runs (max_batch-mb8)
+TOKENS, LOSS = "real tokens/s", "final eval loss"
+MEASURED = ((TOKENS, TOKENS), ("peak GPU MiB", RESERVED), (LOSS, LOSS))  # (column here, make it fast's column)
+
+
+def stage_of(run):
+    """'plain Trainer' or 'ZeRO N': the manifest's zero_stage (older runs: their DeepSpeed config's name)."""
+    manifest = manifest_of(run)
+    if isinstance(manifest.get("zero_stage"), int):
+        return f"ZeRO {manifest['zero_stage']}"
+    if manifest.get("deepspeed_config"):
+        found = re.search(r"stage(\d)", str(manifest["deepspeed_config"]))
+        return f"ZeRO {found.group(1)}" if found else "DeepSpeed"
+    return "plain Trainer"
+
+
+def _stage_order(stage):
+    return -1 if stage == "plain Trainer" else int(stage[-1]) if stage[-1].isdigit() else 9
+
+
+def precision_of(run):
+    return str(manifest_of(run).get("precision") or "unknown")
+
+
+def checkpointing_of(run):
+    """What the model did (the manifest's gradient_checkpointing), else what the run asked for."""
+    manifest = manifest_of(run)
+    done = manifest.get("gradient_checkpointing")
+    return done if isinstance(done, bool) else bool((manifest.get("settings") or {}).get("gradient_checkpointing"))
+
+
+def variant(run):
+    return f"{stage_of(run)}, {precision_of(run)}, checkpointing {'on' if checkpointing_of(run) else 'off'}"
+
+
+def not_run(what, how):
+    return Missing("not run yet", f"no {what} run yet: {how}")
+
+
+def _training_runs(runs):
+    return [run for run in runs if not config_of(run).startswith(SEARCH)]
+
+
+def _stage_arg(stage):
+    return "none" if stage == "plain Trainer" else f"stage{stage[-1]}"
+
+
+# ---------------------------------------------------------------------------------------------- precision
+def precision_table(runs):
+    chosen, notes = latest_runs([run for run in _training_runs(runs) if not checkpointing_of(run)], key=variant)
+    groups = {}  # (model and data, stage) -> {precision: run}
+    for run in chosen:
+        groups.setdefault((setup_of(run), stage_of(run)), {})[precision_of(run)] = run
+    rows = []
+    for (setup, stage), by_precision in sorted(groups.items(), key=lambda g: (g[0][0], _stage_order(g[0][1]))):
+        row = {"model": setup_label(setup), "stage": stage, "run": ", ".join(r.name for r in by_precision.values())}
+        for precision in PRECISIONS:
+            run = by_precision.get(precision)
+            speed = speed_row(run) if run else {}
+            how = f"bash slurm/precision.slurm {_stage_arg(stage)} {precision}" + \
+                (" on a CUDA GPU" if precision == "fp16" else "")
+            for column, source in MEASURED:
+                row[f"{precision} {column}"] = speed[source] if run else not_run(f"{precision} {stage}", how)
+        rows.append(row)
+    return rows, precision_answers(rows), notes
+
+
+def precision_answers(rows):
+    """Is fp16/bf16 faster than fp32, and by how much, at each stage; and does that agree with the benchmark the
+    issue cites (fp16 about 3x fp32 at ZeRO 0-2, less at ZeRO 3)?"""
+    answers, fp16 = [], {}  # (model, stage) -> fp16 / fp32 throughput
+    for row in rows:
+        fp32, compared = row[f"fp32 {TOKENS}"], False
+        for precision in ("fp16", "bf16"):
+            value = row[f"{precision} {TOKENS}"]
+            if is_number(fp32) and is_number(value):
+                ratio, compared = value / fp32, True
+                verdict = "faster" if ratio > 1 else "not faster"
+                answers.append(f"{row['model']}, {row['stage']}: {precision} is {verdict} than fp32: {ratio:.2f}x its "
+                               f"{TOKENS} ({value:,.0f} vs {fp32:,.0f}).")
+                if precision == "fp16":
+                    fp16[row["model"], row["stage"]] = ratio
+        if not compared:
+            answers.append(f"{row['model']}, {row['stage']}: no comparison yet: {TOKENS} of fp32 and of fp16 or bf16 "
+                           "are both needed.")
+    for model in dict.fromkeys(row["model"] for row in rows):
+        low = [fp16.get((model, f"ZeRO {n}")) for n in (0, 1, 2)]
+        high = fp16.get((model, "ZeRO 3"))
+        if None in low or high is None:
+            answers.append(f"{model}: the benchmark's fp16 ≈ 3x fp32 at ZeRO 0-2, less at ZeRO 3: not answerable yet "
+                           "(fp16 and fp32 runs at ZeRO 0, 1, 2 and 3 are needed; fp16 needs a CUDA GPU).")
+            continue
+        agrees = min(low) >= 2 and high < min(low)
+        answers.append(f"{model}: the benchmark found fp16 ≈ 3x faster than fp32 at ZeRO 0-2 and less at ZeRO 3; "
+                       f"here {', '.join(f'{r:.2f}x' for r in low)} at ZeRO 0-2 and {high:.2f}x at ZeRO 3: "
+                       f"{'agrees' if agrees else 'does not agree'}.")
+    return answers
+
+
+# ---------------------------------------------------------------------------------------------- checkpointing
+def searches(runs):
+    """{(model, checkpointing): the latest max_batch.json} of the searches whose trial runs are among `runs`."""
+    found = {}
+    for run in sorted((run for run in runs if config_of(run).startswith(SEARCH)), key=run_order):
+        try:
+            record = json.loads((run.path.parent / "max_batch.json").read_text())
+            found[record["model"], bool(record["gradient_checkpointing"])] = record
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a trial without its search's record (copied alone): nothing to report for it
+    return found
+
+
+def largest_batch(record, model, on_gpu, checkpointing):
+    """The search's largest micro-batch that fit, or why there is none."""
+    how = f"python -m workshop.max_batch --model {model}{' --gradient-checkpointing' if checkpointing else ''}"
+    if record is None:
+        return Missing("not searched", f"on a GPU: {how} (slurm/max_batch.slurm)") if on_gpu else \
+            Missing("n/a (no GPU)", f"the micro-batch search stops at the first CUDA OOM, so it needs a GPU: {how}")
+    if record.get("stopped") == "bound":
+        return f"≥ {record['largest_fit']} (the bound)"
+    if record.get("stopped") == "oom":
+        return float(record["largest_fit"]) if record.get("largest_fit") else \
+            Missing("none fits", f"micro-batch {record.get('first_oom')} already ran out of GPU memory")
+    last = (record.get("trials") or [{}])[-1]
+    return Missing("search failed", f"micro-batch {last.get('micro_batch')}: {last.get('outcome')}")
+
+
+def _on_gpu(run):
+    return str((manifest_of(run).get("peak_memory") or {}).get("device", "")).startswith("cuda")
+
+
+def checkpointing_table(runs):
+    found = searches(runs)
+    chosen, notes = latest_runs(_training_runs(runs), key=variant)
+    groups = {}  # (model and data, stage, precision) -> {checkpointing: run}
+    for run in chosen:
+        groups.setdefault((setup_of(run), stage_of(run), precision_of(run)), {})[checkpointing_of(run)] = run
+    rows = []
+    for (setup, stage, precision), pair in sorted(groups.items(), key=lambda g: (g[0][0], _stage_order(g[0][1]))):
+        if True not in pair:
+            continue  # no checkpointing run to compare: the precision table shows it
+        row = {"model": setup_label(setup), "stage": stage, "precision": precision,
+               "run": ", ".join(run.name for run in pair.values())}
+        how = f"bash slurm/checkpointing.slurm off {_stage_arg(stage)} {precision}"
+        off, on = (speed_row(pair[c]) if c in pair else None for c in (False, True))
+        for column, source in (("peak GPU MiB", RESERVED), ("s/step", "s/step")):
+            without, with_ = off[source] if off else not_run("checkpointing off", how), on[source]
+            row[f"{column} without"], row[f"{column} with"] = without, with_
+            if column == "peak GPU MiB":
+                row["memory saved MiB"] = without - with_ if is_number(without) and is_number(with_) else \
+                    next(v for v in (without, with_) if not is_number(v))
+            else:
+                row["time lost %"] = (with_ - without) / without * 100 if is_number(without) and \
+                    is_number(with_) else next(v for v in (without, with_) if not is_number(v))
+        model = setup[0]
+        for checkpointing in (False, True):
+            row[f"largest micro-batch {'with' if checkpointing else 'without'}"] = largest_batch(
+                found.get((model, checkpointing)), model, any(map(_on_gpu, pair.values())), checkpointing)
+        rows.append(row)
+    return rows, checkpointing_answers(rows), notes
+
+
+def checkpointing_answers(rows):
+    answers = []
+    for row in rows:
+        where = f"{row['model']}, {row['stage']}, {row['precision']}"
+        saved, lost = row["memory saved MiB"], row["time lost %"]
+        memory = (f"saved {saved:,.0f} MiB of peak GPU memory ({saved / row['peak GPU MiB without'] * 100:.0f}%)"
+                  if is_number(saved) else f"memory saved: {saved.cell}")
+        time = f"{'cost' if lost >= 0 else 'saved'} {abs(lost):.1f}% time per step" if is_number(lost) else \
+            f"time lost: {lost.cell}"
+        batches = [row[f"largest micro-batch {w}"] for w in ("without", "with")]
+        shown = [b.cell if isinstance(b, Missing) else f"{b:.0f}" if is_number(b) else b for b in batches]
+        batch = f"; largest micro-batch {shown[0]} without, {shown[1]} with" if \
+            any(not isinstance(b, Missing) for b in batches) else ""
+        answers.append(f"{where}: gradient checkpointing {memory} and {time}{batch}.")
+    return answers
+
+
+TABLES = (Table("precision", "Precision: fp32 vs fp16 vs bf16 per ZeRO stage", precision_table, each_run=False),
+          Table("gradient_checkpointing", "Gradient checkpointing: memory saved vs time lost, largest micro-batch",
+                checkpointing_table, each_run=False))
