@@ -19,7 +19,8 @@ from workshop.config import WorkshopError, parse_args, resolve_precision
 from workshop.fill_tables import build_tables, main as fill_tables_main
 from workshop.logparse import read_answer_quality
 from workshop.ds_config import load_ds_config, match_precision
-from workshop.train import load_deepspeed_config, main, training_arguments
+from workshop.deepspeed_setup import load_deepspeed_config
+from workshop.train import main, training_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 LESSON = "precision_and_checkpointing"

@@ -134,7 +134,7 @@ def test_gpu_memory_limit_parsing_and_the_cards_it_emulates():
 def test_a_cpu_run_ignores_the_gpu_cap_with_a_notice(capsys):
     import torch
 
-    from workshop.train import cap_gpu_memory
+    from workshop.deepspeed_setup import cap_gpu_memory
 
     if torch.cuda.is_available():
         pytest.skip("this checks the machine without a GPU")
@@ -190,7 +190,7 @@ def test_an_aio_typo_is_refused(tmp_path):
 
 
 def test_nvme_path_flag_replaces_the_configs_path(tmp_path):
-    from workshop.train import load_deepspeed_config
+    from workshop.deepspeed_setup import load_deepspeed_config
 
     cfg = lesson_cfg("stage3_offload_nvme", "--nvme-path", str(tmp_path), "--model", "3b")
     zero = load_deepspeed_config(cfg)["zero_optimization"]

@@ -3,13 +3,11 @@
 Read `train()` top to bottom: it is the whole lesson. `main()` wraps it with the run folder and with
 error handling that always records how the run ended.
 """
-import atexit
 import math
 import os
 import signal
 import socket
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -19,13 +17,14 @@ from workshop.bloom_attention import use_attention
 from workshop.config import RunConfig, parse_args, precision_name, resolve_precision
 from workshop.errors import WorkshopError
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
-from workshop.ds_config import check_gpu_precision, load_ds_config, match_precision, needed_ops, zero_stage
+from workshop.deepspeed_setup import (build_device, cap_gpu_memory, cpu_deepspeed_state, load_deepspeed_config,
+                                      load_ops)
+from workshop.ds_config import check_gpu_precision, match_precision, zero_stage
 from workshop.guards import (DivergenceCallback, RunStopped, diverged_stop, disk_full_stop, is_disk_full,
                              is_lost_rank, last_whole_checkpoint, lost_rank_stop, set_aside_partial)
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
 from workshop.model import load_model, parameter_count, resolve_model, save_model, tokenizer_record
-from workshop.prebuild_ops import build, setup_build_env
-from workshop.preflight import emulated_card, preflight
+from workshop.preflight import preflight
 from workshop.runlog import RunLog, StepsCallback, cuda_memory_now, default_run_dir, describe_cuda_memory
 from workshop.speed import SpeedCallback, flops_per_token, matmul_parameters
 from workshop.startup import STARTUP
@@ -67,119 +66,8 @@ def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> Trainin
         deepspeed=ds_config,
         push_to_hub=False,
         report_to="none",
-        **_cpu_deepspeed_state(ds_config, cfg.dist_timeout),
+        **cpu_deepspeed_state(ds_config, cfg.dist_timeout),
     )
-
-
-def _cpu_deepspeed_state(ds_config: dict | None, timeout_s: int) -> dict:
-    """Several DeepSpeed processes on a machine without a GPU (tests, CI, a laptop): make the Trainer count them.
-
-    accelerate picks a communication backend only for devices it knows (nccl for CUDA, ...); on a plain CPU it
-    leaves none and then reports one process, so the Trainer fills DeepSpeed's "auto" train_batch_size for a
-    world of 1 and DeepSpeed, which sees them all, stops (`train_batch_size ... 16 != 4 * 4 * 2`). ddp_backend
-    does not help: the Trainer ignores it under DeepSpeed. So here, and only here, the shared state is set up
-    first with DeepSpeed's own CPU backend (ccl or gloo) and the Trainer is told to use it. On a GPU node this
-    returns {} and nothing changes.
-    """
-    if ds_config is None or torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        return {}
-    from accelerate import PartialState
-    from deepspeed.accelerator import get_accelerator
-
-    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # as the Trainer does: start deepspeed.comm, not plain torch
-    try:
-        PartialState(backend=get_accelerator().communication_backend_name(), timeout=timedelta(seconds=timeout_s))
-    finally:
-        del os.environ["ACCELERATE_USE_DEEPSPEED"]
-    return {"accelerator_config": {"use_configured_state": True}}
-
-
-def load_deepspeed_config(cfg: RunConfig):
-    if cfg.deepspeed is None:
-        return None
-    setup_build_env()  # reuse ops built by `python -m workshop.prebuild_ops`; fix TORCH_CUDA_ARCH_LIST=9.0a
-    ds_config = load_ds_config(cfg.deepspeed)
-    use_nvme_path(cfg, ds_config)
-    # The JSON files spell out the lesson's optimizer. A flag or profile that changes the same setting wins,
-    # visibly: the Trainer would otherwise stop on the mismatch.
-    params = ds_config.get("optimizer", {}).get("params", {})
-    for key, value in (("lr", cfg.learning_rate), ("weight_decay", cfg.weight_decay)):
-        if key in params and params[key] != "auto" and params[key] != value:
-            print(f"[workshop] notice: optimizer.params.{key} {params[key]} in {cfg.deepspeed} "
-                  f"replaced by {value} from the command line / --profile {cfg.profile}")
-            params[key] = value
-    return ds_config
-
-
-def use_nvme_path(cfg: RunConfig, ds_config: dict):
-    """--nvme-path replaces the config's nvme_path in each section that offloads to NVMe (ZeRO-Infinity), and the
-    parameter swap buffers grow to the model's largest tensor (DeepSpeed stops at start-up if one does not fit;
-    each buffer is pinned host memory, so the config keeps them small for small models)."""
-    zero = ds_config.get("zero_optimization", {})
-    sections = [zero[key] for key in ("offload_optimizer", "offload_param")
-                if isinstance(zero.get(key), dict) and zero[key].get("device") == "nvme"]
-    if cfg.nvme_path and not sections:
-        print(f"[workshop] notice: --nvme-path ignored: {cfg.deepspeed} offloads nothing to NVMe")
-    for section in sections:
-        section["nvme_path"] = cfg.nvme_path or section.get("nvme_path")
-    param = zero.get("offload_param") or {}
-    largest = largest_tensor(cfg.model)
-    if param.get("device") == "nvme" and largest and param.get("buffer_size", 1e8) < largest:
-        print(f"[workshop] notice: offload_param.buffer_size {param.get('buffer_size', 1e8):,.0f} raised to "
-              f"{largest:,} elements, the largest tensor of {cfg.model} (its embedding)")
-        param["buffer_size"] = largest
-
-
-def largest_tensor(model: str) -> int | None:
-    from workshop.estimate import param_counts
-
-    try:
-        return param_counts(model)[1]
-    except WorkshopError:  # no config to count from: loading the model will say why
-        return None
-
-
-def cap_gpu_memory(cfg: RunConfig):
-    """--gpu-memory-limit: PyTorch's allocator may take at most that much of this process's GPU, so a large card
-    behaves like the class's smaller one. Returns (manifest record, GiB the run may use per GPU or None)."""
-    if not torch.cuda.is_available():
-        if cfg.gpu_memory_limit:
-            print(f"[workshop] notice: --gpu-memory-limit {cfg.gpu_memory_limit:g} ignored: no CUDA GPU here")
-        return None, None
-    device = int(os.environ.get("LOCAL_RANK", "0"))
-    total = torch.cuda.get_device_properties(device).total_memory / 2**30
-    if not cfg.gpu_memory_limit:
-        return None, total
-    limit = min(cfg.gpu_memory_limit, total)
-    torch.cuda.set_per_process_memory_fraction(limit / total, device)
-    card = emulated_card(cfg.gpu_memory_limit)
-    print(f"[workshop] GPU memory capped at {limit:g} of {total:.1f} GiB (emulates {card})", flush=True)
-    return {"gib": float(cfg.gpu_memory_limit), "emulates": card}, limit
-
-
-def load_ops(ds_config: dict):
-    """Load (or, the first time on this machine, build) the DeepSpeed ops this config uses, before the Trainer's
-    clock starts: train_runtime then never holds a JIT build. In this process, so a job starts no extra Python."""
-    for op in needed_ops(ds_config):
-        seconds = build(op)
-        if seconds > 30:  # a real compile, not a load: say how to keep it out of the next class's jobs
-            print(f"[workshop] built DeepSpeed's {op} in {seconds:.0f} s; builds are kept and reused "
-                  "(`python -m workshop.prebuild_ops` on a GPU node does it before class)", flush=True)
-    atexit.register(remove_shm_buffers)
-
-
-def remove_shm_buffers():
-    """Remove this job's DeepSpeed shared-memory buffers from /dev/shm (at exit; a no-op where there are none).
-
-    Without a GPU, DeepSpeed's communication backend gives each rank a 66 MiB buffer in /dev/shm and never
-    removes it. /dev/shm is RAM: a day of runs on one node filled 20.8 of its 23.5 GiB and the kernel began
-    killing compilers and trainings. By exit every rank has mapped the others' buffers, so unlinking them is
-    safe; the master port in the name is this job's alone. slurm/common.sh catches a training that was killed.
-    """
-    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
-    if addr and port:
-        for buffer in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_*"):
-            buffer.unlink(missing_ok=True)
 
 
 def train(cfg: RunConfig, run: RunLog):
@@ -289,14 +177,6 @@ def score_answers(cfg: RunConfig, run: RunLog):
 
 def _evaluated_at(state) -> bool:
     return any("eval_loss" in event and event.get("step") == state.global_step for event in state.log_history)
-
-
-def build_device(ds_config: dict | None):
-    """Where to build random weights: this process's GPU, unless ZeRO-3 is to partition them (its point is that
-    no GPU ever holds the whole model)."""
-    if not torch.cuda.is_available() or zero_stage(ds_config) == 3:
-        return None
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
 
 
 def fail(message, code=2):
