@@ -183,9 +183,32 @@ def test_multi_gpu_notebook_fills_its_tables_answers_and_figures(tmp_path_factor
     assert len(pngs) == 3, f"expected throughput, memory per GPU and the ZeRO trade-off, got {len(pngs)} images"
 
 
+@pytest.mark.slow
+def test_precision_notebook_fills_its_tables_answers_and_figures(tmp_path_factory, python3_kernel):
+    """Lesson 5's notebook on the real tiny runs tests/test_precision_checkpointing.py makes (made once, shared):
+    every run it asks for is there, so it trains none, and it shows both tables, their answers and two figures."""
+    from test_precision_checkpointing import lesson5_logs
+
+    logs, _ = lesson5_logs(tmp_path_factory)
+    before = sorted(path.name for path in logs.iterdir())
+    nb = execute("05_precision_and_checkpointing.ipynb", logs, python3_kernel)
+    errors = [f"{o.ename}: {o.evalue}\n" + "\n".join(o.traceback) for o in outputs(nb) if o.output_type == "error"]
+    assert not errors, errors[0]
+    assert sorted(path.name for path in logs.iterdir()) == before  # the notebook trained none
+    text, tables = output_text(nb), build_tables([logs])
+    for key in ("precision", "gradient_checkpointing"):
+        assert tables[key].attrs["title"] in text, f"table {key} not shown"
+        for answer in tables[key].attrs["answers"]:
+            assert answer in text, f"answer not shown: {answer}"
+    assert "No GPU reference for `precision_and_checkpointing`" in text  # none measured yet: said, not blank
+    pngs = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
+    assert len(pngs) == 2, f"expected the precision bars and the checkpointing bars, got {len(pngs)} images"
+
+
 @pytest.mark.parametrize("notebook, module", [
     ("01_baseline.ipynb", "baseline"), ("02_zero_single_gpu.ipynb", "deepspeed_single_gpu"),
-    ("03_multi_gpu.ipynb", "deepspeed_multi_gpu_figures"), ("04_make_it_fast.ipynb", "make_it_fast")])
+    ("03_multi_gpu.ipynb", "deepspeed_multi_gpu_figures"), ("04_make_it_fast.ipynb", "make_it_fast"),
+    ("05_precision_and_checkpointing.ipynb", "precision_and_checkpointing")])
 def test_each_notebook_draws_from_its_own_lesson_module(notebook, module):
     """Changing a lesson's figures means reading that lesson's module: the notebook names it, and each figure it
     draws is defined there (not in another lesson's module, nor in the workshop.plots re-export)."""

@@ -39,9 +39,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def flags(logs, name, *extra, save=False):
+def flags(logs, name, *extra, save=False, config=None):
+    """A plain-Trainer run into logs/<name>, named `config` (as slurm/precision.slurm would name it) or `name`."""
     return [*SHORT, *extra, *([] if save else ["--no-save-final"]), "--run-dir", str(logs / name),
-            "--config-name", name, "--output-dir", str(logs.parent / "outputs" / name)]
+            "--config-name", config or name, "--output-dir", str(logs.parent / "outputs" / name)]
 
 
 def run(command, env=None):
@@ -60,14 +61,21 @@ def slurm_run(logs, script, *args):
     return run_dir.name
 
 
-@pytest.fixture(scope="module")
-def lesson_logs(tmp_path_factory):
-    """The lesson's runs on the tiny model: fp32 and bf16, plain Trainer and ZeRO 2, and checkpointing on; the
-    ZeRO runs through the lesson's .slurm files. Returns the logs folder and {short name: run folder name}."""
+_MADE = {}
+
+
+def lesson5_logs(tmp_path_factory):
+    """The lesson's runs on the tiny model (made on the first call, shared with tests/test_notebooks.py): fp32 and
+    bf16, plain Trainer and ZeRO 2, and checkpointing on; the ZeRO runs through the lesson's .slurm files, the
+    plain ones named as slurm/precision.slurm and slurm/checkpointing.slurm name theirs (what notebook 05 looks
+    for). Returns the logs folder and {short name: run folder name}."""
+    if "logs" in _MADE:
+        return _MADE["logs"]
     logs = tmp_path_factory.mktemp("lesson5") / "logs"
-    plain = [flags(logs, "plain-fp32", "--precision", "fp32", save=True),
-             flags(logs, "plain-bf16", "--precision", "bf16"),
-             flags(logs, "plain-fp32-gc", "--precision", "fp32", "--gradient-checkpointing"),
+    plain = [flags(logs, "plain-fp32", "--precision", "fp32", save=True, config="precision-none-fp32"),
+             flags(logs, "plain-bf16", "--precision", "bf16", config="precision-none-bf16"),
+             flags(logs, "plain-fp32-gc", "--precision", "fp32", "--gradient-checkpointing",
+                   config="checkpointing-on-none-fp32"),
              # the answer-quality table filled at the end of the run: forced on, on a few held-out examples
              flags(logs, "baseline-scored", "--lesson", "baseline", "--score-answers", "--score-limit", "4", save=True)]
     run([sys.executable, "-c", DRIVER, *(" ".join(argv) for argv in plain)])
@@ -75,7 +83,13 @@ def lesson_logs(tmp_path_factory):
     names["stage2-fp32"] = slurm_run(logs, "precision", "stage2", "fp32", "--no-save-final")
     names["stage2-bf16"] = slurm_run(logs, "precision", "stage2", "bf16")  # saves: its weights are read below
     names["stage2-fp32-gc"] = slurm_run(logs, "checkpointing", "on", "stage2", "fp32", "--no-save-final")
-    return logs, names
+    _MADE["logs"] = logs, names
+    return _MADE["logs"]
+
+
+@pytest.fixture(scope="module")
+def lesson_logs(tmp_path_factory):
+    return lesson5_logs(tmp_path_factory)
 
 
 def manifest(logs, name):

@@ -3,6 +3,8 @@
     from workshop import notebook
     runs = notebook.ensure_run("../logs", "baseline", "slurm/baseline.slurm", ["--profile", "tiny"])
     runs = notebook.ensure_configs("../logs", ["stage2_offload", "stage2_offload_nopin"], ["--profile", "tiny"])
+    runs = notebook.ensure_scripts("../logs", "precision_and_checkpointing",
+                                   [("precision-stage2-bf16", "slurm/precision.slurm", ["stage2", "bf16"])])
     notebook.show_table(tables, "baseline_objective_1")
 """
 
@@ -42,16 +44,8 @@ def ensure_run(logs, lesson, script, args=(), run=True, tail=15):
 def ensure_configs(logs, configs, args=(), run=True, tail=15):
     """Lesson 2's runs under `logs`, after running `bash slurm/<config>.slurm <args>` for each of `configs`
     that has no run there yet (when `run` is true); as ensure_run, one configuration at a time."""
-    have = {config_of(r) for r in as_runs([logs], "deepspeed_single_gpu")}
-    for config in configs:
-        if config in have:
-            continue
-        script = f"slurm/{config}.slurm"
-        if run:
-            _run_script(logs, script, args, config, tail)
-        else:
-            print(f"no {config} run under {logs}: run `bash {script} {' '.join(args)}` from the repository root")
-    return as_runs([logs], "deepspeed_single_gpu")
+    return ensure_scripts(logs, "deepspeed_single_gpu", [(c, f"slurm/{c}.slurm", []) for c in configs], args, run,
+                          tail)
 
 
 def _run_script(logs, script, args, name, tail):
@@ -79,6 +73,22 @@ def _run_script(logs, script, args, name, tail):
         logs.mkdir(parents=True, exist_ok=True)
         shutil.move(announced.group(2), logs / announced.group(1))
         print(f"moved the run folder to {logs / announced.group(1)}")
+
+
+def ensure_scripts(logs, lesson, runs, args=(), run=True, tail=15):
+    """The runs of `lesson` under `logs`, after running each of `runs` that has no run there yet: (run name,
+    script, its own arguments), e.g. ("precision-stage2-bf16", "slurm/precision.slurm", ["stage2", "bf16"]), then
+    `args` (when `run` is true; otherwise the command to type is printed). As ensure_configs, one at a time."""
+    have = {config_of(r) for r in as_runs([logs], lesson)}
+    for name, script, script_args in runs:
+        if name in have:
+            continue
+        if run:
+            _run_script(logs, script, [*script_args, *args], name, tail)
+        else:
+            print(f"no {name} run under {logs}: run `bash {script} {' '.join([*script_args, *args])}` from the "
+                  "repository root")
+    return as_runs([logs], lesson)
 
 
 def show_table(tables, key):

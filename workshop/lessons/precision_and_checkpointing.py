@@ -10,12 +10,16 @@ The speed figures are make it fast's (workshop/speed.py in the manifest), read b
 
 import json
 import re
+import textwrap
+
+from matplotlib.figure import Figure
 
 from workshop.lessons.make_it_fast import make_it_fast as speed_row
 from workshop.logparse import Missing
 from workshop.report.cells import is_number, manifest_of
 from workshop.report.columns import RESERVED
 from workshop.report.engine import Table
+from workshop.report.figures import legend_all
 from workshop.report.select import config_of, latest_runs, run_order, setup_label, setup_of
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -196,6 +200,72 @@ def checkpointing_answers(rows):
             any(not isinstance(b, Missing) for b in batches) else ""
         answers.append(f"{where}: gradient checkpointing {memory} and {time}{batch}.")
     return answers
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def _bars(ax, groups, series, values, unit):
+    """Grouped bars: one group per label in `groups`, one bar per name in `series`; values[(group, series)] is a
+    cell (a number gets a bar and its label, anything else no bar). Returns the series that had a number."""
+    width = 0.8 / max(len(series), 1)
+    drawn = []
+    for i, name in enumerate(series):
+        cells = [values.get((group, name)) for group in groups]
+        if not any(is_number(c) for c in cells):
+            continue
+        drawn.append(name)
+        x = [n + (i - (len(series) - 1) / 2) * width for n in range(len(groups))]
+        bars = ax.bar(x, [c if is_number(c) else 0.0 for c in cells], width, label=name, color=f"C{i}")
+        ax.bar_label(bars, labels=[_label(c) for c in cells], fontsize=7)
+    ax.set_xticks(range(len(groups)), groups, rotation=15, ha="right")
+    ax.set_ylabel(unit)
+    ax.grid(axis="y", alpha=0.3)
+    if groups and not drawn:  # say why the panel is empty (no GPU, not run), instead of "no runs to plot"
+        shown = sorted({str(c) for c in values.values() if c is not None and not is_number(c)}) or ["no numbers"]
+        ax.text(0.5, 0.5, textwrap.fill(f"nothing to draw: {', '.join(shown)} (see the table's notes)", 30),
+                ha="center", va="center", transform=ax.transAxes, color="grey", fontsize=9)
+    return drawn
+
+
+def _label(cell):
+    if not is_number(cell):
+        return ""
+    return f"{cell:,.0f}" if abs(cell) >= 100 else f"{cell:.3g}"  # tokens/s and MiB whole, seconds per step not
+
+
+def precision_bars(table):
+    """Lesson 5: real tokens/s (top) and peak GPU memory (bottom) per ZeRO stage, one bar per precision, from the
+    precision table (build_tables(...)["precision"], or None). A cell without a number gets no bar."""
+    fig = Figure(figsize=(9, 7.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1)
+    rows = [] if table is None else [row for _, row in table.iterrows()]
+    groups = [f"{row['stage']}\n{row['model']}" for row in rows]
+    notes = []
+    for ax, column, unit in ((top, TOKENS, "real tokens/s"), (bottom, "peak GPU MiB", "MiB")):
+        values = {(group, p): row[f"{p} {column}"] for group, row in zip(groups, rows) for p in PRECISIONS}
+        drawn = _bars(ax, groups, PRECISIONS, values, unit)
+        ax.set_title(f"{column} by ZeRO stage and precision", fontsize=11)
+        notes += [f"{column}: no {p} numbers (see the table's notes)" for p in PRECISIONS if drawn and p not in drawn]
+    return legend_all(fig, [top, bottom], notes)
+
+
+def checkpointing_bars(table):
+    """Lesson 5: peak GPU memory (left) and seconds per step (right) without and with gradient checkpointing, one
+    group per model, stage and precision, from build_tables(...)["gradient_checkpointing"] (or None)."""
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    rows = [] if table is None else [row for _, row in table.iterrows()]
+    groups = [f"{row['stage']}, {row['precision']}\n{row['model']}" for row in rows]
+    notes = []
+    for ax, column, unit in ((left, "peak GPU MiB", "MiB"), (right, "s/step", "seconds per optimizer step")):
+        values = {(group, f"checkpointing {w}"): row[f"{column} {w}"] for group, row in zip(groups, rows)
+                  for w in ("without", "with")}
+        series = ("checkpointing without", "checkpointing with")
+        drawn = _bars(ax, groups, series, values, unit)
+        ax.set_title(column, fontsize=11)
+        notes += [f"{column}: no numbers {s.split()[-1]} checkpointing (see the table's notes)"
+                  for s in series if drawn and s not in drawn]
+    fig.suptitle("Without vs with gradient checkpointing", fontsize=12)
+    return legend_all(fig, [left, right], notes)
 
 
 TABLES = (Table("precision", "Precision: fp32 vs fp16 vs bf16 per ZeRO stage", precision_table, each_run=False),
