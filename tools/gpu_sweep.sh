@@ -9,15 +9,15 @@
 #
 # PLAN: `lesson` (bloom-560m, the whole lesson, every config), `sizes` (bloom-1b7, 3b, 7b1 as the workshop text
 # asks, 10 optimizer steps each), `small` (bloom-560m, every config, 20 steps), `extra` (NVMe offload, 7b1 at
-# micro-batch 1), `precision` or `checkpointing` (lesson 5's tables:
-# workshop/lessons/precision_and_checkpointing.py), `families` (a non-BLOOM architecture at ~1B: TinyLlama 1.1B's
-# shape, LLaMA with GQA and untied embeddings, built from workshop/shapes.py, through the baseline and ZeRO-2, 20
-# steps each) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention, the start-up
-# breakdown of both launch paths, the logger overhead with its spread, and the GPU check of --attention sdpa
-# against the stock module; results under logs/bench/). A `bench` line is `python3 benchmarks/bench.py ARGS`, a
-# `pytest` line `python3 -m pytest ARGS`, others a slurm script. Each run has a time limit (RUN_LIMIT seconds,
-# default 300), so one stuck run cannot eat the sweep. Written for the device tool's machines (no network:
-# HF_HUB_OFFLINE=1, carried wheels in /tmp/site).
+# micro-batch 1), `inference` (plain generate vs DeepSpeed-Inference), `precision` or `checkpointing` (lesson 5's
+# tables: workshop/lessons/precision_and_checkpointing.py), `families` (a non-BLOOM architecture at ~1B: TinyLlama
+# 1.1B's shape, LLaMA with GQA and untied embeddings, built from workshop/shapes.py, through the baseline and
+# ZeRO-2, 20 steps each) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
+# the start-up breakdown of both launch paths, the logger overhead with its spread, and the GPU check of
+# --attention sdpa against the stock module; results under logs/bench/). A `bench` line is `python3
+# benchmarks/bench.py ARGS`, a `pytest` line `python3 -m pytest ARGS`, others a slurm script. Each run has a time
+# limit (RUN_LIMIT seconds, default 300), so one stuck run cannot eat the sweep. Written for the device tool's
+# machines (no network: HF_HUB_OFFLINE=1, carried wheels in /tmp/site).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -51,6 +51,11 @@ plan() {
             stage3_offload; do echo "$c --model 560m --subset 10000 --max-steps 20 $SHORT"; done ;;
     families)  # random init needs no download: the shape is in workshop/shapes.py, the tokenizer the embedded one
         for c in baseline stage2; do echo "$c --model llama --subset 10000 --max-steps 20 $SHORT"; done ;;
+    inference)  # issue 14: plain generate vs DeepSpeed-Inference on a fine-tuned bloom-560m (random init: the machine
+        # reaches no Hub, and tokens/s and latency do not depend on the weights' values); scored at the end (EM/F1)
+        echo "baseline --model 560m --subset 2000 --max-steps 40 --score-answers --score-limit 50 --init random" \
+            "--data embedded --save-strategy no --logging-steps 2"  # the final model is saved: generate reads it
+        for engine in plain deepspeed; do echo "generate --engine $engine --limit 20 --max-new-tokens 32"; done ;;
     extra)
         echo "stage3_offload_nvme --model 3b --subset 10000 --max-steps 5 --nvme-path /tmp/nvme $SHORT"
         echo "stage3 --model 7b1 --subset 10000 --max-steps 10 --per-device-train-batch-size 1 --gradient-accumulation-steps 16 $SHORT" ;;
@@ -109,6 +114,9 @@ _runs)
         # a bench line quotes its variant names (they hold spaces): the plan's own text, so eval is safe here
         bench) eval "timeout ${RUN_LIMIT:-300} python3 benchmarks/bench.py $args" < /dev/null || echo "  exit $?" ;;
         pytest) timeout "${RUN_LIMIT:-300}" python3 -m pytest $args < /dev/null || echo "  exit $?" ;;
+        # a generate line answers with the latest baseline run's saved model
+        generate) timeout "${RUN_LIMIT:-300}" python3 -m workshop.generate --run-dir "$(ls -dt logs/baseline-* | head -1)" \
+            $args < /dev/null > "logs/generate-${args// /_}.txt" 2>&1 || echo "  exit $?" ;;
         *) timeout "${RUN_LIMIT:-300}" bash "slurm/$script.slurm" $args < /dev/null || echo "  exit $?" ;;
         esac
         rm -rf outputs /tmp/nvme
