@@ -55,7 +55,10 @@ plan() {
         # reaches no Hub, and tokens/s and latency do not depend on the weights' values); scored at the end (EM/F1)
         echo "baseline --model 560m --subset 2000 --max-steps 40 --score-answers --score-limit 50 --init random" \
             "--data embedded --save-strategy no --logging-steps 2"  # the final model is saved: generate reads it
-        for engine in plain deepspeed; do echo "generate --engine $engine --limit 20 --max-new-tokens 32"; done ;;
+        # DeepSpeed's kernels are a JIT build of their own: made before the run that injects them, outside its time
+        for engine in plain "deepspeed --no-kernel-inject"; do echo "generate --engine $engine --limit 20 --max-new-tokens 32"; done
+        echo "prebuild transformer_inference"
+        echo "generate --engine deepspeed --limit 20 --max-new-tokens 32" ;;
     extra)
         echo "stage3_offload_nvme --model 3b --subset 10000 --max-steps 5 --nvme-path /tmp/nvme $SHORT"
         echo "stage3 --model 7b1 --subset 10000 --max-steps 10 --per-device-train-batch-size 1 --gradient-accumulation-steps 16 $SHORT" ;;
@@ -75,7 +78,7 @@ plan() {
         for m in 560m 1b7; do
             for c in off on; do echo "checkpointing $c none bf16 --model $m --subset 10000 --max-steps 40 $P5"; done
             for c in --no-gradient-checkpointing --gradient-checkpointing; do
-                echo "max_batch --max 128 --steps 2 --model $m --precision bf16 --gpu-memory-limit 80 $c $P5"
+                echo "max_batch --start 4 --max 128 --steps 2 --model $m --precision bf16 --gpu-memory-limit 80 $c $P5"
             done
         done ;;
     *) echo "unknown plan $1" >&2; return 2 ;;
@@ -98,10 +101,10 @@ start)
         echo "WORKSHOP_HOST_MEMORY_GIB: ${WORKSHOP_HOST_MEMORY_GIB:-unset}"
         for p in $plans; do echo "plan $p:"; plan "$p"; done
     } >> logs/sweep_info.txt 2>&1
-    # Build DeepSpeed's ops once, before any timed run (a carried build folder makes this a load).
+    # Build DeepSpeed's ops once, before any timed run (a carried build folder makes this a load); OPS: which.
     rm -f logs/sweep_done
     setsid bash -c "
-        python3 -m workshop.prebuild_ops --ops fused_adam cpu_adam async_io >> logs/prebuild_ops.log 2>&1
+        python3 -m workshop.prebuild_ops --ops ${OPS:-fused_adam cpu_adam async_io} >> logs/prebuild_ops.log 2>&1
         for p in $plans; do bash tools/gpu_sweep.sh _runs \$p; done
         touch logs/sweep_done" >> logs/sweep.log 2>&1 < /dev/null &
     echo "sweep started: $plans"
@@ -114,8 +117,10 @@ _runs)
         # a bench line quotes its variant names (they hold spaces): the plan's own text, so eval is safe here
         bench) eval "timeout ${RUN_LIMIT:-300} python3 benchmarks/bench.py $args" < /dev/null || echo "  exit $?" ;;
         pytest) timeout "${RUN_LIMIT:-300}" python3 -m pytest $args < /dev/null || echo "  exit $?" ;;
+        prebuild) timeout "${RUN_LIMIT:-300}" python3 -m workshop.prebuild_ops --ops $args < /dev/null \
+            >> logs/prebuild_ops.log 2>&1 || echo "  exit $?" ;;
         # a generate line answers with the latest baseline run's saved model
-        generate) timeout "${RUN_LIMIT:-300}" python3 -m workshop.generate --run-dir "$(ls -dt logs/baseline-* | head -1)" \
+        generate) timeout "${RUN_LIMIT:-300}" python3 -m workshop.generate --run-dir "$(ls -dt logs/baseline-*/ | head -1)" \
             $args < /dev/null > "logs/generate-${args// /_}.txt" 2>&1 || echo "  exit $?" ;;
         *) timeout "${RUN_LIMIT:-300}" bash "slurm/$script.slurm" $args < /dev/null || echo "  exit $?" ;;
         esac

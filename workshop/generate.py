@@ -3,11 +3,13 @@
     python -m workshop.generate --run-dir logs/<run_id>                       the first --limit held-out examples
     python -m workshop.generate --run-dir logs/<run_id> --question Q --context C
     python -m workshop.generate --run-dir logs/<run_id> --engine deepspeed    DeepSpeed-Inference (a CUDA GPU)
+    python -m workshop.generate --run-dir logs/<run_id> --engine deepspeed --no-kernel-inject
 
 The model is <output_dir>/final from the run's manifest (or --model-dir); the prompt is the training's
 `Question: … Context: … Answer:` and the answer is greedy, ending at a newline or end-of-text, one prompt at a time
-so each latency is one answer's. `--engine deepspeed` wraps the model with `deepspeed.init_inference` (fp16, with
-DeepSpeed's fused kernels injected where it supports the architecture, as it does BLOOM).
+so each latency is one answer's. On a GPU the model runs in fp16. `--engine deepspeed` wraps it with
+`deepspeed.init_inference` (fp16, with DeepSpeed's fused kernels injected where it supports the architecture, as it
+does BLOOM; `--no-kernel-inject` keeps the model's own modules).
 """
 import argparse
 import sys
@@ -22,24 +24,24 @@ from workshop.errors import WorkshopError
 from workshop.model import load_saved
 
 
-def deepspeed_inference(model):
-    """The model inside a DeepSpeed-Inference engine on this GPU (fp16, kernel injection)."""
+def deepspeed_inference(model, kernel_inject=True):
+    """The model inside a DeepSpeed-Inference engine on this GPU (fp16; DeepSpeed's fused kernels if kernel_inject)."""
     import deepspeed
 
-    engine = deepspeed.init_inference(model, dtype=torch.float16, replace_with_kernel_inject=True)
+    engine = deepspeed.init_inference(model, dtype=torch.float16, replace_with_kernel_inject=kernel_inject)
     return engine.module
 
 
-def load(run_dir, model_dir=None, engine="plain"):
+def load(run_dir, model_dir=None, engine="plain", kernel_inject=True):
     """(model ready to generate, tokenizer, the run's settings)."""
     if engine == "deepspeed" and not torch.cuda.is_available():
         raise WorkshopError("--engine deepspeed needs a CUDA GPU (DeepSpeed-Inference runs its kernels there) and "
                             "none is visible here: use --engine plain, or run it on a GPU node (srun --gpus=1 ...)")
     settings = read_settings(Path(run_dir))
     model, tokenizer = load_saved(saved_model(settings, model_dir))
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    return (deepspeed_inference(model) if engine == "deepspeed" else model), tokenizer, settings
+    if torch.cuda.is_available():  # both engines in fp16, so that a comparison of them is one of engines alone
+        model = model.to("cuda", dtype=torch.float16)
+    return (deepspeed_inference(model, kernel_inject) if engine == "deepspeed" else model), tokenizer, settings
 
 
 def answer(model, tokenizer, question, context, max_new_tokens=16, max_length=None):
@@ -66,6 +68,9 @@ def main(argv=None):
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--engine", choices=("plain", "deepspeed"), default="plain",
                         help="plain: transformers' generate; deepspeed: DeepSpeed-Inference (a CUDA GPU)")
+    parser.add_argument("--no-kernel-inject", dest="kernel_inject", action="store_false",
+                        help="with --engine deepspeed: keep the model's own modules (no fused kernels; DeepSpeed "
+                             "builds its transformer_inference op the first time kernels are injected)")
     args = parser.parse_args(argv)
     try:
         if (args.question is None) != (args.context is None):
@@ -73,7 +78,7 @@ def main(argv=None):
         if args.limit < 1 or args.max_new_tokens < 1:
             raise WorkshopError(f"--limit and --max-new-tokens must be at least 1 (got {args.limit}, "
                                 f"{args.max_new_tokens})")
-        model, tokenizer, settings = load(args.run_dir, args.model_dir, args.engine)
+        model, tokenizer, settings = load(args.run_dir, args.model_dir, args.engine, args.kernel_inject)
         if args.question is not None:
             examples = [{"question": args.question, "context": args.context}]
         else:
@@ -82,7 +87,13 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return 2
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"[generate] {args.engine} generate on {device}, {len(examples)} question(s)", flush=True)
+    engine = args.engine + ("" if args.engine == "plain" else " (kernel injection)" if args.kernel_inject else
+                            " (no kernel injection)")
+    print(f"[generate] {engine} generate on {device}, {len(examples)} question(s)", flush=True)
+    if torch.cuda.is_available():  # the first call pays for CUDA's lazy set-up (and DeepSpeed's kernels' warm-up)
+        answer(model, tokenizer, examples[0]["question"], examples[0]["context"], args.max_new_tokens,
+               settings["max_length"])
+        print("[generate] one warm-up answer done (not counted)", flush=True)
     results = []
     for n, example in enumerate(examples, 1):
         result = answer(model, tokenizer, example["question"], example["context"], args.max_new_tokens,
