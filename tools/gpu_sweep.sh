@@ -9,7 +9,7 @@
 #
 # PLAN: `lesson` (bloom-560m, the whole lesson, every config), `sizes` (bloom-1b7, 3b, 7b1 as the workshop text
 # asks, 10 optimizer steps each), `small` (bloom-560m, every config, 20 steps), `extra` (NVMe offload, 7b1 at
-# micro-batch 1), `inference` (plain generate vs DeepSpeed-Inference), `precision` or `checkpointing` (lesson 5's
+# micro-batch 1), `inference` (plain generate vs DeepSpeed-Inference without, then `inject` with its kernels), `precision` or `checkpointing` (lesson 5's
 # tables: workshop/lessons/precision_and_checkpointing.py), `families` (a non-BLOOM architecture at ~1B: TinyLlama
 # 1.1B's shape, LLaMA with GQA and untied embeddings, built from workshop/shapes.py, through the baseline and
 # ZeRO-2, 20 steps each) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
@@ -55,8 +55,8 @@ plan() {
         # reaches no Hub, and tokens/s and latency do not depend on the weights' values); scored at the end (EM/F1)
         echo "baseline --model 560m --subset 2000 --max-steps 40 --score-answers --score-limit 50 --init random" \
             "--data embedded --save-strategy no --logging-steps 2"  # the final model is saved: generate reads it
-        # DeepSpeed's kernels are a JIT build of their own: made before the run that injects them, outside its time
-        for engine in plain "deepspeed --no-kernel-inject"; do echo "generate --engine $engine --limit 20 --max-new-tokens 32"; done
+        for engine in plain "deepspeed --no-kernel-inject"; do echo "generate --engine $engine --limit 20 --max-new-tokens 32"; done ;;
+    inject)  # after `inference`: DeepSpeed-Inference with its fused kernels, a JIT build of their own made first
         echo "prebuild transformer_inference"
         echo "generate --engine deepspeed --limit 20 --max-new-tokens 32" ;;
     extra)

@@ -101,8 +101,9 @@ def model_config(model_id: str, **overrides):
     if model_id == TINY:
         return BloomConfig.from_pretrained(TINY_DIR, **overrides)
     if model_id in BLOOM_SHAPES:
-        return BloomConfig(vocab_size=BLOOM_VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=3,
-                           **BLOOM_SHAPES[model_id], **overrides)
+        # overrides win (the embedded tokenizer's special-token ids, with --init random and no Hub tokenizer)
+        return BloomConfig(**{"vocab_size": BLOOM_VOCAB, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3,
+                              **BLOOM_SHAPES[model_id], **overrides})
     if model_id in TINY_FAMILIES:
         spec = FAMILIES[TINY_FAMILIES[model_id]]
         shape = {**spec["shape"], **spec["tiny"], "vocab_size": _TINY_CONFIG["vocab_size"], **EMBEDDED_IDS}
