@@ -288,3 +288,16 @@ def test_random_init_of_an_unknown_family_lists_the_known_ones(trained):
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
     run_all(Path(sys.argv[1]))
+
+
+@pytest.mark.parametrize("size", ["560m", "1b7", "3b", "7b1"])
+def test_random_init_of_each_bloom_size_with_the_embedded_tokenizer(size):
+    """The lesson's GPU runs (`--model 560m --init random`, no cached tokenizer) go through this path; built on
+    the meta device, so 7b1 costs nothing. It once passed the special-token ids twice (TypeError on the H200)."""
+    from workshop.estimate import param_counts
+    from workshop.model import EMBEDDED_IDS, load_model, parameter_count
+
+    model, tokenizer = load_model(size, init="random", device="meta")
+    assert Path(tokenizer.name_or_path).name == "bloom-tiny"
+    assert {key: getattr(model.config, key) for key in EMBEDDED_IDS} == EMBEDDED_IDS
+    assert parameter_count(model) == param_counts(size)[0]
