@@ -142,9 +142,10 @@ _psrecord() {
     echo "$beside_python"
 }
 
-# free_port: a TCP port nothing listens on now, so two jobs on one node never fight over 29500.
+# free_port: a TCP port nothing listens on now, so two jobs on one node never fight over 29500; it lies below the
+# kernel's ephemeral range, where an outgoing connection could take it before the rendezvous binds it.
 free_port() {
-    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
+    "$PYTHON" -m workshop.launch port
 }
 
 # workshop_deepspeed CONFIG [--launcher deepspeed|python] [train.py args]: lesson 2's run of

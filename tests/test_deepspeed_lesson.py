@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import psutil
 import pytest
 
 from test_slurm import check_loggers_stopped, deepspeed_shm_buffers, job_env, training_started
+from workshop.launch import free_port
 from workshop.logparse import is_summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,12 +39,6 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 def zero_section(name):
     return json.loads((CONFIGS / f"{name}.json").read_text())["zero_optimization"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def copy_lesson(copy, prefixes=LESSON_FILES):

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from test_deepspeed_lesson import copy_lesson as copy_deepspeed_lesson
 from test_slurm import check_loggers_stopped, job_env, wait_for_job
 from workshop.config import WorkshopError
 from workshop.fill_tables import ZERO_2GPU, build_tables
-from workshop.launch import check_hostfile, expand_nodelist, hostfile
+from workshop.launch import LOWEST_PORT, check_hostfile, ephemeral_ports, expand_nodelist, free_port, hostfile
 
 REPO = Path(__file__).resolve().parents[1]
 LESSON_FILES = ("slurm/", "deepspeed_single_gpu/", "deepspeed_multi_gpu/", "workshop/")
@@ -67,6 +68,30 @@ def test_hostfile_naming_an_unknown_node_fails(tmp_path):
     assert checked.returncode == 2
     assert checked.stderr == ("error: hostfile line 2: node 'node07' is not in this allocation "
                               "(node01, node02)\n")
+
+
+def test_master_port_is_below_the_ephemeral_range_and_skips_a_taken_one():
+    """The multi-node test once lost its rendezvous: rank 0's TCPStore could not bind a port the kernel had
+    handed to an outgoing connection meanwhile (EADDRINUSE). A port below the ephemeral range is never handed out."""
+    low = ephemeral_ports()[0]
+    printed = launch("port", env={"SLURM_JOB_ID": "4242"})
+    assert printed.returncode == 0, printed.stderr
+    port = int(printed.stdout)
+    assert LOWEST_PORT <= port < max(low, LOWEST_PORT + 1000)
+    assert port == free_port(seed=4242)  # one job id, one port: every node of a job may compute it
+    assert free_port(seed=4243) != port
+    with socket.socket() as taken:  # someone listens there: the next candidate is used
+        taken.bind(("", port))
+        taken.listen()
+        other = free_port(seed=4242)
+        assert other != port and LOWEST_PORT <= other
+
+
+def test_an_odd_ephemeral_range_file_falls_back_to_linuxs_default(tmp_path):
+    (tmp_path / "range").write_text("garbage\n")
+    assert ephemeral_ports(tmp_path / "range") == (32768, 60999)
+    (tmp_path / "range").write_text("20000\t30000\n")
+    assert ephemeral_ports(tmp_path / "range") == (20000, 30000)
 
 
 def test_more_gpus_than_visible_fails():

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,12 +30,6 @@ NO_GPU = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "CUDA_VISIBLE_DEVIC
 # DeepSpeed runs one per process, as its global state does not reset.
 DRIVER = ("import shlex, sys\nfrom workshop.train import main\n"
           f"for argv in sys.argv[1:]:\n    main(shlex.split(argv), lesson={LESSON!r})\n")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def flags(logs, name, *extra, save=False, config=None):

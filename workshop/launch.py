@@ -4,7 +4,7 @@
     python -m workshop.launch nodes                   the allocation's node names, one a line
     python -m workshop.launch hostfile [--slots G]    a DeepSpeed hostfile for the SLURM allocation
     python -m workshop.launch check-hostfile FILE     every node in FILE belongs to the allocation
-    python -m workshop.launch port                    a TCP port nothing listens on
+    python -m workshop.launch port                    a TCP port nothing listens on, below the ephemeral range
 
 The slurm/multi_*.slurm scripts call these; each failure is one line on stderr and exit status 2.
 """
@@ -110,10 +110,39 @@ def check_hostfile(text: str, allocation: list[str]) -> list[str]:
     return nodes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+LOWEST_PORT = 20000  # above the well-known and most registered service ports
+
+
+def ephemeral_ports(path="/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux's default 32768-60999)."""
+    try:
+        low, high = (int(n) for n in open(path).read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port(seed: int | None = None) -> int:
+    """A TCP port nothing listens on now, for a rendezvous (MASTER_PORT) that binds it seconds later.
+
+    A port the kernel hands out (bind to 0) lies in the ephemeral range, where any outgoing connection made in
+    between (srun's, NCCL's) can take it first: the TCPStore then fails with EADDRINUSE. So the port comes from
+    below that range, as torchrun's 29500 does, starting at a place derived from `seed` (the SLURM job id, else
+    this process), so jobs sharing a node start apart, and the first one free to bind wins."""
+    low = LOWEST_PORT
+    high = max(ephemeral_ports()[0], low + 1000)  # a machine whose range starts low still gets 1000 candidates
+    span = high - low
+    if seed is None:
+        seed = int(os.environ.get("SLURM_JOB_ID") or os.getpid())
+    for step in range(span):
+        port = low + (seed + step * 7919) % span  # a prime stride: neighbouring seeds do not probe the same ports
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise WorkshopError(f"no free TCP port between {low} and {high}")
 
 
 def main(argv=None):

@@ -13,7 +13,6 @@ so a search that is killed keeps what it found. Without a CUDA GPU there is no O
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from workshop.config import WorkshopError, parse_args
+from workshop.launch import free_port
 from workshop.model import resolve_model
 from workshop.runlog import default_run_dir, utc_now, write_json
 
@@ -65,19 +65,13 @@ def describe(result: dict) -> str:
             f"({result['trials'][-1]['outcome']}); largest that fit before it: {largest}")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_trial(train_args, out: Path, steps: int, size: int, record: dict):
     run_dir = out / f"mb{size}"
     command = [sys.executable, "-m", "workshop.train", *train_args, *TRIAL_FLAGS, "--max-steps", str(steps),
                "--per-device-train-batch-size", str(size), "--run-dir", str(run_dir),
                "--config-name", f"max_batch-mb{size}", "--output-dir", str(out / "outputs" / f"mb{size}")]
     # one process as the launcher starts it: DeepSpeed (--ds-config) needs these; the plain Trainer ignores them
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0",
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0",
            "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
     print(f"[max_batch] micro-batch {size}: {run_dir}", flush=True)
     began = time.monotonic()
