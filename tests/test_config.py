@@ -24,7 +24,9 @@ def test_launcher_local_rank_is_accepted():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--model", "gpt2"], "unknown model 'gpt2'"),
+    (["--model", "650m"], "unknown model '650m'"),
+    (["--model", "bloom-650m"], "unknown model 'bloom-650m'"),
+    (["--model", "./no/such/folder"], "unknown model './no/such/folder'"),
     (["--subset-size", "1"], "--subset-size must be at least 2"),
     (["--data", "/no/such.json"], "does not exist"),
     (["--fp16", "--bf16"], "choose one of --fp16 and --bf16"),
@@ -33,6 +35,11 @@ def test_launcher_local_rank_is_accepted():
 def test_bad_settings_raise_one_clear_error(flags, message):
     with pytest.raises(WorkshopError, match=message):
         parse_args(flags)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "distilgpt2", "openai-community/gpt2", "Qwen/Qwen2-0.5B"])
+def test_hub_ids_with_and_without_an_organisation_are_taken_as_given(name):
+    assert parse_args(["--model", name]).model == name  # the cache (or the Hub) decides when the job loads it
 
 
 def test_bad_choice_is_an_argparse_error(capsys):

@@ -23,6 +23,7 @@ FAMILIES = ["llama", "mistral", "qwen2", "opt", "gpt_neox", "falcon", "gemma"]
 ZERO2 = str(REPO / "deepspeed_single_gpu" / "configs" / "stage2.json")
 CACHED = "workshop-test/llama-tiny"  # a Hub id that exists only in the test's offline cache
 BIN_ONLY = "workshop-test/bin-only"  # the same, its weights pickled (pytorch_model.bin) instead of safetensors
+LEGACY = "workshoplegacy-tiny"  # an id without an organisation, as gpt2 is
 STEPS = 4
 
 
@@ -72,6 +73,7 @@ def run_all(out: Path):
     results["cached"] = _train([*short, "--model", CACHED, "--run-dir", str(out / "cached")])
     results["cached-random"] = _train([*short, "--model", CACHED, "--init", "random",
                                        "--run-dir", str(out / "cached-random")])
+    results["legacy"] = _train([*short, "--model", LEGACY, "--run-dir", str(out / "legacy")])
     results["bin-only"] = _train([*short[:2], "--model", BIN_ONLY, "--run-dir", str(out / "bin-only")])
     results["not-cached"] = _train([*short[:2], "--model", "workshop-test/absent", "--run-dir", str(out / "absent")])
     results["random-uncached"] = _train([*short, "--model", "workshop-test/absent", "--init", "random",
@@ -112,6 +114,7 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("families")
     cached_model = write_offline_cache(out / "hf", CACHED)
     write_offline_cache(out / "hf", BIN_ONLY, pickled=True)
+    write_offline_cache(out / "hf", LEGACY, seed=8)
     env = {**os.environ, "HF_HOME": str(out / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TEST_MASTER_PORT": str(free_port()), "PYTHONPATH": str(REPO)}
     started = time.time()
@@ -247,6 +250,14 @@ def test_a_hub_id_trains_from_the_offline_cache(trained):
     assert found["model"] == CACHED and found["init"] == "pretrained" and found["status"] == "completed"
     assert found["parameters"] == sum(p.numel() for p in cached_model.parameters())
     assert found["tokenizer"]["source"] == CACHED  # the cache's, not the embedded folder
+
+
+def test_a_hub_id_without_an_organisation_trains_from_the_cache(trained):
+    """The Hub's oldest ids (gpt2, distilgpt2) have no `org/`; their cache folder is models--<name>."""
+    out, results, _ = trained
+    assert results["legacy"]["code"] == 0, results["legacy"]["stderr"][-2000:]
+    found = manifest(out / "legacy")
+    assert found["model"] == LEGACY and found["status"] == "completed" and found["tokenizer"]["source"] == LEGACY
 
 
 def test_random_init_of_a_cached_hub_id_uses_its_config(trained):

@@ -8,6 +8,7 @@ The shapes come from workshop/shapes.py (BLOOM and one member of each family, no
 """
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -31,6 +32,10 @@ _TINY_CONFIG = json.loads((TINY_DIR / "config.json").read_text())
 EMBEDDED_IDS = {key: _TINY_CONFIG[key] for key in ("bos_token_id", "eos_token_id", "pad_token_id")}
 
 
+LEGACY_HUB_ID = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
+BLOOM_LIKE = re.compile(r"(bloom.*|\d[\d.]*[a-z]?\d*)", re.IGNORECASE)  # bloom-650m, 650m, 7b: a size, not an id
+
+
 def known_names() -> str:
     return ", ".join([TINY, *(k.removeprefix("bigscience/") for k in BLOOM_SHAPES), *TINY_FAMILIES,
                       *(f"{family} ({spec['hub_id']})" for family, spec in FAMILIES.items())])
@@ -38,7 +43,8 @@ def known_names() -> str:
 
 def resolve_model(name: str) -> str:
     """Map `560m`, `bloom-560m` or `bigscience/bloom-560m` to the Hub id; `tiny` to `bloom-tiny`; a family name
-    (`llama`) to its published member's Hub id; `llama-tiny` stays; a Hub id (`org/name`) or local folder stays."""
+    (`llama`) to its published member's Hub id; `llama-tiny` stays; a Hub id (`org/name`, or one of the Hub's
+    oldest without an organisation, `gpt2`) or local folder stays."""
     if name in TINY_FAMILIES or name in FAMILY_IDS or os.path.isdir(name):
         return name
     if name in FAMILIES:
@@ -51,6 +57,8 @@ def resolve_model(name: str) -> str:
         return hub_id
     if name.count("/") == 1 and not name.startswith(("bigscience/bloom-", "/", ".")):
         return name  # any other Hub id: the cache or the Hub decides at load time
+    if LEGACY_HUB_ID.fullmatch(name) and not BLOOM_LIKE.fullmatch(name):
+        return name  # the Hub's oldest ids have no organisation (gpt2, distilgpt2); a misspelt size is refused
     raise WorkshopError(f"unknown model {name!r}; choose one of {known_names()}, a Hub id (org/name) "
                         "or a local checkpoint folder")
 
