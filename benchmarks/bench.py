@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shlex
-import statistics
 import subprocess
 import sys
 import threading
@@ -38,7 +37,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from workshop.logparse import Parsed, read_gpu_csv, read_log_history  # noqa: E402
+from workshop.logparse import Parsed, read_log_history  # noqa: E402
+from workshop.monitor_logs import read_gpu_csv  # noqa: E402
 from workshop.runlog import versions  # noqa: E402
 
 

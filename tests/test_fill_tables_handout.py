@@ -21,7 +21,8 @@ from markdown_it import MarkdownIt
 
 from test_fill_tables_multi import lesson3_run, zero_sweep
 from workshop.fill_tables import build_tables, render
-from workshop.logparse import final_summary, read_gpu_csv, read_log_history, read_psrecord
+from workshop.logparse import final_summary, read_log_history
+from workshop.monitor_logs import read_gpu_csv, read_psrecord
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "logs"

@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 from test_fill_tables_zero import edit_manifest, events, manifest, rows_by_config, set_train_runtime
 from workshop import plots
 from workshop.fill_tables import ZERO_2GPU, build_tables, render
-from workshop.logparse import final_summary, read_gpu_csv, read_psrecord
+from workshop.logparse import final_summary
+from workshop.monitor_logs import read_gpu_csv, read_psrecord
 
 DATA = Path(__file__).parent / "data" / "logs"
 GPU_RUN = DATA / "run_complete" / "baseline-1001"

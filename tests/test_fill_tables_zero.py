@@ -17,7 +17,8 @@ import pytest
 from workshop import fill_tables, plots
 from workshop.estimate import estimate_table
 from workshop.fill_tables import build_tables, render
-from workshop.logparse import final_summary, is_summary, read_gpu_csv, read_psrecord
+from workshop.logparse import final_summary, is_summary
+from workshop.monitor_logs import read_gpu_csv, read_psrecord
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_DATA = Path(__file__).parent / "data" / "logs"

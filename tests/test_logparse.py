@@ -20,12 +20,11 @@ from workshop.logparse import (
     Missing,
     Parsed,
     parse_trainer_stdout,
-    read_gpu_csv,
     read_log_history,
     read_manifest,
-    read_psrecord,
     read_trainer_out,
 )
+from workshop.monitor_logs import read_gpu_csv, read_psrecord
 
 DATA = Path(__file__).parent / "data" / "logs"
 RUN = DATA / "run_complete" / "baseline-1001"

@@ -5,7 +5,6 @@ baseline itself through slurm/baseline.slurm; the plots tests then read the run 
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from workshop import plots
 from workshop.config import RunConfig
 from workshop.estimate import BLOOM_VOCAB
 from workshop.fill_tables import build_tables, find_runs
-from workshop.logparse import read_gpu_csv, read_psrecord
+from workshop.monitor_logs import read_gpu_csv, read_psrecord
 from workshop.reference import find as find_references
 
 import lab_browser

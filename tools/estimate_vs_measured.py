@@ -11,7 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workshop.logparse import Parsed, read_gpu_csv, read_manifest, read_psrecord  # noqa: E402
+from workshop.logparse import Parsed, read_manifest  # noqa: E402
+from workshop.monitor_logs import read_gpu_csv, read_psrecord  # noqa: E402
 
 
 def peak(parsed, column):

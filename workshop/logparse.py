@@ -10,14 +10,10 @@ A truncated last line (a run killed mid-write, or still writing) is just a bad l
 
 import ast
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
-
-import numpy as np
-import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -138,134 +134,7 @@ def _as_numbers(event):
     return out
 
 
-GPU_COLUMNS = {  # nvidia-smi --query-gpu header -> our column
-    "timestamp": "timestamp",
-    "index": "index",
-    "name": "name",
-    "memory.used [MiB]": "memory_used_mib",
-    "memory.total [MiB]": "memory_total_mib",
-    "utilization.gpu [%]": "util_pct",
-    "power.draw [W]": "power_w",
-    "temperature.gpu": "temp_c",
-}
-
-
-def _lines_from_header(path):
-    """(lines, index of the first non-blank line), or Missing if the file can't be read or is empty."""
-    text = read_text(path)
-    if isinstance(text, Missing):
-        return text
-    lines = text.split("\n")  # not splitlines(): it also splits on \r, \x0c, ...
-    return lines, next(i for i, line in enumerate(lines) if line.strip())
-
-
-def read_gpu_csv(path):
-    """gpu_memory.csv (nvidia-smi --format=csv): Parsed(DataFrame, bad_lines), or Missing.
-
-    Columns: timestamp, index, name, memory_used_mib, memory_total_mib, util_pct, power_w, temp_c (the last three
-    are NaN for older 5-column logs); [N/A] and [Not Supported] become NaN. Rows of several GPUs interleave.
-    """
-    found = _lines_from_header(path)
-    if isinstance(found, Missing):
-        return found
-    lines, first = found
-    header = lines[first].strip()
-    if header.startswith("# no GPU"):
-        reason = header.partition(":")[2].strip() or "no reason given"
-        return Missing("n/a (no GPU)", f"{Path(path).name} says no GPU was monitored: {reason}")
-    names = [GPU_COLUMNS.get(h.strip()) for h in header.split(",")]
-    if "memory_used_mib" not in names or "index" not in names:
-        return Missing(f"damaged ({Path(path).name} header)", f"{path}: line {first + 1} is not an nvidia-smi header")
-
-    # Plain Python per line, numpy arrays, one DataFrame at the end: fill_tables reads a thousand of these a second.
-    position = {name: i for i, name in enumerate(names) if name}
-    numeric = [name for name in GPU_COLUMNS.values() if name in _GPU_NUMBERS]
-    times, indices, gpu_names, numbers, bad = [], [], [], [], []
-    for number, line in enumerate(lines[first + 1:], start=first + 2):
-        if not line.strip():
-            continue
-        fields = [f.strip() for f in line.split(",")]
-        index = fields[position["index"]] if len(fields) == len(names) else ""
-        if not (index.isascii() and index.isdigit()):
-            bad.append(number)
-            continue
-        indices.append(int(index))
-        times.append(fields[position["timestamp"]] if "timestamp" in position else "")
-        gpu_names.append(fields[position["name"]] if "name" in position else None)
-        numbers.append([_leading_number(fields[position[n]]) if n in position else math.nan for n in numeric])
-    if not indices:
-        if bad:
-            return Missing(f"damaged ({Path(path).name}: no readable rows)", f"{path}: lines {_spans(bad)} unreadable")
-        return Missing(f"empty ({Path(path).name}: header only)", f"{path} has a header but no samples yet")
-
-    df = pd.DataFrame(np.array(numbers), columns=numeric)
-    df.insert(0, "timestamp", _timestamps(times))
-    df.insert(1, "index", np.array(indices))
-    df.insert(2, "name", gpu_names)
-    return Parsed(df, bad)
-
-
-def _timestamps(texts):
-    """nvidia-smi's '2026/11/24 10:01:02.123' as datetime64; numpy reads the usual case at once, pandas (slower)
-    takes over when a timestamp is malformed, turning just that one into NaT."""
-    try:
-        return np.array([text.replace("/", "-", 2) for text in texts], dtype="datetime64[ms]")
-    except ValueError:
-        return pd.to_datetime(pd.Series(texts), format="%Y/%m/%d %H:%M:%S.%f", errors="coerce").to_numpy()
-
-
-_GPU_NUMBERS = {"memory_used_mib", "memory_total_mib", "util_pct", "power_w", "temp_c"}
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-
-
-def _leading_number(field):
-    """'20104 MiB' -> 20104.0; '[N/A]', '[Not Supported]' -> NaN (under --format=csv,nounits there is no unit)."""
-    found = _NUMBER.match(field)
-    return float(found.group()) if found else math.nan
-
-
-PSRECORD_COLUMNS = ["elapsed_s", "cpu_pct", "real_mib", "virtual_mib"]
-
-
-def read_psrecord(path):
-    """psrecord's --log file: Parsed(DataFrame[elapsed_s, cpu_pct, real_mib, virtual_mib], bad_lines), or Missing.
-
-    Reads the default plain format ("# Elapsed time   CPU (%)   Real (MB)   Virtual (MB)", then whitespace-
-    separated numbers) and --log-format csv ("elapsed_time,nproc,cpu,mem_real,mem_virtual"). psrecord's "MB" are
-    MiB (bytes / 1024**2). --include-io adds columns that are ignored here.
-    """
-    found = _lines_from_header(path)
-    if isinstance(found, Missing):
-        return found
-    lines, first = found
-    header = lines[first].strip()
-    if header.startswith("#") and "Elapsed" in header:
-        split, pick = str.split, [0, 1, 2, 3]
-    elif header.startswith("elapsed_time,"):
-        split, pick = (lambda line: line.split(",")), [0, 2, 3, 4]  # skip nproc
-    else:
-        return Missing(f"damaged ({Path(path).name} header)", f"{path}: line {first + 1} is not a psrecord header")
-
-    rows, bad = [], []
-    width = len(split(header.lstrip("#"))) if header.startswith("elapsed_time,") else None
-    for number, line in enumerate(lines[first + 1:], start=first + 2):
-        if not line.strip():
-            continue
-        fields = split(line)
-        try:
-            if len(fields) < 4 or (width and len(fields) != width):
-                raise ValueError
-            rows.append([float(fields[i]) for i in pick])
-        except ValueError:
-            bad.append(number)
-    if not rows:
-        if bad:
-            return Missing(f"damaged ({Path(path).name}: no readable rows)", f"{path}: lines {_spans(bad)} unreadable")
-        return Missing(f"empty ({Path(path).name}: header only)", f"{path} has a header but no samples yet")
-    return Parsed(pd.DataFrame(rows, columns=PSRECORD_COLUMNS), bad)
-
-
-def _spans(numbers):
+def line_spans(numbers):
     """[3, 4, 5, 9] -> '3-5, 9': line lists stay short in notes."""
     spans, start = [], None
     for i, n in enumerate(numbers):
@@ -280,7 +149,7 @@ def _spans(numbers):
 def describe_bad_lines(filename, bad_lines):
     """The cell marker for skipped lines: 'damaged (line 7 unreadable)'."""
     word = "line" if len(bad_lines) == 1 else "lines"
-    return f"damaged ({filename} {word} {_spans(bad_lines)} unreadable)"
+    return f"damaged ({filename} {word} {line_spans(bad_lines)} unreadable)"
 
 
 def is_summary(event) -> bool:

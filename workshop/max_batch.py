@@ -11,7 +11,6 @@ precision_and_checkpointing; `<out>/max_batch.json` holds every trial and the re
 so a search that is killed keeps what it found. Without a CUDA GPU there is no OOM to find: it stops at once.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys

@@ -10,8 +10,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workshop.logparse import (Missing, describe_bad_lines, is_summary, read_gpu_csv, read_log_history, read_loggers,
-                               read_manifest, read_psrecord, read_text, read_trainer_out)
+from workshop.logparse import (Missing, describe_bad_lines, is_summary, read_log_history, read_loggers, read_manifest,
+                               read_text, read_trainer_out)
+from workshop.monitor_logs import read_gpu_csv, read_psrecord
 from workshop.report.handout_logs import deepspeed_facts, pair, sniff
 
 # Any one makes a folder a run folder; loggers.json alone: the training stopped before its manifest (a flag typo).
