@@ -151,15 +151,16 @@ def test_a_dead_rank_ends_the_run_as_rank_lost(tmp_path):
 
 
 def test_divergence_rule_for_an_fp16_loss_scale_stuck_at_its_minimum():
-    """The decision alone, on DeepSpeed's attribute names (engine.skipped_steps, optimizer.cur_scale and
-    min_loss_scale): fp16 needs a GPU, so no real fp16 run checks it here."""
+    """The decision alone, on DeepSpeed's attribute names (engine.skipped_steps, ZeRO's optimizer.loss_scaler);
+    tests/test_zero0_fp16.py reads them off real fp16 engines of every stage."""
     from types import SimpleNamespace
 
     from transformers import TrainerControl
 
     from workshop.guards import DivergenceCallback
 
-    optimizer = SimpleNamespace(cur_scale=1.0, min_loss_scale=1.0)
+    scaler = SimpleNamespace(dynamic=True, cur_scale=1.0, min_scale=1.0)
+    optimizer = SimpleNamespace(loss_scaler=scaler)
     engine = SimpleNamespace(optimizer=optimizer, skipped_steps=0)
     guard = DivergenceCallback(patience=3)
     guard.trainer = SimpleNamespace(deepspeed=engine)
@@ -170,7 +171,7 @@ def test_divergence_rule_for_an_fp16_loss_scale_stuck_at_its_minimum():
         guard.on_step_end(None, state, control)
         assert control.should_training_stop == (step == 6), step  # steps 4, 5, 6 in a row
     assert "fp16 loss scale at its minimum 1.0" in guard.reason
-    optimizer.cur_scale = 2.0  # skipping while the scale can still fall is the normal fp16 warm-up
+    scaler.cur_scale = 2.0  # skipping while the scale can still fall is the normal fp16 warm-up
     warm_up, control = DivergenceCallback(patience=1), TrainerControl()
     warm_up.trainer = guard.trainer
     engine.skipped_steps += 1

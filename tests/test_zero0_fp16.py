@@ -1,4 +1,5 @@
-"""The lesson's ZeRO configs in fp16 give ZeRO 0 the same updates as ZeRO 1 and 2.
+"""The lesson's ZeRO configs in fp16 give ZeRO 0 the same updates as ZeRO 1 and 2, and the divergence guard
+finds each stage's loss scale.
 
 At stage 0 DeepSpeed 0.19 wraps the optimizer in its FP16_Optimizer: engine.backward() never multiplies the loss
 by the loss scale (2**16 by default), yet step() divides the gradients by it, so every update was 65,536 times too
@@ -45,7 +46,10 @@ def train(stage):
         engine.step()
         losses.append(loss.item())
         norms.append(float(engine.get_global_grad_norm()))
-    return {"stage": stage, "optimizer": type(engine.optimizer).__name__, "losses": losses, "grad_norms": norms}
+    from workshop.guards import loss_scale
+
+    return {"stage": stage, "optimizer": type(engine.optimizer).__name__, "losses": losses, "grad_norms": norms,
+            "loss_scale": loss_scale(engine.optimizer)}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,7 @@ def runs():
            "LOCAL_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     done = subprocess.run([sys.executable, __file__], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return {run["stage"]: run for run in map(json.loads, done.stdout.splitlines()[-3:])}
+    return {run["stage"]: run for run in map(json.loads, done.stdout.splitlines()[-4:])}
 
 
 def test_zero0_fp16_gradients_are_not_divided_by_an_unapplied_loss_scale(runs):
@@ -74,6 +78,14 @@ def test_zero0_fp16_learns_like_zero1_and_zero2(runs):
     assert runs[1]["losses"][-1] < runs[1]["losses"][0] - 0.5  # it did learn: the comparison means something
 
 
+def test_the_divergence_guard_reads_each_stages_loss_scale(runs):
+    """workshop.guards stops a run whose fp16 loss scale sits at its floor while steps are skipped: it must find
+    the scale where DeepSpeed keeps it. Stage 0's is static now (1), so there is none to watch."""
+    assert runs[0]["loss_scale"] == [None, None]
+    for stage in (1, 2, 3):
+        assert runs[stage]["loss_scale"] == [2**16, 1], stage  # dynamic, from 2**initial_scale_power down to 1
+
+
 if __name__ == "__main__":
     import logging
 
@@ -81,5 +93,5 @@ if __name__ == "__main__":
 
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     get_accelerator().is_fp16_supported = lambda: True  # DeepSpeed's CPU accelerator refuses fp16 otherwise
-    for stage in (0, 1, 2):
+    for stage in (0, 1, 2, 3):
         print(json.dumps(train(stage)), flush=True)

@@ -85,11 +85,10 @@ class DivergenceCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         engine = getattr(self.trainer, "deepspeed", None)
-        optimizer = getattr(engine, "optimizer", None)
-        scale, floor = getattr(optimizer, "cur_scale", None), getattr(optimizer, "min_loss_scale", None)
+        scale, floor = loss_scale(getattr(engine, "optimizer", None))
         skipped = getattr(engine, "skipped_steps", None)
         if scale is None or floor is None or skipped is None:
-            return  # not DeepSpeed fp16: no loss scale to watch
+            return  # not DeepSpeed fp16 with a dynamic loss scale: none to watch
         if skipped > self._skipped and scale <= floor:
             self.collapsed_steps += 1
         else:
@@ -105,6 +104,19 @@ class DivergenceCallback(TrainerCallback):
             print(f"[workshop] the loss diverged: {reason}; stopping", flush=True)
         control.should_training_stop = True
         control.should_save = False
+
+
+def loss_scale(optimizer):
+    """(current fp16 loss scale, its floor) of a DeepSpeed optimizer, or (None, None) when the scale is static or
+    absent. DeepSpeed 0.19 keeps them in ZeRO 1-3's `loss_scaler` (cur_scale, min_scale) and in stage 0's
+    FP16_Optimizer `loss_scale_config` (cur_scale, min_loss_scale)."""
+    scaler = getattr(optimizer, "loss_scaler", None)
+    if scaler is not None and getattr(scaler, "dynamic", False):
+        return scaler.cur_scale, scaler.min_scale
+    config = getattr(optimizer, "loss_scale_config", None)
+    if config is not None and getattr(config, "dynamic_loss_scale", False):
+        return config.cur_scale, config.min_loss_scale
+    return None, None
 
 
 def set_aside_after(output_dir, step: int, label: str) -> list[str]:
