@@ -9,7 +9,8 @@
 #
 # PLAN: `lesson` (bloom-560m, the whole lesson, every config), `sizes` (bloom-1b7, 3b, 7b1 as the workshop text
 # asks, 10 optimizer steps each), `small` (bloom-560m, every config, 20 steps), `extra` (NVMe offload, 7b1 at
-# micro-batch 1), `inference` (plain generate vs DeepSpeed-Inference without, then `inject` with its kernels), `precision` or `checkpointing` (lesson 5's
+# micro-batch 1), `inference` (plain generate vs DeepSpeed-Inference without, then `inject` with its kernels), `precision`,
+# `precision_rest` or `checkpointing` (lesson 5's
 # tables: workshop/lessons/precision_and_checkpointing.py), `families` (a non-BLOOM architecture at ~1B: TinyLlama
 # 1.1B's shape, LLaMA with GQA and untied embeddings, built from workshop/shapes.py, through the baseline and
 # ZeRO-2, 20 steps each) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
@@ -73,6 +74,10 @@ plan() {
         for s in none stage0 stage1 stage2 stage3; do
             for p in fp32 fp16 bf16; do echo "precision $s $p --model 560m --subset 10000 --max-steps 40 $P5"; done
         done ;;
+    precision_rest)  # what 2026-12-02's call did not reach (ZeRO 3 in half precision), and ZeRO 0 in fp16 and bf16
+        # again with stage0.json's loss-scale fix
+        for sp in "stage3 fp16" "stage3 bf16" "stage0 fp16" "stage0 bf16"; do
+            echo "precision $sp --model 560m --subset 10000 --max-steps 40 $P5"; done ;;
     checkpointing)  # lesson 5: bloom-560m and 1b7 with checkpointing off and on, and the largest micro-batch of each
         # under the class's 80 GiB (each search is one line of several trials: run it with RUN_LIMIT=1800)
         for m in 560m 1b7; do
