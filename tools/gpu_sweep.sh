@@ -9,9 +9,9 @@
 #
 # PLAN: `lesson` (bloom-560m, the whole lesson, every config), `sizes` (bloom-1b7, 3b, 7b1 as the workshop text
 # asks, 10 optimizer steps each), `small` (bloom-560m, every config, 20 steps), `extra` (NVMe offload, 7b1 at
-# micro-batch 1), `inference` (plain generate vs DeepSpeed-Inference without, then `inject` with its kernels), `precision`,
-# `precision_rest` or `checkpointing` (lesson 5's
-# tables: workshop/lessons/precision_and_checkpointing.py), `families` (a non-BLOOM architecture at ~1B: TinyLlama
+# micro-batch 1), `inference` (plain generate vs DeepSpeed-Inference without, then `inject` with its kernels),
+# `precision`, `precision_rest` or `checkpointing` (lesson 5's tables: workshop/lessons/precision_and_checkpointing.py),
+# `families` (a non-BLOOM architecture at ~1B: TinyLlama
 # 1.1B's shape, LLaMA with GQA and untied embeddings, built from workshop/shapes.py, through the baseline and
 # ZeRO-2, 20 steps each) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
 # the start-up breakdown of both launch paths, the logger overhead with its spread, and the GPU check of
