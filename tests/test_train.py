@@ -86,3 +86,48 @@ def test_subset_larger_than_data_is_rejected(tmp_path):
     result = run_baseline("--profile", "tiny", "--subset-size", "100000", "--run-dir", str(tmp_path / "r"))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "larger than the dataset" in result.stderr
+
+
+def test_fewer_syncs_logs_the_same_token_counts_and_losses(tmp_path):
+    """--fewer-syncs (make it fast) reads the real-token count back once per log instead of after every
+    micro-batch: what is logged, checkpointed and timed must not change, only when it is read."""
+    flags = ["--profile", "tiny", "--padding", "longest", "--max-steps", "8", "--logging-steps", "2",
+             "--eval-strategy", "no", "--save-strategy", "steps", "--save-steps", "4", "--no-save-final"]
+    runs = {}
+    for name, extra in (("stock", []), ("fewer", ["--fewer-syncs"])):
+        result = run_baseline(*flags, *extra, "--run-dir", str(tmp_path / name), "--output-dir",
+                              str(tmp_path / f"out-{name}"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = [e for e in read_events(tmp_path / name) if "loss" in e or "train_runtime" in e]
+    counts = {name: [e["num_input_tokens_seen"] for e in events] for name, events in runs.items()}
+    assert counts["fewer"] == counts["stock"] and len(set(counts["stock"])) >= 4  # 4 logs, counts growing
+    assert [e.get("loss") for e in runs["fewer"]] == [e.get("loss") for e in runs["stock"]]
+    saved = {name: json.loads((tmp_path / f"out-{name}" / "checkpoint-4" / "trainer_state.json").read_text())
+             for name in runs}
+    assert saved["fewer"]["num_input_tokens_seen"] == saved["stock"]["num_input_tokens_seen"] > 0
+    assert saved["fewer"]["total_flos"] == saved["stock"]["total_flos"] > 0
+    manifests = {name: json.loads((tmp_path / name / "manifest.json").read_text()) for name in runs}
+    assert manifests["fewer"]["speed"]["tokens_seen"] == manifests["stock"]["speed"]["tokens_seen"]
+
+
+def test_fewer_syncs_defers_the_count_to_the_next_log(tmp_path):
+    import torch
+    from transformers import TrainingArguments
+
+    from workshop.fewer_syncs import FewerSyncsTrainer
+    from workshop.model import load_model
+
+    model, _ = load_model("tiny")
+    args = TrainingArguments(output_dir=str(tmp_path), include_num_input_tokens_seen="non_padding", report_to=[],
+                             use_cpu=True)
+    trainer = FewerSyncsTrainer(model=model, args=args)
+    batch = {"input_ids": torch.ones(2, 8, dtype=torch.long),
+             "attention_mask": torch.tensor([[1] * 8, [1] * 5 + [0] * 3])}
+    trainer._track_num_input_tokens(batch)
+    trainer._track_num_input_tokens(batch)
+    assert trainer.state.num_input_tokens_seen == 0  # nothing read back yet: no sync per micro-batch
+    logged = {}
+    trainer.log(logged)
+    assert trainer.state.num_input_tokens_seen == 26 and logged["num_input_tokens_seen"] == 26
+    flops = 6 * model.num_parameters(exclude_embeddings=True) * 16
+    assert trainer.floating_point_ops(batch) == flops == trainer.floating_point_ops(batch)  # counted once, reused

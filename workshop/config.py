@@ -54,6 +54,7 @@ class RunConfig:
     torch_compile: bool = False
     fused_loss: bool = False          # BLOOM's 250,880-way softmax without materialising the logits (Liger)
     attention: str = "eager"          # "sdpa": BLOOM's attention core through PyTorch's fused kernels
+    fewer_syncs: bool = False         # real tokens counted on the device, read back once per log (fewer_syncs.py)
     # memory (lesson 2 at its real sizes)
     gpu_memory_limit: Optional[float] = None  # GiB a process may allocate per GPU: 80 makes an H200 an H100 80GB
     host_memory_gib: Optional[float] = None   # the node's usable RAM for the preflight, when it is read wrongly
@@ -84,7 +85,8 @@ CHOICES = {
     "precision": ("fp32", "fp16", "bf16"),
 }
 PRECISIONS = {"fp32": (False, False), "fp16": (True, False), "bf16": (False, True)}  # -> (fp16, bf16)
-BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "save_final", "score_answers")
+BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "fewer_syncs", "save_final",
+                 "score_answers")
 
 
 # --help lines for the knobs whose default alone does not say what they do
@@ -94,6 +96,8 @@ HELP = {
     "gradient_checkpointing": "recompute activations in the backward pass: less memory, more time (default: off)",
     "score_answers": "EM/F1 of the saved model on the held-out examples at the end (default: on with a CUDA GPU)",
     "score_limit": "--score-answers on the first N held-out examples only (default: all)",
+    "fewer_syncs": "count real tokens on the GPU and read them back once per log, not after every micro-batch "
+                   "(default: off, as the Trainer does it)",
 }
 
 

@@ -16,6 +16,7 @@ from transformers import Trainer, TrainingArguments
 from workshop.bloom_attention import use_attention
 from workshop.config import RunConfig, parse_args, precision_name, resolve_precision
 from workshop.errors import WorkshopError
+from workshop.fewer_syncs import FewerSyncsTrainer
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
 from workshop.deepspeed_setup import (build_device, cap_gpu_memory, cpu_deepspeed_state, load_deepspeed_config,
                                       load_ops)
@@ -105,9 +106,10 @@ def train(cfg: RunConfig, run: RunLog):
         train_set = pack(train_set, cfg.max_length)  # eval keeps one example a row: its loss compares across runs
     STARTUP.mark("data_ready")
 
-    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
-                      callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run)])
+    trainer_class = FewerSyncsTrainer if cfg.fewer_syncs else Trainer
+    trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                            data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
+                            callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run)])
     STARTUP.mark("trainer_built")
     parameters = parameter_count(model)
     mean_length = real_tokens(train_set) / len(train_set)
