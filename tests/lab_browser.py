@@ -150,7 +150,8 @@ def run_all_cells(driver, timeout, attempts=3):
     The notebook is clicked first so it is JupyterLab's current widget: while the launcher or the file browser
     has focus, the menu's Run All Cells is disabled and clicking it does nothing (seen on a loaded CI machine).
     If no cell has started a minute after the click, the menu is used again."""
-    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+    from selenium.common.exceptions import (ElementClickInterceptedException, StaleElementReferenceException,
+                                            TimeoutException)
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -165,7 +166,14 @@ def run_all_cells(driver, timeout, attempts=3):
         done = now["prompts"] and all(re.fullmatch(r"\[\d+\]:", p) for p in now["prompts"])
         return now if now["status"] == "idle" and (done or now["errors"]) else None
 
+    def no_spinner(d):
+        return not any(spinner.is_displayed() for spinner in d.find_elements(By.CSS_SELECTOR, ".jp-Spinner"))
+
     def click_run_all():
+        try:  # JupyterLab's loading spinner lies over the notebook until it is ready, and takes the click
+            wait(driver, no_spinner, 60, "JupyterLab's loading spinner to go")
+        except TimeoutException:
+            pass  # a click it intercepts is tried again below
         driver.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell").click()
         menu = wait(driver, lambda d: next((m for m in d.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item")
                                             if m.text.strip() == "Run"), None), 60, "the Run menu")
@@ -179,8 +187,8 @@ def run_all_cells(driver, timeout, attempts=3):
     for attempt in range(1, attempts + 1):
         try:
             click_run_all()
-        except StaleElementReferenceException:
-            pass  # the menu was re-rendered under the click: see whether a cell started, else try again
+        except (StaleElementReferenceException, ElementClickInterceptedException):
+            pass  # re-rendered under the click, or covered (a spinner): see whether a cell started, else try again
         try:
             wait(driver, started, 60, "a cell to start")
             break
