@@ -10,7 +10,8 @@
 # PLAN: `lesson` (bloom-560m, the whole lesson, every config), `sizes` (bloom-1b7, 3b, 7b1 as the workshop text
 # asks, 10 optimizer steps each), `small` (bloom-560m, every config, 20 steps), `extra` (NVMe offload, 7b1 at
 # micro-batch 1), `inference` (plain generate vs DeepSpeed-Inference without, then `inject` with its kernels),
-# `precision`, `precision_rest` or `checkpointing` (lesson 5's tables: workshop/lessons/precision_and_checkpointing.py),
+# `precision`, `precision_rest`, `checkpointing` or `max_batch` (lesson 5's tables:
+# workshop/lessons/precision_and_checkpointing.py),
 # `families` (a non-BLOOM architecture at ~1B: TinyLlama
 # 1.1B's shape, LLaMA with GQA and untied embeddings, built from workshop/shapes.py, through the baseline and
 # ZeRO-2, 20 steps each) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
@@ -53,11 +54,13 @@ plan() {
     families)  # random init needs no download: the shape is in workshop/shapes.py, the tokenizer the embedded one
         for c in baseline stage2; do echo "$c --model llama --subset 10000 --max-steps 20 $SHORT"; done ;;
     inference)  # issue 14: plain generate vs DeepSpeed-Inference on a fine-tuned bloom-560m (random init: the machine
-        # reaches no Hub, and tokens/s and latency do not depend on the weights' values); scored at the end (EM/F1)
+        # reaches no Hub, and tokens/s and latency do not depend on the weights' values); scored at the end (EM/F1).
+        # The final model goes outside outputs/ (which each line's clean-up removes): generate reads it.
         echo "baseline --model 560m --subset 2000 --max-steps 40 --score-answers --score-limit 50 --init random" \
-            "--data embedded --save-strategy no --logging-steps 2"  # the final model is saved: generate reads it
+            "--data embedded --save-strategy no --logging-steps 2 --output-dir /tmp/inference_model"
         for engine in plain "deepspeed --no-kernel-inject"; do echo "generate --engine $engine --limit 20 --max-new-tokens 32"; done ;;
-    inject)  # after `inference`: DeepSpeed-Inference with its fused kernels, a JIT build of their own made first
+    inject)  # after `inference`: DeepSpeed-Inference with its fused kernels (a JIT build of their own, made first;
+        # a load when `max_batch` built it in the background already)
         echo "prebuild transformer_inference"
         echo "generate --engine deepspeed --limit 20 --max-new-tokens 32" ;;
     extra)
@@ -78,12 +81,17 @@ plan() {
         # again with stage0.json's loss-scale fix
         for sp in "stage3 fp16" "stage3 bf16" "stage0 fp16" "stage0 bf16"; do
             echo "precision $sp --model 560m --subset 10000 --max-steps 40 $P5"; done ;;
-    checkpointing)  # lesson 5: bloom-560m and 1b7 with checkpointing off and on, and the largest micro-batch of each
-        # under the class's 80 GiB (each search is one line of several trials: run it with RUN_LIMIT=1800)
+    checkpointing)  # lesson 5: bloom-560m and 1b7 with checkpointing off and on (timed)
         for m in 560m 1b7; do
             for c in off on; do echo "checkpointing $c none bf16 --model $m --subset 10000 --max-steps 40 $P5"; done
+        done ;;
+    max_batch)  # lesson 5: the largest micro-batch of 560m and 1b7 with and without checkpointing under the class's
+        # 80 GiB (each search is one line of several trials: RUN_LIMIT=900). Nothing here is timed, so the kernels
+        # of `inject` are compiled meanwhile, in the background, on a few of the CPU cores
+        echo "prebuild_background transformer_inference"
+        for m in 560m 1b7; do
             for c in --no-gradient-checkpointing --gradient-checkpointing; do
-                echo "max_batch --start 4 --max 128 --steps 2 --model $m --precision bf16 --gpu-memory-limit 80 $c $P5"
+                echo "max_batch --start 8 --max 128 --steps 2 --model $m --precision bf16 --gpu-memory-limit 80 $c $P5"
             done
         done ;;
     *) echo "unknown plan $1" >&2; return 2 ;;
@@ -122,6 +130,8 @@ _runs)
         # a bench line quotes its variant names (they hold spaces): the plan's own text, so eval is safe here
         bench) eval "timeout ${RUN_LIMIT:-300} python3 benchmarks/bench.py $args" < /dev/null || echo "  exit $?" ;;
         pytest) timeout "${RUN_LIMIT:-300}" python3 -m pytest $args < /dev/null || echo "  exit $?" ;;
+        prebuild_background) MAX_JOBS=6 setsid python3 -m workshop.prebuild_ops --ops $args < /dev/null \
+            >> logs/prebuild_ops_background.log 2>&1 & ;;
         prebuild) timeout "${RUN_LIMIT:-300}" python3 -m workshop.prebuild_ops --ops $args < /dev/null \
             >> logs/prebuild_ops.log 2>&1 || echo "  exit $?" ;;
         # a generate line answers with the latest baseline run's saved model
