@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from safetensors import safe_open
+from transformers import BloomConfig, BloomForCausalLM
 
 from workshop import generate, max_batch
 from workshop.config import WorkshopError, parse_args, resolve_precision
@@ -331,6 +332,24 @@ def test_generate_answers_with_the_saved_model(lesson_logs, capsys):
     assert [a for a, _, _ in answers] == [repr(e["prediction"]) for e in scored[:2]]
     assert generate.main(["--run-dir", str(run_dir), "--question", "Who wrote it?", "--context", "Ada wrote it."]) == 0
     assert "1. Q: Who wrote it?" in capsys.readouterr().out
+
+
+def test_generate_fixed_length_answers_take_every_token(lesson_logs, capsys):
+    run_dir = lesson_logs[0] / "baseline-scored"
+    pattern = r"^   (\d+) tokens in \d+ ms"
+    assert generate.main(["--run-dir", str(run_dir), "--limit", "3", "--max-new-tokens", "12"]) == 0
+    stopping = [int(n) for n in re.findall(pattern, capsys.readouterr().out, re.M)]
+    assert generate.main(["--run-dir", str(run_dir), "--limit", "3", "--max-new-tokens", "12", "--fixed-length"]) == 0
+    fixed = [int(n) for n in re.findall(pattern, capsys.readouterr().out, re.M)]
+    assert fixed == [12, 12, 12] and len(stopping) == 3 and all(1 <= n <= 12 for n in stopping)
+
+
+def test_deepspeed_refusing_kernel_injection_is_one_clear_error():
+    # DeepSpeed's own refusal (BLOOM after transformers 4.43.4), reached on its CPU accelerator with a tiny BLOOM
+    model = BloomForCausalLM(BloomConfig(n_layer=1, hidden_size=32, n_head=4, vocab_size=64))
+    with pytest.raises(WorkshopError, match=r"cannot inject its kernels into BloomForCausalLM here: .*"
+                                            r"Use --no-kernel-inject"):
+        generate.deepspeed_inference(model, kernel_inject=True)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -30,8 +30,10 @@ def load_metric():
     return evaluate.load(str(METRIC_DIR))
 
 
-def new_tokens(model, tokenizer, prompts, max_new_tokens=16, max_length=None):
-    """Greedy generation for a batch of prompts: the tensor of each prompt's new tokens (padding after the end)."""
+def new_tokens(model, tokenizer, prompts, max_new_tokens=16, max_length=None, fixed_length=False):
+    """Greedy generation for a batch of prompts: the tensor of each prompt's new tokens (padding after the end).
+
+    fixed_length: exactly max_new_tokens each, past any newline or end-of-text (to time engines on equal work)."""
     device = next(model.parameters()).device
     model.eval()
     # Left padding and left truncation keep every prompt's last token "Answer:" right before the new tokens.
@@ -41,9 +43,9 @@ def new_tokens(model, tokenizer, prompts, max_new_tokens=16, max_length=None):
         inputs = tokenizer(prompts, return_tensors="pt", padding=True, truncation=max_length is not None,
                            max_length=max_length).to(device)
         with torch.no_grad():
+            stop = {"min_new_tokens": max_new_tokens} if fixed_length else {"stop_strings": ["\n"], "tokenizer": tokenizer}
             output = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
-                                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                    stop_strings=["\n"], tokenizer=tokenizer)
+                                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **stop)
     finally:
         tokenizer.padding_side, tokenizer.truncation_side = sides
     return output[:, inputs["input_ids"].shape[1]:]

@@ -7,9 +7,11 @@
 
 The model is <output_dir>/final from the run's manifest (or --model-dir); the prompt is the training's
 `Question: … Context: … Answer:` and the answer is greedy, ending at a newline or end-of-text, one prompt at a time
-so each latency is one answer's. On a GPU the model runs in fp16. `--engine deepspeed` wraps it with
-`deepspeed.init_inference` (fp16, with DeepSpeed's fused kernels injected where it supports the architecture, as it
-does BLOOM; `--no-kernel-inject` keeps the model's own modules).
+so each latency is one answer's (`--fixed-length`: every answer --max-new-tokens long, to time engines on equal
+work). On a GPU the model runs in fp16. `--engine deepspeed` wraps it with
+`deepspeed.init_inference` (fp16, with DeepSpeed's fused kernels injected where it supports the architecture;
+DeepSpeed 0.19 refuses BLOOM's under transformers after 4.43.4, which is one `error:` line; `--no-kernel-inject`
+keeps the model's own modules).
 """
 import argparse
 import sys
@@ -28,7 +30,15 @@ def deepspeed_inference(model, kernel_inject=True):
     """The model inside a DeepSpeed-Inference engine on this GPU (fp16; DeepSpeed's fused kernels if kernel_inject)."""
     import deepspeed
 
-    engine = deepspeed.init_inference(model, dtype=torch.float16, replace_with_kernel_inject=kernel_inject)
+    try:
+        engine = deepspeed.init_inference(model, dtype=model.dtype, replace_with_kernel_inject=kernel_inject)
+    except RuntimeError as err:
+        if not kernel_inject:
+            raise
+        # DeepSpeed refuses some architectures at some transformers versions (BLOOM after 4.43.4) in these words
+        raise WorkshopError(f"DeepSpeed {deepspeed.__version__} cannot inject its kernels into "
+                            f"{type(model).__name__} here: {err} Use --no-kernel-inject (DeepSpeed-Inference with "
+                            "the model's own modules)") from err
     return engine.module
 
 
@@ -44,16 +54,18 @@ def load(run_dir, model_dir=None, engine="plain", kernel_inject=True):
     return (deepspeed_inference(model, kernel_inject) if engine == "deepspeed" else model), tokenizer, settings
 
 
-def answer(model, tokenizer, question, context, max_new_tokens=16, max_length=None):
+def answer(model, tokenizer, question, context, max_new_tokens=16, max_length=None, fixed_length=False):
     """{"answer", "new_tokens", "latency_s", "tokens_per_s"} for one question."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     began = time.perf_counter()
-    generated = new_tokens(model, tokenizer, [format_prompt(question, context)], max_new_tokens, max_length)[0]
+    generated = new_tokens(model, tokenizer, [format_prompt(question, context)], max_new_tokens, max_length,
+                           fixed_length)[0]
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds = time.perf_counter() - began
-    count = int((generated != tokenizer.pad_token_id).sum()) if tokenizer.pad_token_id is not None else len(generated)
+    count = len(generated) if fixed_length or tokenizer.pad_token_id is None else \
+        int((generated != tokenizer.pad_token_id).sum())
     return {"answer": as_answer(tokenizer.decode(generated, skip_special_tokens=True)), "new_tokens": count,
             "latency_s": seconds, "tokens_per_s": count / seconds if seconds else float("nan")}
 
@@ -66,6 +78,10 @@ def main(argv=None):
     parser.add_argument("--context", help="the text the answer is to be found in")
     parser.add_argument("--limit", type=int, default=5, help="held-out examples to answer (default 5)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--fixed-length", action="store_true",
+                        help="every answer exactly --max-new-tokens tokens, past its newline or end-of-text: equal "
+                             "work for timing engines (a briefly trained model often stops at once); the answer "
+                             "shown is still cut at its first newline")
     parser.add_argument("--engine", choices=("plain", "deepspeed"), default="plain",
                         help="plain: transformers' generate; deepspeed: DeepSpeed-Inference (a CUDA GPU)")
     parser.add_argument("--no-kernel-inject", dest="kernel_inject", action="store_false",
@@ -92,12 +108,12 @@ def main(argv=None):
     print(f"[generate] {engine} generate on {device}, {len(examples)} question(s)", flush=True)
     if torch.cuda.is_available():  # the first call pays for CUDA's lazy set-up (and DeepSpeed's kernels' warm-up)
         answer(model, tokenizer, examples[0]["question"], examples[0]["context"], args.max_new_tokens,
-               settings["max_length"])
+               settings["max_length"], args.fixed_length)
         print("[generate] one warm-up answer done (not counted)", flush=True)
     results = []
     for n, example in enumerate(examples, 1):
         result = answer(model, tokenizer, example["question"], example["context"], args.max_new_tokens,
-                        settings["max_length"])
+                        settings["max_length"], args.fixed_length)
         results.append(result)
         reference = example.get("answers", {}).get("text", [None])[0]
         print(f"{n}. Q: {example['question']}\n   A: {result['answer']!r}"
