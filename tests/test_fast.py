@@ -13,7 +13,8 @@ from transformers import BloomConfig
 
 from test_notebooks import execute, python3_kernel  # noqa: F401 (a fixture)
 from test_slurm import job_env
-from workshop.config import WorkshopError
+from workshop import fused_loss
+from workshop.config import WorkshopError, parse_args
 from workshop.data import collator, load_squad, pack, real_tokens, tokenize
 from workshop.fill_tables import build_tables, find_runs
 from workshop.fused_loss import check_supported, use_fused_loss
@@ -52,26 +53,78 @@ def test_dynamic_padding_pads_to_the_batch_not_max_length(tiny):
     assert bool(((batch["labels"] == -100) == (batch["attention_mask"] == 0)).all())  # padding never scored
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["fused", "chunked"])
 @pytest.mark.parametrize("name", ["tiny", *(f"{family}-tiny" for family in FAMILIES)])
-def test_fused_loss_matches_the_stock_loss_and_gradients(tiny, name):
-    """For every family: the hidden states from model.base_model, the projection from get_output_embeddings()."""
+def test_fused_loss_matches_the_stock_loss_and_gradients(tiny, name, chunked, monkeypatch):
+    """For every family: the hidden states from model.base_model, the projection from get_output_embeddings().
+    Fused: the plain-math path (on a GPU the same forward calls Liger's kernel). Chunked: 100-token chunks, so
+    the 4 x 159 scored positions span several, the last one partial."""
+    monkeypatch.setattr(fused_loss, "CHUNK_TOKENS", 100)
     _, tokenizer, examples = tiny
     rows = tokenize(examples[:4], tokenizer, TINY_LENGTH, pad=True)
     batch = {k: torch.tensor([r[k] for r in rows]) for k in rows[0]}
     stock, _ = load_model(name, seed=0)
     fused, _ = load_model(name, seed=0)
-    use_fused_loss(fused, on_gpu=False)  # the plain-math path; on a GPU the same forward calls Liger's kernel
+    use_fused_loss(fused, on_gpu=False, chunked=chunked)
     stock.eval(), fused.eval()  # OPT trains with dropout 0.1: the same weights, not the same random draws
     stock(**batch).loss.backward()
     fused(**batch).loss.backward()
     assert fused(**batch).loss.item() == pytest.approx(stock(**batch).loss.item(), rel=1e-5)
+    # chunks sum the output projection's gradient in another order: fp32 rounding, up to ~3e-6 here (Falcon)
     for (name, a), b in zip(stock.named_parameters(), fused.parameters()):
-        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+        assert torch.allclose(a.grad, b.grad, atol=1e-5 if chunked else 1e-6), name
     # The Trainer's num_items_in_batch (label tokens in the whole accumulated batch) sets the divisor.
     counted = int((batch["labels"][:, 1:] != -100).sum())
     doubled = fused(**batch, num_items_in_batch=torch.tensor(2 * counted)).loss
     assert doubled.item() == pytest.approx(stock(**batch).loss.item() / 2, rel=1e-5)
     assert fused(input_ids=batch["input_ids"]).logits.shape[-1] == stock.config.vocab_size  # no labels: stock
+
+
+@pytest.mark.slow
+def test_chunked_loss_compiles_as_one_graph(monkeypatch):
+    """torch.compile traces the chunked loss whole (fullgraph: no graph break, no eager fallback, unlike Liger's
+    kernel), and the compiled loss and gradients are the plain ones, ignored targets included."""
+    monkeypatch.setattr(fused_loss, "CHUNK_TOKENS", 7)
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(30, 16, requires_grad=True), torch.randn(50, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (30,))
+    targets[[3, 10, 29]] = -100
+    results = []
+    for loss_sum in (fused_loss.plain_loss, torch.compile(fused_loss.chunked_loss, fullgraph=True)):
+        hidden.grad = weight.grad = None
+        (loss_sum(weight, hidden, targets) / 3).backward()
+        results.append((loss_sum(weight, hidden, targets).item(), hidden.grad.clone(), weight.grad.clone()))
+    (plain, plain_dh, plain_dw), (chunked, chunked_dh, chunked_dw) = results
+    assert chunked == pytest.approx(plain, rel=1e-6)
+    assert torch.allclose(chunked_dh, plain_dh, atol=1e-5) and torch.allclose(chunked_dw, plain_dw, atol=1e-5)
+
+
+def train_tiny(tmp_path, name, *flags):
+    run_dir = tmp_path / name
+    result = subprocess.run(
+        [sys.executable, "-m", "workshop.train", "--profile", "tiny", "--max-steps", "4", "--logging-steps", "1",
+         "--save-strategy", "no", "--no-save-final", "--eval-strategy", "no", "--run-dir", str(run_dir),
+         "--output-dir", str(tmp_path / "out" / name), *flags],
+        cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
+    return json.loads((run_dir / "manifest.json").read_text()), [e["loss"] for e in events if "loss" in e]
+
+
+@pytest.mark.slow
+def test_trainer_with_chunked_loss_trains_as_the_stock_loss_does_and_under_torch_compile(tmp_path):
+    _, stock = train_tiny(tmp_path, "stock")
+    manifest, chunked = train_tiny(tmp_path, "chunked", "--chunked-loss")
+    assert manifest["settings"]["chunked_loss"] is True and len(chunked) == len(stock) == 4
+    assert chunked == pytest.approx(stock, rel=1e-3)  # the same updates: only the loss's arithmetic differs
+    manifest, compiled = train_tiny(tmp_path, "compiled", "--chunked-loss", "--torch-compile")
+    assert manifest["status"] == "completed" and compiled == pytest.approx(stock, rel=2e-2)
+
+
+def test_chunked_and_fused_loss_are_one_choice():
+    with pytest.raises(WorkshopError, match="choose one of --fused-loss .* and --chunked-loss"):
+        parse_args(["--fused-loss", "--chunked-loss"])
+    assert parse_args(["--chunked-loss"]).chunked_loss and not parse_args([]).chunked_loss
 
 
 def test_fused_loss_refuses_zero_stage_3():

@@ -199,7 +199,14 @@ def test_precision_notebook_fills_its_tables_answers_and_figures(tmp_path_factor
         assert tables[key].attrs["title"] in text, f"table {key} not shown"
         for answer in tables[key].attrs["answers"]:
             assert answer in text, f"answer not shown: {answer}"
-    assert "No GPU reference for `precision_and_checkpointing`" in text  # none measured yet: said, not blank
+    # the H200's tables under the student's: its rows, labelled, and its quiz answers
+    (reference, *_) = find_references("precision_and_checkpointing")
+    assert f"GPU reference: {reference.device}, {reference.date}" in text and reference.command in text
+    for key in ("precision", "gradient_checkpointing"):
+        assert f"{tables[key].attrs['title']}: yours beside the GPU reference" in text
+    assert f"{reference.label}: bigscience/bloom-560m (random, 10000 samples), ZeRO 3: fp16 is not faster" in text
+    assert f"{reference.label}: bigscience/bloom-1b7 (random, 10000 samples), plain Trainer, bf16: gradient " \
+           "checkpointing saved" in text
     pngs = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
     assert len(pngs) == 2, f"expected the precision bars and the checkpointing bars, got {len(pngs)} images"
 

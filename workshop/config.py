@@ -53,6 +53,7 @@ class RunConfig:
     optim: Optional[str] = None       # the Trainer's optimizer name (None: its default), e.g. adamw_torch_fused
     torch_compile: bool = False
     fused_loss: bool = False          # BLOOM's 250,880-way softmax without materialising the logits (Liger)
+    chunked_loss: bool = False        # the same in plain PyTorch, chunk by chunk: torch.compile traces it
     attention: str = "eager"          # "sdpa": BLOOM's attention core through PyTorch's fused kernels
     fewer_syncs: bool = False         # real tokens counted on the device, read back once per log (fewer_syncs.py)
     # memory (lesson 2 at its real sizes)
@@ -85,8 +86,8 @@ CHOICES = {
     "precision": ("fp32", "fp16", "bf16"),
 }
 PRECISIONS = {"fp32": (False, False), "fp16": (True, False), "bf16": (False, True)}  # -> (fp16, bf16)
-BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "fewer_syncs", "save_final",
-                 "score_answers")
+BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "chunked_loss",
+                 "fewer_syncs", "save_final", "score_answers")
 
 
 # --help lines for the knobs whose default alone does not say what they do
@@ -96,6 +97,8 @@ HELP = {
     "gradient_checkpointing": "recompute activations in the backward pass: less memory, more time (default: off)",
     "score_answers": "EM/F1 of the saved model on the held-out examples at the end (default: on with a CUDA GPU)",
     "score_limit": "--score-answers on the first N held-out examples only (default: all)",
+    "chunked_loss": "the loss from the last hidden states, 1024 tokens at a time, gradients in the forward pass: "
+                    "no full-vocabulary logits kept, and torch.compile traces it (default: off)",
     "fewer_syncs": "count real tokens on the GPU and read them back once per log, not after every micro-batch "
                    "(default: off, as the Trainer does it)",
 }
@@ -184,6 +187,8 @@ def validate(cfg: RunConfig):
             raise WorkshopError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
     if cfg.fp16 and cfg.bf16:
         raise WorkshopError("choose one of --fp16 and --bf16")
+    if cfg.fused_loss and cfg.chunked_loss:
+        raise WorkshopError("choose one of --fused-loss (Liger's kernel) and --chunked-loss (plain PyTorch)")
 
 
 def resolve_precision(cfg: RunConfig, has_cuda: bool, bf16_supported: bool):

@@ -11,6 +11,10 @@ and batches without labels use the stock forward. The last hidden states come fr
 projection from `model.get_output_embeddings()` (`lm_head`, GPT-NeoX's `embed_out`), so no family's names are
 assumed. Without a CUDA GPU (Liger's kernels are Triton) the same
 forward computes the loss the plain way, so CI checks the plumbing against the stock model.
+
+`--chunked-loss` is the same idea in plain PyTorch (ChunkedLinearCrossEntropy): the loss and both gradients are
+computed CHUNK_TOKENS rows at a time in the forward pass, so no chunk's logits outlive it. Unlike Liger's Triton
+kernel, torch.compile traces it with the rest of the model, and it runs on a CPU as it does on a GPU.
 """
 import types
 
@@ -31,13 +35,49 @@ def liger_loss_fn():
     return LigerFusedLinearCrossEntropyLoss(reduction="sum")
 
 
+CHUNK_TOKENS = 1024  # BLOOM: 1024 x 250,880 fp32 logits = 0.98 GiB per chunk, instead of 7.7 GiB for 16 x 512
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """sum(cross_entropy(hidden @ weight.T, targets)) over the rows whose target is not -100, with the gradients
+    of hidden and weight computed chunk by chunk in the forward pass (d loss / d logits = softmax - one-hot)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets):
+        total = hidden.new_zeros((), dtype=torch.float32)
+        grad_hidden = torch.zeros_like(hidden)
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32)
+        for start in range(0, hidden.shape[0], CHUNK_TOKENS):
+            rows, wanted = hidden[start:start + CHUNK_TOKENS], targets[start:start + CHUNK_TOKENS]
+            scored = (wanted != -100).unsqueeze(1)
+            picked = wanted.clamp(min=0).unsqueeze(1)
+            logits = (rows @ weight.t()).float()
+            log_probs = logits.log_softmax(-1)
+            total = total - (log_probs.gather(1, picked) * scored).sum()
+            grad_logits = (log_probs.exp().scatter_add(1, picked, -torch.ones_like(picked, dtype=torch.float32))
+                           * scored).to(hidden.dtype)
+            grad_hidden[start:start + CHUNK_TOKENS] = grad_logits @ weight
+            grad_weight += (grad_logits.t() @ rows).float()
+        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_total.to(grad_hidden.dtype), grad_weight * grad_total.to(grad_weight.dtype), None
+
+
+def chunked_loss(weight, hidden, targets):
+    return ChunkedLinearCrossEntropy.apply(hidden, weight, targets)
+
+
 def plain_loss(weight, hidden, targets):
     logits = (hidden @ weight.t()).float()
     return F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum")
 
 
-def use_fused_loss(model, on_gpu: bool):
-    """Make `model` (a causal LM) compute its training loss with Liger's kernel (plain math on CPU)."""
+def use_fused_loss(model, on_gpu: bool, chunked: bool = False):
+    """Make `model` (a causal LM) compute its training loss with Liger's kernel (plain math on CPU), or chunked."""
     if getattr(model.config, "final_logit_softcapping", None):
         # Gemma 2 caps its logits with tanh before the softmax; the fused kernel here would train a different loss
         raise WorkshopError(f"--fused-loss does not support {type(model).__name__}'s final logit soft-capping; "
@@ -45,7 +85,7 @@ def use_fused_loss(model, on_gpu: bool):
     if getattr(model.get_output_embeddings(), "bias", None) is not None:
         raise WorkshopError(f"--fused-loss does not support {type(model).__name__}'s output bias; drop the flag")
     # Dynamo cannot trace Liger's Triton kernels: under --torch-compile the loss stays eager, the model compiled.
-    loss_sum = torch.compiler.disable(liger_loss_fn()) if on_gpu else plain_loss
+    loss_sum = chunked_loss if chunked else torch.compiler.disable(liger_loss_fn()) if on_gpu else plain_loss
     stock_forward = model.forward
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, num_items_in_batch=None, **kwargs):
@@ -68,6 +108,6 @@ def use_fused_loss(model, on_gpu: bool):
 def check_supported(deepspeed_config: dict | None):
     if zero_stage(deepspeed_config) == 3:
         # ZeRO-3 gathers the output weights only inside the stock forward's hooks; the fused loss reads it directly.
-        raise WorkshopError("--fused-loss does not work with ZeRO stage 3 (the output weights are partitioned); "
-                            "drop the flag or use stage 0-2")
+        raise WorkshopError("--fused-loss and --chunked-loss do not work with ZeRO stage 3 (the output weights "
+                            "are partitioned); drop the flag or use stage 0-2")
 

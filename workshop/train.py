@@ -96,9 +96,9 @@ def train(cfg: RunConfig, run: RunLog):
               "tensors, none whole in this process", flush=True)
     run.update(created_partitioned=partitioned, tokenizer=tokenizer_record(tokenizer, model),
                attention_layers_replaced=use_attention(model, cfg.attention))
-    if cfg.fused_loss:
+    if cfg.fused_loss or cfg.chunked_loss:
         check_fused_loss(ds_config)
-        use_fused_loss(model, on_gpu=torch.cuda.is_available())
+        use_fused_loss(model, on_gpu=torch.cuda.is_available(), chunked=cfg.chunked_loss)
     dataset = load_squad(cfg.subset_size, source=cfg.data)
     rows = tokenize(dataset, tokenizer, cfg.max_length, pad=cfg.padding == "max")
     train_set, eval_set = split(rows, cfg.eval_fraction, cfg.seed)

@@ -21,6 +21,7 @@ def changes_of(run):
     if (batch, accumulation) != (4, 4) and batch:
         changes.append(f"micro-batch {batch} x {accumulation}")
     changes += [name for name, on in (("bf16", settings.get("bf16")), ("fused loss", settings.get("fused_loss")),
+                                      ("chunked loss", settings.get("chunked_loss")),
                                       ("torch.compile", settings.get("torch_compile")),
                                       ("fewer host syncs", settings.get("fewer_syncs"))) if on]
     if settings.get("optim"):
