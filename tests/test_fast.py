@@ -1,5 +1,6 @@
 """The make-it-fast lesson on the tiny model: packing and dynamic padding, the fused loss, real-token counting,
 speed figures in the manifest and fill_tables, slurm/fast.slurm, the benchmark runner and notebook 04."""
+import gzip
 import json
 import os
 import subprocess
@@ -318,3 +319,20 @@ def test_notebook_04_fills_the_table_and_plots(fast_logs, python3_kernel):
     assert "GPU reference: NVIDIA H100 80GB HBM3" in shown and "yours beside the GPU reference" in shown
     assert sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                for o in c.outputs) >= 2  # the H100 ladder and the start-up breakdown
+
+
+@pytest.mark.slow
+def test_torch_profiler_keeps_a_table_and_a_trace_of_steady_steps(tmp_path):
+    manifest, losses = train_tiny(tmp_path, "profiled", "--torch-profiler", "--max-steps", "9")
+    assert manifest["status"] == "completed" and len(losses) == 9
+    run_dir = tmp_path / "profiled"
+    top = (run_dir / "profile_top.txt").read_text()
+    assert top.startswith("torch.profiler over 3 optimizer steps, after step 5; sorted by self_cpu_time_total")
+    assert "Self CPU" in top and "aten::mm" in top  # the model's matrix products are among the operators
+    with gzip.open(run_dir / "profile_trace.json.gz") as trace:
+        events = json.load(trace)["traceEvents"]
+    assert any(e.get("name") == "aten::mm" for e in events) and not (run_dir / "profile_trace.json").exists()
+    # a run shorter than the window profiles its last steps (here all of them)
+    train_tiny(tmp_path, "short", "--torch-profiler", "--max-steps", "2")
+    assert (tmp_path / "short" / "profile_top.txt").read_text().startswith("torch.profiler over 2 optimizer steps, "
+                                                                           "after step 0")

@@ -66,9 +66,12 @@ plan() {
     extra)
         echo "stage3_offload_nvme --model 3b --subset 10000 --max-steps 5 --nvme-path /tmp/nvme $SHORT"
         echo "stage3 --model 7b1 --subset 10000 --max-steps 10 --per-device-train-batch-size 1 --gradient-accumulation-steps 16 $SHORT" ;;
-    fast)  # about 25 min on an H200 in all (estimated: ladder 12 rows x ~1 min, start-up 18 x ~35 s, overhead 12 x
-        # ~1 min): start it, then `wait` in up to three calls of one held machine (RUN_LIMIT=900 for the ladder)
+    fast)  # over 30 min on an H200 in all (estimated: ladder 14 rows x ~1 min, start-up 6 x ~35 s, overhead 12 x
+        # ~1 min): start it, then `wait` in up to three calls of one held machine (RUN_LIMIT=900 for the ladder);
+        # first a profile of the lesson's best row (profile_top.txt and the trace in its run folder)
         echo "pytest tests/test_attention.py -m gpu -q"
+        echo "fast --model 560m --init random --data embedded --subset 2000 --max-steps 12 --save-strategy no" \
+            "--no-save-final --eval-strategy no --attention sdpa --fewer-syncs --chunked-loss --torch-profiler"
         echo "bench benchmarks/make_it_fast.toml --out logs/bench/make_it_fast_h200"
         echo "bench benchmarks/deepspeed_startup.toml --out logs/bench/deepspeed_startup_h200 --only" \
             "'stage0,stage0 (python),stage2,stage2 (python),stage2_offload,stage2_offload (python)'"

@@ -56,6 +56,7 @@ class RunConfig:
     chunked_loss: bool = False        # the same in plain PyTorch, chunk by chunk: torch.compile traces it
     attention: str = "eager"          # "sdpa": BLOOM's attention core through PyTorch's fused kernels
     fewer_syncs: bool = False         # real tokens counted on the device, read back once per log (fewer_syncs.py)
+    torch_profiler: bool = False      # profile_top.txt and profile_trace.json.gz of a few steady steps (profiling.py)
     # memory (lesson 2 at its real sizes)
     gpu_memory_limit: Optional[float] = None  # GiB a process may allocate per GPU: 80 makes an H200 an H100 80GB
     host_memory_gib: Optional[float] = None   # the node's usable RAM for the preflight, when it is read wrongly
@@ -87,7 +88,7 @@ CHOICES = {
 }
 PRECISIONS = {"fp32": (False, False), "fp16": (True, False), "bf16": (False, True)}  # -> (fp16, bf16)
 BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "chunked_loss",
-                 "fewer_syncs", "save_final", "score_answers")
+                 "fewer_syncs", "torch_profiler", "save_final", "score_answers")
 
 
 # --help lines for the knobs whose default alone does not say what they do
@@ -99,6 +100,8 @@ HELP = {
     "score_limit": "--score-answers on the first N held-out examples only (default: all)",
     "chunked_loss": "the loss from the last hidden states, 1024 tokens at a time, gradients in the forward pass: "
                     "no full-vocabulary logits kept, and torch.compile traces it (default: off)",
+    "torch_profiler": "profile 3 optimizer steps from step 6 with torch.profiler: profile_top.txt (operators by "
+                      "their own time) and profile_trace.json.gz (the timeline) in the run folder (default: off)",
     "fewer_syncs": "count real tokens on the GPU and read them back once per log, not after every micro-batch "
                    "(default: off, as the Trainer does it)",
 }

@@ -26,6 +26,7 @@ from workshop.guards import (DivergenceCallback, RunStopped, diverged_stop, disk
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
 from workshop.model import load_model, parameter_count, resolve_model, save_model, tokenizer_record
 from workshop.preflight import preflight
+from workshop.profiling import ProfilerCallback
 from workshop.runlog import RunLog, StepsCallback, cuda_memory_now, default_run_dir, describe_cuda_memory
 from workshop.speed import SpeedCallback, flops_per_token, matmul_parameters
 from workshop.startup import STARTUP
@@ -117,6 +118,8 @@ def train(cfg: RunConfig, run: RunLog):
     steps_per_epoch = math.ceil(len(trainer.get_train_dataloader()) / cfg.gradient_accumulation_steps)
     guard = DivergenceCallback(cfg.diverge_patience)
     trainer.add_callback(guard)
+    if cfg.torch_profiler:
+        trainer.add_callback(ProfilerCallback(run.dir, enabled=run.enabled))
     run.update(train_samples=len(train_set), eval_samples=len(eval_set), parameters=parameters,
                padding=cfg.padding, mean_train_row_tokens=round(mean_length, 1), steps_per_epoch=steps_per_epoch,
                steps_planned=math.ceil(steps_per_epoch * cfg.num_train_epochs), steps_done=0)
