@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from workshop.launch import free_port  # below the ephemeral range: no outgoing connection takes it first
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 REPO = Path(__file__).resolve().parents[1]
@@ -50,12 +50,6 @@ def require_browser():
         pytest.fail(f"no browser: {problem}")  # CI promises one: a missing browser is a failure, not a skip
     if problem:
         pytest.skip(f"no browser: {problem}")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_server(url, server, log, timeout=120):

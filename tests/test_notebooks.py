@@ -212,7 +212,7 @@ def test_precision_notebook_fills_its_tables_answers_and_figures(tmp_path_factor
 
 
 @pytest.mark.parametrize("notebook, module", [
-    ("01_baseline.ipynb", "baseline"), ("02_zero_single_gpu.ipynb", "deepspeed_single_gpu"),
+    ("01_baseline.ipynb", "baseline"), ("02_zero_single_gpu.ipynb", "deepspeed_single_gpu_figures"),
     ("03_multi_gpu.ipynb", "deepspeed_multi_gpu_figures"), ("04_make_it_fast.ipynb", "make_it_fast"),
     ("05_precision_and_checkpointing.ipynb", "precision_and_checkpointing")])
 def test_each_notebook_draws_from_its_own_lesson_module(notebook, module):
