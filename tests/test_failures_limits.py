@@ -16,6 +16,7 @@ from tests.test_failures import status_cells, wait_for_events
 from tests.test_slurm import check_loggers_stopped, job_env, repo_copy, wait_for_job  # noqa: F401 - fixture
 from workshop.config import WorkshopError, parse_args
 from workshop.ds_config import check_gpu_precision
+from workshop.runlog import fragmentation_hint
 
 # Micro-batches of 1 train in ~550 MiB; evaluation (every 2 steps, after the first loss is logged) takes all
 # 40 held-out examples at once at 512 tokens and needs ~1.2 GiB. Under --mem=900M (the loggers share the
@@ -126,6 +127,21 @@ def test_precision_check_keeps_the_defaults():
         check_gpu_precision(lesson, {"fp16": {"enabled": True}}, has_cuda=False)
     with pytest.raises(WorkshopError, match="--fp16 needs a CUDA GPU"):
         check_gpu_precision(parse_args(["--fp16"]), auto, has_cuda=False)
+
+
+def test_an_oom_with_much_cached_free_memory_names_the_allocator_setting():
+    """The H200's micro-batch searches under --gpu-memory-limit 80 (docs/results/lesson5_h200-2026-12-03): bloom-1b7
+    with checkpointing at 32 failed with 30 GiB reserved but free; bloom-1b7 without it at 32 had none free."""
+    total = {"device": "cuda:0", "total_mib": 143156.0, "max_reserved_mib": 80726.0}
+    fragmented = {**total, "allocated_mib": 39863.2, "reserved_mib": 70250.0}
+    full = {**total, "allocated_mib": 79942.3, "reserved_mib": 80180.0}
+    hint = fragmentation_hint(fragmented, limit_mib=80 * 1024)
+    assert hint == ("; 30387 MiB of it was reserved but free (fragmentation): "
+                    "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True may let this size fit")
+    assert fragmentation_hint(full, limit_mib=80 * 1024) == ""
+    assert fragmentation_hint(fragmented, limit_mib=None) == ""  # a quarter of the whole 140 GiB card is more
+    assert fragmentation_hint(fragmented, 80 * 1024, "expandable_segments:True") == ""  # already set: no advice
+    assert fragmentation_hint({"device": "cpu"}) == ""  # no CUDA figures
 
 
 @pytest.mark.gpu

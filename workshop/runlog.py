@@ -157,6 +157,19 @@ def describe_cuda_memory(memory: dict) -> str:
             f"reserved (peak {memory['max_reserved_mib']:.0f}) of {memory['total_mib']:.0f} MiB")
 
 
+def fragmentation_hint(memory: dict, limit_mib: float | None = None, alloc_conf: str = "") -> str:
+    """At an OOM: when a quarter or more of the GPU (or of its --gpu-memory-limit) is reserved by PyTorch's caching
+    allocator but holds no tensor, the request failed for want of one block that large, not of memory: say so, and
+    name the setting that lets the allocator grow its blocks instead ("" when it does not apply or is set)."""
+    if "total_mib" not in memory or "expandable_segments:True" in alloc_conf:
+        return ""
+    cached = memory["reserved_mib"] - memory["allocated_mib"]
+    if cached < (limit_mib or memory["total_mib"]) / 4:
+        return ""
+    return (f"; {cached:.0f} MiB of it was reserved but free (fragmentation): "
+            "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True may let this size fit")
+
+
 class RunLog:
     """Owns one run folder. Only the main process writes; other ranks get a no-op."""
 

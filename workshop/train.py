@@ -27,7 +27,8 @@ from workshop.fused_loss import check_supported as check_fused_loss, use_fused_l
 from workshop.model import load_model, parameter_count, resolve_model, save_model, tokenizer_record
 from workshop.preflight import preflight
 from workshop.profiling import ProfilerCallback
-from workshop.runlog import RunLog, StepsCallback, cuda_memory_now, default_run_dir, describe_cuda_memory
+from workshop.runlog import (RunLog, StepsCallback, cuda_memory_now, default_run_dir, describe_cuda_memory,
+                             fragmentation_hint)
 from workshop.speed import SpeedCallback, flops_per_token, matmul_parameters
 from workshop.startup import STARTUP
 
@@ -221,8 +222,10 @@ def main(argv=None, lesson="baseline", require_deepspeed=False, **lesson_default
         run.finish("oom", 3, str(err).splitlines()[0], oom_memory=memory)
         cap = run.manifest.get("gpu_memory_limit")
         capped = f", capped at {cap['gib']:g} GiB to emulate {cap['emulates']}" if cap else ""
-        fail(f"out of GPU memory ({describe_cuda_memory(memory)}{capped}); lower --per-device-train-batch-size or "
-             f"use DeepSpeed; figures in {run.dir}/manifest.json", code=3)
+        hint = fragmentation_hint(memory, cap["gib"] * 1024 if cap else None,
+                                  os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""))
+        fail(f"out of GPU memory ({describe_cuda_memory(memory)}{capped}{hint}); lower --per-device-train-batch-size "
+             f"or use DeepSpeed; figures in {run.dir}/manifest.json", code=3)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
         run.finish("cancelled" if code == 128 + signal.SIGTERM else "failed", code)
