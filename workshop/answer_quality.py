@@ -43,7 +43,8 @@ def new_tokens(model, tokenizer, prompts, max_new_tokens=16, max_length=None, fi
         inputs = tokenizer(prompts, return_tensors="pt", padding=True, truncation=max_length is not None,
                            max_length=max_length).to(device)
         with torch.no_grad():
-            stop = {"min_new_tokens": max_new_tokens} if fixed_length else {"stop_strings": ["\n"], "tokenizer": tokenizer}
+            stop = ({"min_new_tokens": max_new_tokens} if fixed_length else
+                    {"stop_strings": ["\n"], "tokenizer": tokenizer})
             output = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
                                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **stop)
     finally:
