@@ -14,6 +14,7 @@ from transformers import BloomConfig
 
 from test_notebooks import execute, python3_kernel  # noqa: F401 (a fixture)
 from test_slurm import job_env
+from test_train import read_events, run_baseline
 from workshop import fused_loss
 from workshop.config import WorkshopError, parse_args
 from workshop.data import collator, load_squad, pack, real_tokens, tokenize
@@ -102,14 +103,12 @@ def test_chunked_loss_compiles_as_one_graph(monkeypatch):
 
 def train_tiny(tmp_path, name, *flags):
     run_dir = tmp_path / name
-    result = subprocess.run(
-        [sys.executable, "-m", "workshop.train", "--profile", "tiny", "--max-steps", "4", "--logging-steps", "1",
-         "--save-strategy", "no", "--no-save-final", "--eval-strategy", "no", "--run-dir", str(run_dir),
-         "--output-dir", str(tmp_path / "out" / name), *flags],
-        cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=900)
+    result = run_baseline("--profile", "tiny", "--max-steps", "4", "--logging-steps", "1", "--save-strategy", "no",
+                          "--no-save-final", "--eval-strategy", "no", "--run-dir", str(run_dir),
+                          "--output-dir", str(tmp_path / "out" / name), *flags)
     assert result.returncode == 0, result.stderr[-3000:]
-    events = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
-    return json.loads((run_dir / "manifest.json").read_text()), [e["loss"] for e in events if "loss" in e]
+    losses = [e["loss"] for e in read_events(run_dir) if "loss" in e]
+    return json.loads((run_dir / "manifest.json").read_text()), losses
 
 
 @pytest.mark.slow

@@ -45,7 +45,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets):
         total = hidden.new_zeros((), dtype=torch.float32)
-        grad_hidden = torch.zeros_like(hidden)
+        grad_hidden = torch.empty_like(hidden)  # every row is written below, chunk by chunk
         grad_weight = torch.zeros_like(weight, dtype=torch.float32)
         for start in range(0, hidden.shape[0], CHUNK_TOKENS):
             rows, wanted = hidden[start:start + CHUNK_TOKENS], targets[start:start + CHUNK_TOKENS]

@@ -37,10 +37,11 @@ class ProfilerCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.profiler is not None and state.global_step == self.window[1]:
             self.profiler.stop()
-            self.write(self.profiler, self.window[1] - self.window[0])
+            self.write()
             self.profiler = None
 
-    def write(self, profiler, steps):
+    def write(self):
+        profiler, steps = self.profiler, self.window[1] - self.window[0]
         sort_by = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
         table = profiler.key_averages().table(sort_by=sort_by, row_limit=40)
         (self.dir / "profile_top.txt").write_text(f"torch.profiler over {steps} optimizer steps, after step "
