@@ -121,7 +121,8 @@ def summarise(variant, run_dir: Path, launched: float, code: int, sampler: Sampl
     speed = manifest.get("speed", {})
     peaks = manifest.get("peak_memory", {})
     events = read_log_history(run_dir / "log_history.jsonl")
-    evals = [e["eval_loss"] for e in events.data if "eval_loss" in e] if isinstance(events, Parsed) else []
+    events = events.data if isinstance(events, Parsed) else []
+    evals = [e["eval_loss"] for e in events if "eval_loss" in e]
     smi = read_gpu_csv(run_dir / "gpu_memory.csv")  # only when the loggers ran (a `script` variant)
     smi_peak = float(smi.data["memory_used_mib"].max()) if isinstance(smi, Parsed) else None
     first_step = speed.get("first_step_at")
@@ -135,6 +136,7 @@ def summarise(variant, run_dir: Path, launched: float, code: int, sampler: Sampl
         "torch_max_reserved_mib": peaks.get("cuda_max_reserved_mib"),
         "host_peak_rss_mib": round(sampler.rss_peak_mib, 0),
         "final_eval_loss": evals[-1] if evals else None,
+        "loss_curve": [[e.get("step"), e["loss"]] for e in events if "loss" in e],  # [optimizer step, loss]
         "tokens_seen": speed.get("tokens_seen"),
         "device": speed.get("device"),
         "startup_phases_s": manifest.get("startup", {}).get("phases_s"),  # workshop/startup.py
@@ -166,7 +168,7 @@ def main(argv=None):
     spec = tomllib.loads(args.spec.read_text())
     variants = expand(spec)
     if args.only:
-        wanted = args.only.split(",")
+        wanted = [name.strip() for name in args.only.split(",")]
         unknown = set(wanted) - {v["name"] for v in variants}
         if unknown:
             parser.error(f"unknown variant(s) {sorted(unknown)}; the file has {[v['name'] for v in variants]}")
@@ -174,7 +176,7 @@ def main(argv=None):
     common = shlex.split(args.common) if args.common is not None else list(spec.get("common", []))
     steps = args.steps or spec.get("steps", 30)
     fixed = [*common, "--logging-steps", str(spec.get("logging_steps", 5)),
-             "--save-strategy", "no"]
+             "--save-strategy", "no", "--no-save-final", "--no-score-answers"]  # timed runs write no model
     out = args.out or Path("bench-results") / args.spec.stem
     out.parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")

@@ -7,10 +7,10 @@
 No Trainer: the lesson's BloomForCausalLM, data, tokenisation, packing and collator (workshop.*), then
 autocast (bf16, or fp16 with a gradient scaler) on a GPU, AdamW (fused with `--optim adamw_torch_fused` on a
 GPU), the Trainer's defaults that change the maths (weight decay off for biases and LayerNorms, gradient
-clipping at 1.0, linear learning-rate decay), and `torch.compile(model)` with `--torch-compile`. It takes the
-same flags as `python -m workshop.train` (those it has no use for are ignored) and writes the same run folder:
-the speed figures come from workshop.speed's own SpeedCallback and the log from workshop.runlog, driven at the
-points the Trainer would call them, so the rows compare like for like.
+clipping at 1.0, linear learning-rate decay after `--warmup-steps`), and `torch.compile(model)` with
+`--torch-compile`. It takes the same flags as `python -m workshop.train` (those it has no use for are ignored)
+and writes the same run folder: the speed figures come from workshop.speed's own SpeedCallback and the log
+from workshop.runlog, driven at the points the Trainer would call them, so the rows compare like for like.
 """
 import math
 import sys
@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import TrainerControl, TrainerState
+from transformers import TrainerControl, TrainerState, get_linear_schedule_with_warmup
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from workshop.bloom_attention import use_attention  # noqa: E402
@@ -58,7 +58,7 @@ def train(cfg, run: RunLog):
     accumulation = cfg.gradient_accumulation_steps
     steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(loader) / accumulation * cfg.num_train_epochs)
     optimizer = optimizer_for(model, cfg, fused=cuda and cfg.optim == "adamw_torch_fused")
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+    schedule = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, steps)  # the Trainer's default
     scaler = torch.amp.GradScaler(enabled=fp16)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16 if bf16 else torch.float16, enabled=fp16 or bf16)
     step_model = torch.compile(model) if cfg.torch_compile else model

@@ -30,6 +30,7 @@ class RunConfig:
     per_device_eval_batch_size: int = 4
     gradient_accumulation_steps: int = 4
     learning_rate: float = 5e-5
+    warmup_steps: int = 0             # the learning rate rises linearly over these first optimizer steps
     weight_decay: float = 0.01
     fp16: Optional[bool] = None       # None: on unless --bf16; falls back to fp32 without a CUDA GPU
     bf16: bool = False

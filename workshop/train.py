@@ -54,6 +54,7 @@ def training_arguments(cfg: RunConfig, ds_config: dict | None = None) -> Trainin
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay,
         fp16=fp16,
         bf16=bf16,
