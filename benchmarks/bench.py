@@ -73,6 +73,15 @@ def _nvml_handles():
         return []
 
 
+def nvml_device_name() -> str:
+    """The first GPU's name from NVML: runs too short for speed figures (start-up only) record no device."""
+    handles = _nvml_handles()
+    if not handles:
+        return "no CUDA device"
+    import pynvml
+    return pynvml.nvmlDeviceGetName(handles[0])
+
+
 def _tree_rss_mib(root) -> float:
     total = 0
     try:
@@ -245,7 +254,7 @@ def startup_table(rows) -> pd.DataFrame | None:
 def write_results(out: Path, rows, argv, spec, steps):
     info = {"command": shlex.join([sys.executable, "benchmarks/bench.py", *(argv or sys.argv[1:])]),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": next((r["device"] for r in rows if r.get("device")), "no CUDA device"),
+            "device": next((r["device"] for r in rows if r.get("device")), None) or nvml_device_name(),
             "versions": versions(), "steps": steps, "spec": spec}
     Path(f"{out}.json").write_text(json.dumps({"info": info, "runs": rows}, indent=2, default=str) + "\n")
     summary = table(rows)

@@ -53,8 +53,10 @@ def train(cfg, run: RunLog):
     if cfg.padding == "packed":
         train_set = pack(train_set, cfg.max_length)
     collate = collator(tokenizer, cfg.padding)
-    loader = DataLoader(train_set, batch_size=cfg.per_device_train_batch_size, shuffle=True, collate_fn=collate,
-                        generator=torch.Generator().manual_seed(cfg.seed), pin_memory=cuda)
+    batch = cfg.per_device_train_batch_size  # compiled: a smaller last batch would compile again (as in train.py)
+    loader = DataLoader(train_set, batch_size=batch, shuffle=True, collate_fn=collate, pin_memory=cuda,
+                        generator=torch.Generator().manual_seed(cfg.seed),
+                        drop_last=cfg.torch_compile and len(train_set) >= batch)
     accumulation = cfg.gradient_accumulation_steps
     steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(loader) / accumulation * cfg.num_train_epochs)
     optimizer = optimizer_for(model, cfg, fused=cuda and cfg.optim == "adamw_torch_fused")

@@ -335,3 +335,46 @@ def test_torch_profiler_keeps_a_table_and_a_trace_of_steady_steps(tmp_path):
     train_tiny(tmp_path, "short", "--torch-profiler", "--max-steps", "2")
     assert (tmp_path / "short" / "profile_top.txt").read_text().startswith("torch.profiler over 2 optimizer steps, "
                                                                            "after step 0")
+
+
+def test_torch_compile_drops_the_smaller_last_training_batch_only(tiny, tmp_path):
+    """A smaller last batch is a new shape: under --torch-compile the model would compile again mid-run (80 s for
+    bloom-560m on the H200, inside the profiled steps). Training drops it; evaluation keeps every example."""
+    from transformers import Trainer
+    from workshop.train import drop_last_train_batch, training_arguments
+
+    model, tokenizer, examples = tiny
+    rows = tokenize(examples, tokenizer, TINY_LENGTH, pad=True)  # 12
+    cfg = parse_args(["--profile", "tiny", "--per-device-train-batch-size", "4", "--per-device-eval-batch-size", "4",
+                      "--output-dir", str(tmp_path)])
+    trainer = Trainer(model=model, args=training_arguments(cfg), train_dataset=rows[:10], eval_dataset=rows[2:],
+                      data_collator=collator(tokenizer, "max"))
+    assert len(trainer.get_train_dataloader()) == 3  # 4 + 4 + 2
+    drop_last_train_batch(trainer)
+    assert len(trainer.get_train_dataloader()) == 2 and not trainer.args.dataloader_drop_last
+    assert len(trainer.get_eval_dataloader()) == 3  # all 10 examples: 4 + 4 + 2
+    fits = Trainer(model=model, args=training_arguments(cfg), train_dataset=rows[:3], eval_dataset=rows[3:],
+                   data_collator=collator(tokenizer, "max"))
+    drop_last_train_batch(fits)  # fewer rows than a batch: nothing would be left to train on, so none is dropped
+    assert len(fits.get_train_dataloader()) == 1
+
+
+def test_torch_profiler_says_when_its_steps_were_compiling(tmp_path):
+    """A profile whose window holds a (re)compilation shows the compiler, not steady steps: the table says so."""
+    from workshop.profiling import ProfilerCallback
+
+    def profile(work):
+        callback = ProfilerCallback(tmp_path)
+        callback.window = (5, 8)
+        callback.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        callback.profiler.start()
+        work()
+        callback.profiler.stop()
+        callback.write()
+        return (tmp_path / "profile_top.txt").read_text()
+
+    x = torch.randn(64, 64)
+    compiled = torch.compile(lambda t: (t @ t).relu().sum())
+    top = profile(lambda: compiled(x))
+    assert top.startswith("warning: torch.compile was compiling during these steps (")
+    assert profile(lambda: compiled(x)).startswith("torch.profiler over 3 optimizer steps")  # compiled already

@@ -66,23 +66,23 @@ plan() {
     extra)
         echo "stage3_offload_nvme --model 3b --subset 10000 --max-steps 5 --nvme-path /tmp/nvme $SHORT"
         echo "stage3 --model 7b1 --subset 10000 --max-steps 10 --per-device-train-batch-size 1 --gradient-accumulation-steps 16 $SHORT" ;;
-    fast)  # issue 13, about 27 min on an H200 (one held machine: start, then `wait` in three calls; RUN_LIMIT=900
-        # for the ladder; OPS= so that DeepSpeed's ops build in the background while the untimed first two lines
-        # run): the GPU check of --attention sdpa, a profile of the lesson's best levers, then by priority the
-        # ladder with the reference loop, the fixed-token eval loss, start-up of both launch paths, and the logger
-        # overhead (GPU-bound pair first). Results under logs/bench/, run folders under logs/bench-runs/
+    fast)  # issue 13, what 2026-12-03's call did not reach (about 25 min on an H200: one held machine, start, then
+        # `wait` in three calls; RUN_LIMIT=1200 for the ladder; OPS= so that DeepSpeed's ops build in the background
+        # behind the untimed attention check and profile): the ladder's rows that answer the reference loop, with it,
+        # in one invocation; a profile of steady steps (the last one's window held a recompile); start-up of the
+        # rest of both launch paths; the logger overhead (GPU-bound pair first). Results under logs/bench/
         echo "prebuild_background fused_adam cpu_adam"
-        echo "pytest tests/test_attention.py -m gpu -q -p no:cacheprovider"
+        echo "pytest tests/test_attention.py -m gpu -q -s -p no:cacheprovider"
         echo "fast --model 560m --init random --data embedded --subset 2000 --max-steps 12 --save-strategy no" \
             "--no-save-final --no-score-answers --eval-strategy no --attention sdpa --fewer-syncs --chunked-loss" \
             "--per-device-train-batch-size 32 --torch-profiler"
         echo "wait_background"
-        echo "bench benchmarks/make_it_fast.toml --out logs/bench/make_it_fast_h200 --work logs/bench-runs"
-        echo "bench benchmarks/fixed_tokens.toml --out logs/bench/fixed_tokens_h200 --work logs/bench-runs"
+        echo "bench benchmarks/make_it_fast.toml --out logs/bench/make_it_fast_h200 --work logs/bench-runs --only" \
+            "'fused AdamW,reference loop (eager),torch.compile,reference loop (compiled),fewer host syncs," \
+            "chunked loss,micro-batch 32'"
         echo "bench benchmarks/deepspeed_startup.toml --out logs/bench/deepspeed_startup_h200 --work logs/bench-runs" \
-            "--only 'stage0 (python),stage1 (python),stage2 (python),stage3 (python),stage1_offload (python)," \
-            "stage2_offload (python),stage2_offload_nopin (python),stage3_offload (python)," \
-            "stage3_offload_nopin (python),stage0,stage2,stage3_offload'"
+            "--only 'stage3 (python),stage1_offload (python),stage2_offload (python),stage2_offload_nopin (python)," \
+            "stage3_offload (python),stage3_offload_nopin (python),stage1,stage3,stage1_offload,stage2_offload'"
         echo "bench benchmarks/logger_overhead.toml --repeats 4 --out logs/bench/logger_overhead_fast_h200" \
             "--work logs/bench-runs --only 'fast (no loggers),fast + loggers (slurm/fast.slurm)'"
         echo "bench benchmarks/logger_overhead.toml --repeats 2 --out logs/bench/logger_overhead_seed_h200" \

@@ -43,9 +43,17 @@ class ProfilerCallback(TrainerCallback):
     def write(self):
         profiler, steps = self.profiler, self.window[1] - self.window[0]
         sort_by = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-        table = profiler.key_averages().table(sort_by=sort_by, row_limit=40)
-        (self.dir / "profile_top.txt").write_text(f"torch.profiler over {steps} optimizer steps, after step "
-                                                  f"{self.window[0]}; sorted by {sort_by}\n{table}\n")
+        averages = profiler.key_averages()
+        # torch.compile's own work (tracing, autotuning) shows as "... (dynamo_timed)" events: then the steps were
+        # not steady, e.g. a batch of a new shape compiled the model again, and the table is mostly compilation
+        compiling = sum(e.count for e in averages if e.key.endswith("(dynamo_timed)"))
+        warning = (f"warning: torch.compile was compiling during these steps ({compiling} compiler events): this "
+                   "is not a steady step's profile\n") if compiling else ""
+        table = averages.table(sort_by=sort_by, row_limit=40)
+        (self.dir / "profile_top.txt").write_text(f"{warning}torch.profiler over {steps} optimizer steps, after "
+                                                  f"step {self.window[0]}; sorted by {sort_by}\n{table}\n")
+        if warning:
+            print(f"[workshop] {warning.strip()}", flush=True)
         trace = self.dir / "profile_trace.json"
         profiler.export_chrome_trace(str(trace))
         with trace.open("rb") as raw, gzip.open(f"{trace}.gz", "wb") as packed:
