@@ -66,7 +66,7 @@ plan() {
     extra)
         echo "stage3_offload_nvme --model 3b --subset 10000 --max-steps 5 --nvme-path /tmp/nvme $SHORT"
         echo "stage3 --model 7b1 --subset 10000 --max-steps 10 --per-device-train-batch-size 1 --gradient-accumulation-steps 16 $SHORT" ;;
-    fast)  # issue 13, what 2026-12-03's call did not reach (about 25 min on an H200: one held machine, start, then
+    fast)  # issue 13, what 2026-12-03's call did not reach (about 27 min on an H200: one held machine, start, then
         # `wait` in three calls; RUN_LIMIT=1200 for the ladder; OPS= so that DeepSpeed's ops build in the background
         # behind the untimed attention check and profile): the ladder's rows that answer the reference loop, with it,
         # in one invocation; a profile of steady steps (the last one's window held a recompile); start-up of the
@@ -76,6 +76,7 @@ plan() {
         echo "fast --model 560m --init random --data embedded --subset 2000 --max-steps 12 --save-strategy no" \
             "--no-save-final --no-score-answers --eval-strategy no --attention sdpa --fewer-syncs --chunked-loss" \
             "--per-device-train-batch-size 32 --torch-profiler"
+        echo "importtime"  # where the 13-18 s of imports before every run's first step go on this machine
         echo "wait_background"
         echo "bench benchmarks/make_it_fast.toml --out logs/bench/make_it_fast_h200 --work logs/bench-runs --only" \
             "'fused AdamW,reference loop (eager),torch.compile,reference loop (compiled),fewer host syncs," \
@@ -83,8 +84,8 @@ plan() {
         echo "bench benchmarks/deepspeed_startup.toml --out logs/bench/deepspeed_startup_h200 --work logs/bench-runs" \
             "--only 'stage3 (python),stage1_offload (python),stage2_offload (python),stage2_offload_nopin (python)," \
             "stage3_offload (python),stage3_offload_nopin (python),stage1,stage3,stage1_offload,stage2_offload'"
-        echo "bench benchmarks/logger_overhead.toml --repeats 4 --out logs/bench/logger_overhead_fast_h200" \
-            "--work logs/bench-runs --only 'fast (no loggers),fast + loggers (slurm/fast.slurm)'"
+        echo "bench benchmarks/logger_overhead.toml --repeats 4 --out logs/bench/logger_overhead_packed_h200" \
+            "--work logs/bench-runs --only 'packed (no loggers),packed + loggers (slurm/fast.slurm)'"
         echo "bench benchmarks/logger_overhead.toml --repeats 2 --out logs/bench/logger_overhead_seed_h200" \
             "--work logs/bench-runs --only 'no loggers,loggers (slurm/baseline.slurm)'" ;;
     precision)  # lesson 5: bloom-560m, the plain Trainer and ZeRO 0-3, each in fp32, fp16 and bf16 (eval at the end)
@@ -148,6 +149,7 @@ _runs)
         prebuild_background) MAX_JOBS=6 setsid -w python3 -m workshop.prebuild_ops --ops $args < /dev/null \
             >> logs/prebuild_ops_background.log 2>&1 &
             echo $! > logs/prebuild_background.pid ;;
+        importtime) python3 -X importtime -c "import workshop.train" 2> logs/importtime.txt || echo "  exit $?" ;;
         wait_background) while kill -0 "$(cat logs/prebuild_background.pid)" 2> /dev/null; do sleep 2; done ;;
         prebuild) timeout "${RUN_LIMIT:-300}" python3 -m workshop.prebuild_ops --ops $args < /dev/null \
             >> logs/prebuild_ops.log 2>&1 || echo "  exit $?" ;;
