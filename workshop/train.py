@@ -50,11 +50,11 @@ def drop_last_train_batch(trainer):
     make = trainer.get_train_dataloader
 
     def get_train_dataloader():
-        trainer.args.dataloader_drop_last = True  # read only here; the eval loaders keep the default
+        kept, trainer.args.dataloader_drop_last = trainer.args.dataloader_drop_last, True  # the eval loaders keep it
         try:
             return make()
         finally:
-            trainer.args.dataloader_drop_last = False
+            trainer.args.dataloader_drop_last = kept
 
     trainer.get_train_dataloader = get_train_dataloader
 
