@@ -198,7 +198,8 @@ def main(argv=None):
             run_dir.parent.mkdir(parents=True, exist_ok=True)
             flags = [*fixed, "--max-steps", str(variant.get("steps", steps)), *variant["all_flags"]]
             row = run_variant(variant, flags, run_dir, run_dir.parent / f"{run_dir.name}.log")
-            row.update(repeat=repeat, flags=shlex.join(variant["all_flags"]), versus=variant.get("versus"))
+            row.update(repeat=repeat, steps=int(variant.get("steps", steps)), flags=shlex.join(variant["all_flags"]),
+                       versus=variant.get("versus"))
             print("[bench] " + json.dumps(row), flush=True)
             rows.append(row)
             write_results(out, rows, argv, spec, steps)
@@ -258,9 +259,12 @@ def write_results(out: Path, rows, argv, spec, steps):
             "versions": versions(), "steps": steps, "spec": spec}
     Path(f"{out}.json").write_text(json.dumps({"info": info, "runs": rows}, indent=2, default=str) + "\n")
     summary = table(rows)
+    # A variant's own `steps` wins over the file's (the packed logger pair runs 80 steps, not 40).
+    run_steps = " or ".join(str(n) for n in sorted({r.get("steps", steps) for r in rows}))
     text = [f"# {spec.get('title', out.name)}", "",
             f"- command: `{info['command']}`", f"- date: {info['date']}", f"- device: {info['device']}",
-            f"- versions: {json.dumps(info['versions'])}", f"- {steps} optimizer steps per run; "
+            f"- versions: {json.dumps(info['versions'])}",
+            f"- {run_steps} optimizer steps per run; "
             f"medians over {summary.shape[0] and len(rows) // summary.shape[0]} repeat(s); raw rows in "
             f"{Path(out).name}.json", "", summary.to_markdown(index=False), ""]
     phases = startup_table(rows)

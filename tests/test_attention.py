@@ -56,6 +56,11 @@ def test_sdpa_matches_stock_outputs_and_gradients_with_padding(padded_batch, dev
     padded_batch = {k: v.to(device) for k, v in padded_batch.items()}
     out_stock, out_sdpa = stock(**padded_batch), sdpa(**padded_batch)
     # Every position, padding included: a left-padding row's output predicts the first real token.
+    if device == "cuda":  # where they differ: real queries, or left padding's fully masked ones
+        real = padded_batch["attention_mask"].bool()
+        for name, where in [("real queries", real), ("fully masked queries", ~real)]:
+            diff, ref = out_sdpa.logits[where] - out_stock.logits[where], out_stock.logits[where]
+            print(f"logits at {name}: relative error {(diff.norm() / ref.norm()).item():.2e}")
     assert_near(out_sdpa.logits, out_stock.logits, device)
     assert_near(out_sdpa.loss, out_stock.loss, device, "loss")
     out_stock.loss.backward()

@@ -66,7 +66,8 @@ plan() {
     extra)
         echo "stage3_offload_nvme --model 3b --subset 10000 --max-steps 5 --nvme-path /tmp/nvme $SHORT"
         echo "stage3 --model 7b1 --subset 10000 --max-steps 10 --per-device-train-batch-size 1 --gradient-accumulation-steps 16 $SHORT" ;;
-    fast)  # issue 13, what 2026-12-03's call did not reach (about 27 min on an H200: one held machine, start, then
+    fast)  # issue 13, what 2026-12-03's first call did not reach; the second ran all of it in 25 min
+        # (docs/results/make_it_fast_h200-2026-12-03-b). About 27 min on an H200: one held machine, start, then
         # `wait` in three calls; RUN_LIMIT=1200 for the ladder; OPS= so that DeepSpeed's ops build in the background
         # behind the untimed attention check and profile): the ladder's rows that answer the reference loop, with it,
         # in one invocation; a profile of steady steps (the last one's window held a recompile); start-up of the
