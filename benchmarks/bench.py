@@ -260,7 +260,7 @@ def write_results(out: Path, rows, argv, spec, steps):
     Path(f"{out}.json").write_text(json.dumps({"info": info, "runs": rows}, indent=2, default=str) + "\n")
     summary = table(rows)
     # A variant's own `steps` wins over the file's (the packed logger pair runs 80 steps, not 40).
-    run_steps = " or ".join(str(n) for n in sorted({r.get("steps", steps) for r in rows}))
+    run_steps = " or ".join(str(n) for n in sorted({r["steps"] for r in rows}))
     text = [f"# {spec.get('title', out.name)}", "",
             f"- command: `{info['command']}`", f"- date: {info['date']}", f"- device: {info['device']}",
             f"- versions: {json.dumps(info['versions'])}",

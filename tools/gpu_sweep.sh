@@ -66,12 +66,12 @@ plan() {
     extra)
         echo "stage3_offload_nvme --model 3b --subset 10000 --max-steps 5 --nvme-path /tmp/nvme $SHORT"
         echo "stage3 --model 7b1 --subset 10000 --max-steps 10 --per-device-train-batch-size 1 --gradient-accumulation-steps 16 $SHORT" ;;
-    fast)  # issue 13, what 2026-12-03's first call did not reach; the second ran all of it in 25 min
-        # (docs/results/make_it_fast_h200-2026-12-03-b). About 27 min on an H200: one held machine, start, then
-        # `wait` in three calls; RUN_LIMIT=1200 for the ladder; OPS= so that DeepSpeed's ops build in the background
-        # behind the untimed attention check and profile): the ladder's rows that answer the reference loop, with it,
-        # in one invocation; a profile of steady steps (the last one's window held a recompile); start-up of the
-        # rest of both launch paths; the logger overhead (GPU-bound pair first). Results under logs/bench/
+    fast)  # issue 13, what 2026-12-03's first call did not reach; the second call ran all of it in 25 min
+        # (docs/results/make_it_fast_h200-2026-12-03-b): one held machine, start, then `wait` in three calls;
+        # RUN_LIMIT=1200 for the ladder; OPS= so that DeepSpeed's ops build in the background behind the untimed
+        # attention check and profile. The ladder's rows that answer the reference loop, with it, in one invocation;
+        # a profile of steady steps; start-up of the rest of both launch paths; the logger overhead (GPU-bound pair
+        # first). Results under logs/bench/
         echo "prebuild_background fused_adam cpu_adam"
         echo "pytest tests/test_attention.py -m gpu -q -s -p no:cacheprovider"
         echo "fast --model 560m --init random --data embedded --subset 2000 --max-steps 12 --save-strategy no" \
