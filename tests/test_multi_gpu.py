@@ -18,6 +18,7 @@ import pytest
 
 from test_deepspeed_lesson import OFFLINE
 from test_deepspeed_lesson import copy_lesson as copy_deepspeed_lesson
+from conftest import made_once
 from test_slurm import check_loggers_stopped, job_env, wait_for_job
 from workshop.config import WorkshopError
 from workshop.fill_tables import ZERO_2GPU, build_tables
@@ -152,19 +153,16 @@ def check_two_process_run(run_dir, samples_per_gpu=20):
 SHORT = [*TINY, "--max-steps", "2"]
 JOBS = [("weak_scaling", ["slurm/multi_gpu_weak_scaling.slurm"])] + \
        [(config, ["slurm/multi_gpu_zero.slurm", config]) for config in ZERO_2GPU]
-_MADE = {}
-
-
 def two_process_logs(tmp_path_factory):
-    """logs/ of a lesson copy holding a complete 2-process run of each job in JOBS (made on the first call)."""
-    if "logs" not in _MADE:
-        lesson = copy_lesson(tmp_path_factory.mktemp("multi_gpu") / "repo")
+    """logs/ of a lesson copy holding a complete 2-process run of each job in JOBS (made once per session)."""
+    def make(folder):
+        lesson = copy_lesson(folder / "repo")
         for name, script in JOBS:
             run = subprocess.run(["bash", *script, *SHORT], cwd=lesson, env={**job_env(), **OFFLINE, "GPUS": "2"},
                                  capture_output=True, text=True, timeout=900)
             assert run.returncode == 0, f"{name}: " + (run.stdout + run.stderr)[-4000:]
-        _MADE["logs"] = lesson / "logs"
-    return _MADE["logs"]
+
+    return made_once(tmp_path_factory, "multi_gpu", make) / "repo" / "logs"
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import made_once
 from safetensors import safe_open
 from transformers import BloomConfig, BloomForCausalLM
 
@@ -55,30 +56,29 @@ def slurm_run(logs, script, *args):
     return run_dir.name
 
 
-_MADE = {}
-
-
 def lesson5_logs(tmp_path_factory):
-    """The lesson's runs on the tiny model (made on the first call, shared with tests/test_notebooks.py): fp32 and
+    """The lesson's runs on the tiny model (made once per session, shared with tests/test_notebooks.py): fp32 and
     bf16, plain Trainer and ZeRO 2, and checkpointing on; the ZeRO runs through the lesson's .slurm files, the
     plain ones named as slurm/precision.slurm and slurm/checkpointing.slurm name theirs (what notebook 05 looks
     for). Returns the logs folder and {short name: run folder name}."""
-    if "logs" in _MADE:
-        return _MADE["logs"]
-    logs = tmp_path_factory.mktemp("lesson5") / "logs"
-    plain = [flags(logs, "plain-fp32", "--precision", "fp32", save=True, config="precision-none-fp32"),
-             flags(logs, "plain-bf16", "--precision", "bf16", config="precision-none-bf16"),
-             flags(logs, "plain-fp32-gc", "--precision", "fp32", "--gradient-checkpointing",
-                   config="checkpointing-on-none-fp32"),
-             # the answer-quality table filled at the end of the run: forced on, on a few held-out examples
-             flags(logs, "baseline-scored", "--lesson", "baseline", "--score-answers", "--score-limit", "4", save=True)]
-    run([sys.executable, "-c", DRIVER, *(" ".join(argv) for argv in plain)])
-    names = {name: name for name in ("plain-fp32", "plain-bf16", "plain-fp32-gc", "baseline-scored")}
-    names["stage2-fp32"] = slurm_run(logs, "precision", "stage2", "fp32", "--no-save-final")
-    names["stage2-bf16"] = slurm_run(logs, "precision", "stage2", "bf16")  # saves: its weights are read below
-    names["stage2-fp32-gc"] = slurm_run(logs, "checkpointing", "on", "stage2", "fp32", "--no-save-final")
-    _MADE["logs"] = logs, names
-    return _MADE["logs"]
+    def make(folder):
+        logs = folder / "logs"
+        plain = [flags(logs, "plain-fp32", "--precision", "fp32", save=True, config="precision-none-fp32"),
+                 flags(logs, "plain-bf16", "--precision", "bf16", config="precision-none-bf16"),
+                 flags(logs, "plain-fp32-gc", "--precision", "fp32", "--gradient-checkpointing",
+                       config="checkpointing-on-none-fp32"),
+                 # the answer-quality table filled at the end of the run: forced on, on a few held-out examples
+                 flags(logs, "baseline-scored", "--lesson", "baseline", "--score-answers", "--score-limit", "4",
+                       save=True)]
+        run([sys.executable, "-c", DRIVER, *(" ".join(argv) for argv in plain)])
+        names = {name: name for name in ("plain-fp32", "plain-bf16", "plain-fp32-gc", "baseline-scored")}
+        names["stage2-fp32"] = slurm_run(logs, "precision", "stage2", "fp32", "--no-save-final")
+        names["stage2-bf16"] = slurm_run(logs, "precision", "stage2", "bf16")  # saves: its weights are read below
+        names["stage2-fp32-gc"] = slurm_run(logs, "checkpointing", "on", "stage2", "fp32", "--no-save-final")
+        (folder / "names.json").write_text(json.dumps(names))
+
+    folder = made_once(tmp_path_factory, "lesson5", make)
+    return folder / "logs", json.loads((folder / "names.json").read_text())
 
 
 @pytest.fixture(scope="module")
