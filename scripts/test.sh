@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Set up, start the local single-node SLURM cluster the end-to-end tests submit to (root on Debian; see
-# .ci/start_slurm.sh), and run the tests. Extra arguments go to pytest, e.g. `bash scripts/test.sh -k fill`.
+# Set up, start the local SLURM clusters the end-to-end tests submit to (root on Debian; see .ci/start_slurm.sh),
+# and run the tests, spread over the machine's cores (pytest-xdist). Extra arguments go to pytest.
+#   bash scripts/test.sh              everything, as CI runs it
+#   bash scripts/test.sh --quick      a developer's loop: no test marked slow, slurm or browser (no cluster started)
+#   bash scripts/test.sh -k fill      only the tests whose names match
+# WORKSHOP_TEST_WORKERS: how many pytest-xdist workers (default: one per core; 1 runs in this process alone).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$REPO_ROOT"
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+quick=0
+if [[ ${1:-} == --quick ]]; then
+    quick=1
+    shift
+fi
+started=()
+if [[ $quick == 0 && $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     bash .ci/start_slurm.sh
     bash .ci/start_slurm_two_node.sh  # beside it: tests/test_two_node.py submits there (docs/two_node_cluster.md)
+    started=(.ci/stop_slurm.sh .ci/stop_slurm_two_node.sh)
     # Debian packages the tests need: Chromium and its driver for the browser tests (Selenium downloads no
     # browser), libaio for DeepSpeed's async_io op (the NVMe offload config, stage3_offload_nvme, trains in them).
     missing=()
@@ -18,15 +29,30 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
-else
+elif [[ $quick == 0 ]]; then
     echo "[test] not root on Debian: not starting a local SLURM cluster (SLURM tests use one if sinfo answers)," \
         "not installing chromium (browser tests use /usr/bin/chromium and /usr/bin/chromedriver if there)"
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 # GPU tests only where torch sees a CUDA GPU; elsewhere they are deselected (and counted as such, not as passed).
-gpu_filter=()
+skip=()
 if ! "$WORKSHOP_PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
     echo "[test] no CUDA GPU: deselecting the tests marked gpu"
-    gpu_filter=(-m "not gpu")
+    skip+=(gpu)
 fi
-exec "$WORKSHOP_PYTHON" -m pytest -q -ra "${gpu_filter[@]}" "$@"
+[[ $quick == 0 ]] || skip+=(slow slurm browser)
+filter=()
+if [[ ${#skip[@]} -gt 0 ]]; then
+    filter=(-m "$(printf 'not %s and ' "${skip[@]}" | sed 's/ and $//')")
+fi
+# Each test module runs whole on one worker (--dist loadscope): its module-scoped runs are made once; runs that
+# several modules read are made once per session (tests/conftest.py's made_once).
+workers=(-n "${WORKSHOP_TEST_WORKERS:-auto}" --dist loadscope)
+[[ ${WORKSHOP_TEST_WORKERS:-} != 1 ]] || workers=()
+status=0
+"$WORKSHOP_PYTHON" -m pytest -q -ra --durations=25 ${workers[@]+"${workers[@]}"} "${filter[@]}" "$@" || status=$?
+if [[ ${#started[@]} -gt 0 ]]; then
+    echo "[test] left running: the local SLURM clusters (one node, and two nodes in network namespaces) for the" \
+        "next run; stop them with: bash ${started[0]} && bash ${started[1]}"
+fi
+exit $status

@@ -153,9 +153,15 @@ free_port() {
 # (run through $PYTHON so the venv is used). `--launcher python` starts the one process itself with the
 # distributed environment set, as transformers documents for notebooks: no launcher interpreters to wait for.
 workshop_deepspeed() {
-    local config=$1
+    local config=$1 entry
     shift
-    workshop_deepspeed_as "$config" deepspeed_single_gpu/train.py "$config" "$@"
+    entry=$(lesson_entry deepspeed_single_gpu) || exit 1
+    workshop_deepspeed_as "$config" "$entry" "$config" "$@"
+}
+
+# lesson_entry LESSON: the lesson's training entry, from the lesson registry (workshop/lessons/__init__.py)
+lesson_entry() {
+    "$PYTHON" -m workshop.lessons entry "$1" || die "the lesson registry knows no lesson '$1'"
 }
 
 # workshop_deepspeed_as NAME ENTRY CONFIG [--launcher deepspeed|python] [train.py args]: the same for another
@@ -190,8 +196,9 @@ workshop_deepspeed_as() {
 # workshop_precision NAME STAGE PRECISION [train.py args]: a lesson-5 run in PRECISION (fp32, fp16, bf16): the
 # plain Trainer for STAGE none, else deepspeed_single_gpu/configs/STAGE.json through the launcher.
 workshop_precision() {
-    local name=$1 stage=$2 precision=$3 entry=precision_and_checkpointing/train.py
+    local name=$1 stage=$2 precision=$3 entry
     shift 3
+    entry=$(lesson_entry precision_and_checkpointing) || exit 1
     if [[ $stage == none ]]; then
         workshop_run "$name" -- "$PYTHON" "$entry" --precision "$precision" --config-name "$name" "$@"
     else

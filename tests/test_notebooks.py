@@ -23,6 +23,7 @@ from workshop import plots
 from workshop.config import RunConfig
 from workshop.estimate import BLOOM_VOCAB
 from workshop.fill_tables import build_tables, find_runs
+from workshop.lessons import LESSONS
 from workshop.monitor_logs import read_gpu_csv, read_psrecord
 from workshop.reference import find as find_references
 
@@ -211,10 +212,16 @@ def test_precision_notebook_fills_its_tables_answers_and_figures(tmp_path_factor
     assert len(pngs) == 2, f"expected the precision bars and the checkpointing bars, got {len(pngs)} images"
 
 
-@pytest.mark.parametrize("notebook, module", [
-    ("01_baseline.ipynb", "baseline"), ("02_zero_single_gpu.ipynb", "deepspeed_single_gpu_figures"),
-    ("03_multi_gpu.ipynb", "deepspeed_multi_gpu_figures"), ("04_make_it_fast.ipynb", "make_it_fast"),
-    ("05_precision_and_checkpointing.ipynb", "precision_and_checkpointing")])
+def figures_module(lesson):
+    """The module a lesson's figures live in: its tables module, or <name>_figures beside it where one exists."""
+    import importlib.util
+
+    figures = f"workshop.lessons.{lesson.name}_figures"
+    return figures if importlib.util.find_spec(figures) else f"workshop.lessons.{lesson.name}"
+
+
+@pytest.mark.parametrize("notebook, module", [(lesson.notebook, figures_module(lesson).rpartition(".")[2])
+                                              for lesson in LESSONS], ids=[lesson.name for lesson in LESSONS])
 def test_each_notebook_draws_from_its_own_lesson_module(notebook, module):
     """Changing a lesson's figures means reading that lesson's module: the notebook names it, and each figure it
     draws is defined there (not in another lesson's module, nor in the workshop.plots re-export)."""

@@ -20,11 +20,22 @@ import sys
 from pathlib import Path
 
 from workshop.lessons import LESSONS, ZERO_2GPU, ZERO_CONFIGS, Lesson  # noqa: F401  (importable from here)
+from workshop.report import engine, runs as report_runs
 from workshop.report.cells import epoch_label, steps_per_epoch  # noqa: F401
-from workshop.report.engine import Table, build_tables  # noqa: F401
+from workshop.report.engine import Table  # noqa: F401
 from workshop.report.render import render
-from workshop.report.runs import Run, find_memory_logs, find_runs, load_runs  # noqa: F401
+from workshop.report.runs import Run, find_memory_logs, find_runs  # noqa: F401
 from workshop.report.select import config_of, latest_runs, setup_label, setup_of  # noqa: F401
+
+
+def build_tables(paths, tables=LESSONS, by_run=False, runs=None):
+    """{key: DataFrame} of the tables of `tables` (the registry's lessons) filled from the runs under `paths`."""
+    return engine.build_tables(paths, tables, by_run=by_run, runs=runs)
+
+
+def load_runs(paths):
+    """Every run under `paths`, each filed under its lesson of the registry."""
+    return report_runs.load_runs(paths, LESSONS)
 
 
 def main(argv=None):

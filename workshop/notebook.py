@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from workshop.lessons import LESSONS
 from workshop.report.figures import as_runs
 from workshop.report.select import config_of
 
@@ -31,14 +32,14 @@ def ensure_run(logs, lesson, script, args=(), run=True, tail=15):
     The .slurm files write their run folder under the repository's logs/; when `logs` is elsewhere (a test's
     tmp dir), the new run folder is moved there and checkpoints go to an `outputs/` folder beside `logs`.
     """
-    found = as_runs([logs], lesson)  # a logs folder that does not exist yet just holds no runs
+    found = as_runs([logs], LESSONS, lesson)  # a logs folder that does not exist yet just holds no runs
     if found or not run:
         if not found:
             print(f"no {lesson} run under {logs}: run `bash {script} {' '.join(args)}` from the repository root")
         return found
 
     _run_script(logs, script, args, lesson, tail)
-    return as_runs([logs], lesson)
+    return as_runs([logs], LESSONS, lesson)
 
 
 def ensure_configs(logs, configs, args=(), run=True, tail=15):
@@ -79,7 +80,7 @@ def ensure_scripts(logs, lesson, runs, args=(), run=True, tail=15):
     """The runs of `lesson` under `logs`, after running each of `runs` that has no run there yet: (run name,
     script, its own arguments), e.g. ("precision-stage2-bf16", "slurm/precision.slurm", ["stage2", "bf16"]), then
     `args` (when `run` is true; otherwise the command to type is printed). As ensure_configs, one at a time."""
-    have = {config_of(r) for r in as_runs([logs], lesson)}
+    have = {config_of(r) for r in as_runs([logs], LESSONS, lesson)}
     for name, script, script_args in runs:
         if name in have:
             continue
@@ -88,7 +89,7 @@ def ensure_scripts(logs, lesson, runs, args=(), run=True, tail=15):
         else:
             print(f"no {name} run under {logs}: run `bash {script} {' '.join([*script_args, *args])}` from the "
                   "repository root")
-    return as_runs([logs], lesson)
+    return as_runs([logs], LESSONS, lesson)
 
 
 def show_table(tables, key):

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from workshop.fill_tables import build_tables
-from workshop.lessons import BY_NAME, LESSONS
-from workshop.report.runs import load_runs
+from workshop.fill_tables import build_tables, load_runs
+from workshop.lessons import BY_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
@@ -92,7 +91,7 @@ def _rows(df, source, missing, columns):
 def reference_tables(ref, by_run=False):
     """The reference's tables of its lesson, laid out as the student's are. Every run is filed under that lesson
     (benchmarks/bench.py's make-it-fast runs are baseline runs by their manifest)."""
-    runs = load_runs(ref.runs, LESSONS)
+    runs = load_runs(ref.runs)
     for run in runs:
         run.lesson = ref.lesson
     return build_tables(ref.runs, tables=[BY_NAME[ref.lesson]], by_run=by_run, runs=runs)

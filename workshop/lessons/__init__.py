@@ -1,13 +1,18 @@
-"""The lessons, in the order the workshop teaches them: the one registry that fill_tables, the notebooks, runlog,
-submit, the shell scripts and the tests read instead of lists of their own.
+"""The lessons, in the order the workshop teaches them: the one index of what each lesson is made of. fill_tables,
+the notebooks, runlog, submit, the shell scripts (through `python -m workshop.lessons ...`) and the tests read it
+instead of lists of their own, and tests/test_registry.py fails when a lesson folder, script or notebook exists
+that no lesson names, or a lesson names one that does not exist.
 
 Each lesson's tables and figures live in its module (workshop/lessons/<name>.py), imported only when its tables
 are first asked for, so a training that reads `LESSONS` for folder names loads no pandas or matplotlib.
 
     python -m workshop.lessons configs deepspeed_multi_gpu    # stage1 stage1_offload ... (for shell scripts)
+    python -m workshop.lessons entry precision_and_checkpointing   # precision_and_checkpointing/train.py
+    python -m workshop.lessons walkthrough                    # the tiny walk-through, one command a line
 """
 
 import importlib
+import shlex
 import sys
 from dataclasses import dataclass
 
@@ -15,16 +20,29 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Lesson:
     name: str  # the manifest's `lesson`, and the run-name prefix of its runs
-    folder: str  # the lesson's folder in the repository (train.py, configs/)
+    folder: str  # the lesson's folder in the repository: its entry (train.py), README, configs/
+    notebook: str = ""  # its notebook in notebooks/
+    tables: object = ()  # the name of the module whose TABLES it fills (or the Table definitions themselves)
+    scripts: tuple = ()  # every file in slurm/ that belongs to it; the empty-folder message names the first
+    # the tiny walk-through (scripts/run_workshop.sh): each run a script with its leading arguments, then
+    # `--profile tiny` and `walkthrough_args`
+    walkthrough: tuple = ()
+    walkthrough_args: tuple = ()
     configs: tuple = ()  # the DeepSpeed config names its runs use, in the order the lesson walks through them
-    tables: object = ()  # its Table definitions, or the name of the module whose TABLES they are
-    scripts: tuple = ()  # the .slurm files a student runs for it (the empty-folder message names the first)
     multi_process: bool = False  # its runs use several processes (a bare DeepSpeed .out of 2+ ranks lands here)
+
+    @property
+    def entry(self):
+        return f"{self.folder}/train.py"
 
     def table_defs(self):
         if isinstance(self.tables, str):
             return importlib.import_module(self.tables).TABLES
         return self.tables
+
+    def walkthrough_commands(self):
+        """The walk-through's runs as argument lists: `bash` runs each from the repository root."""
+        return [[*run, "--profile", "tiny", *self.walkthrough_args] for run in self.walkthrough]
 
 
 # deepspeed_single_gpu/configs/<name>.json, in the order lesson 2 walks through them; lesson 3 compares six of them
@@ -32,28 +50,63 @@ ZERO_CONFIGS = ("stage0", "stage1", "stage1_offload", "stage2", "stage2_offload"
                 "stage3", "stage3_offload", "stage3_offload_nopin", "stage3_offload_nvme")
 ZERO_STAGES = ("stage0", "stage1", "stage2", "stage3")  # lesson 5 runs each in fp32, fp16 and bf16
 ZERO_2GPU = ("stage1", "stage1_offload", "stage2", "stage2_offload", "stage3", "stage3_offload")
+# NVMe offload needs libaio and a fast local disk: the CPU walk-through leaves it to the lesson's GPU reference
+ZERO_WALKTHROUGH = tuple(config for config in ZERO_CONFIGS if config != "stage3_offload_nvme")
 
 LESSONS = (
-    Lesson("baseline", folder="baseline", tables="workshop.lessons.baseline", scripts=("slurm/baseline.slurm",)),
-    Lesson("deepspeed_single_gpu", folder="deepspeed_single_gpu", configs=ZERO_CONFIGS,
-           tables="workshop.lessons.deepspeed_single_gpu", scripts=tuple(f"slurm/{c}.slurm" for c in ZERO_CONFIGS)),
-    Lesson("deepspeed_multi_gpu", folder="deepspeed_multi_gpu", configs=ZERO_2GPU, multi_process=True,
-           tables="workshop.lessons.deepspeed_multi_gpu",
-           scripts=("slurm/multi_gpu_weak_scaling.slurm", "slurm/submit_zero_2gpu.sh")),
-    Lesson("make_it_fast", folder="baseline", tables="workshop.lessons.make_it_fast", scripts=("slurm/fast.slurm",)),
-    Lesson("precision_and_checkpointing", folder="precision_and_checkpointing", configs=ZERO_STAGES,
-           tables="workshop.lessons.precision_and_checkpointing",
-           scripts=("slurm/precision.slurm", "slurm/checkpointing.slurm", "slurm/max_batch.slurm")),
+    Lesson("baseline", folder="baseline", notebook="01_baseline.ipynb", tables="workshop.lessons.baseline",
+           scripts=("slurm/baseline.slurm",), walkthrough=(("slurm/baseline.slurm",),)),
+    Lesson("deepspeed_single_gpu", folder="deepspeed_single_gpu", notebook="02_zero_single_gpu.ipynb",
+           tables="workshop.lessons.deepspeed_single_gpu", configs=ZERO_CONFIGS,
+           scripts=tuple(f"slurm/{c}.slurm" for c in ZERO_CONFIGS),
+           walkthrough=tuple((f"slurm/{c}.slurm",) for c in ZERO_WALKTHROUGH)),
+    # without GPUs: two processes on the CPU, 20 examples each, one epoch
+    Lesson("deepspeed_multi_gpu", folder="deepspeed_multi_gpu", notebook="03_multi_gpu.ipynb",
+           tables="workshop.lessons.deepspeed_multi_gpu", configs=ZERO_2GPU, multi_process=True,
+           scripts=("slurm/multi_gpu_weak_scaling.slurm", "slurm/submit_zero_2gpu.sh", "slurm/multi_gpu_zero.slurm",
+                    "slurm/submit_weak_scaling.sh", "slurm/multi_node.slurm"),
+           walkthrough=(("slurm/multi_gpu_weak_scaling.slurm",),
+                        *(("slurm/multi_gpu_zero.slurm", c) for c in ZERO_2GPU)),
+           walkthrough_args=("--samples-per-gpu", "20", "--num-train-epochs", "1")),
+    Lesson("make_it_fast", folder="make_it_fast", notebook="04_make_it_fast.ipynb",
+           tables="workshop.lessons.make_it_fast", scripts=("slurm/fast.slurm",),
+           walkthrough=(("slurm/fast.slurm",),)),
+    # on a CPU: no fp16 (it needs a GPU); ten steps a run, the runs notebook 05 reads
+    Lesson("precision_and_checkpointing", folder="precision_and_checkpointing",
+           notebook="05_precision_and_checkpointing.ipynb", tables="workshop.lessons.precision_and_checkpointing",
+           configs=ZERO_STAGES,
+           scripts=("slurm/precision.slurm", "slurm/checkpointing.slurm", "slurm/max_batch.slurm",
+                    "slurm/submit_precision.sh"),
+           walkthrough=(("slurm/precision.slurm", "none", "fp32"), ("slurm/precision.slurm", "none", "bf16"),
+                        ("slurm/precision.slurm", "stage2", "fp32"), ("slurm/precision.slurm", "stage2", "bf16"),
+                        ("slurm/checkpointing.slurm", "on", "none", "fp32"),
+                        ("slurm/checkpointing.slurm", "on", "stage2", "fp32")),
+           walkthrough_args=("--max-steps", "10")),
 )
 BY_NAME = {lesson.name: lesson for lesson in LESSONS}
 FOLDERS = tuple(dict.fromkeys(lesson.folder for lesson in LESSONS))  # the code every lesson runs from
+# slurm/ files that serve every lesson rather than one
+SHARED_SCRIPTS = ("slurm/common.sh",)
+
+
+USAGE = ("usage: python -m workshop.lessons configs LESSON | entry LESSON | walkthrough [LESSON...]\n"
+         f"  LESSON: {', '.join(BY_NAME)}")
 
 
 def main(argv=None):
+    """Answers for shell scripts, one word or line each, so they keep no lesson list of their own."""
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] != "configs" or argv[1] not in BY_NAME:
-        print(f"usage: python -m workshop.lessons configs {{{','.join(BY_NAME)}}}", file=sys.stderr)
+    query, names = (argv[0], argv[1:]) if argv else (None, [])
+    unknown = [name for name in names if name not in BY_NAME]
+    if query not in ("configs", "entry", "walkthrough") or unknown or (query != "walkthrough" and len(names) != 1):
+        print(f"error: unknown lesson {unknown[0]!r}\n{USAGE}" if unknown else USAGE, file=sys.stderr)
         return 2
-    print(" ".join(BY_NAME[argv[1]].configs))
+    if query == "configs":
+        print(" ".join(BY_NAME[names[0]].configs))
+    elif query == "entry":
+        print(BY_NAME[names[0]].entry)
+    else:
+        for lesson in [BY_NAME[name] for name in names] or LESSONS:
+            for command in lesson.walkthrough_commands():
+                print(lesson.name, shlex.join(command))
     return 0
-

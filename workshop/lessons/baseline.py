@@ -6,6 +6,7 @@ handout's own `| Metric | Your Value |` layout from the latest completed run.
 
 import textwrap
 
+from workshop.lessons import LESSONS
 from workshop.logparse import Missing, final_summary, read_answer_quality
 from workshop.report.cells import (absent, cpu_peak, epoch_label, expected_epochs, gpu_stat, manifest_value,
                                    steps_per_epoch, torch_reserved)
@@ -73,7 +74,7 @@ def loss_curves(runs):
     """Train loss (solid) and eval loss (dashed, dots) vs optimizer step, one colour per run."""
     fig, ax = figure("Loss vs step: train (solid) and eval (dashed)", "optimizer step", "loss")
     notes = []
-    for run in as_runs(runs):
+    for run in as_runs(runs, LESSONS):
         events = run.events
         if isinstance(events, Missing) or not events:
             notes.append(f"{run.name}: no loss curve, {events or 'no log events'}")
@@ -99,7 +100,7 @@ def gpu_memory_timeline(runs):
     A run that had no GPU shows its host RSS (psrecord) instead, dotted, and says why in the title."""
     fig, ax = figure("GPU memory.used (nvidia-smi)", "seconds since the first sample", "MiB")
     notes, no_gpu = [], {}  # reason -> runs
-    for run in as_runs(runs):
+    for run in as_runs(runs, LESSONS):
         gpu = run.gpu
         if isinstance(gpu, Missing):
             if gpu.cell != "n/a (no GPU)":
@@ -133,7 +134,7 @@ def cpu_memory_timeline(runs):
     fig, ax = figure("Host memory: RSS of the training and its children (psrecord)",
                       "seconds since the logger started", "MiB")
     notes = []
-    for run in as_runs(runs):
+    for run in as_runs(runs, LESSONS):
         if not plot_rss(ax, run, f"{run.name} ({run.status})"):
             notes.append(f"{run.name}: no RSS line, {run.cpu}")
     return finish(fig, ax, notes)

@@ -4,7 +4,7 @@ import textwrap
 
 from matplotlib.figure import Figure
 
-from workshop.lessons import ZERO_CONFIGS as CONFIGS
+from workshop.lessons import LESSONS, ZERO_CONFIGS as CONFIGS
 from workshop.logparse import Missing
 from workshop.report.cells import is_number
 from workshop.report.columns import HOST_PEAK, PEAK_GPU, RESERVED
@@ -16,7 +16,7 @@ from workshop.report.shapes import by_run
 def zero_memory_timelines(runs):
     """Lesson 2: GPU memory.used (nvidia-smi, top) and host RSS (psrecord, bottom) vs seconds, one colour per
     configuration, so the ZeRO stages and offload choices compare on one figure."""
-    chosen, _ = latest_runs(as_runs(runs, "deepspeed_single_gpu"), CONFIGS)
+    chosen, _ = latest_runs(as_runs(runs, LESSONS, "deepspeed_single_gpu"), CONFIGS)
     several = len({setup_of(run) for run in chosen}) > 1
     fig = Figure(figsize=(9, 7.5), layout="constrained")
     gpu_ax, cpu_ax = fig.subplots(2, 1, sharex=True)

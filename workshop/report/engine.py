@@ -3,7 +3,9 @@
     from workshop.lessons import Lesson
     from workshop.report.engine import Table
     lesson = Lesson("baseline", folder="baseline", tables=(Table("baseline_objective_1", "...", row),))
-    build_tables(["logs"], tables=[lesson])
+    build_tables(["logs"], [lesson])
+
+The engine imports no lesson: its caller passes them (workshop.fill_tables passes the registry's).
 
 A Table's `make` is either `row(run) -> dict` (each_run: one row per run of the lesson) or
 `build(runs) -> (rows, answers, notes)` for tables that pick runs and compare them. Cells are numbers or
@@ -17,6 +19,7 @@ import pandas as pd
 
 from workshop.logparse import Missing
 from workshop.report.notes import merge_notes
+from workshop.report.runs import load_runs
 
 
 @dataclass(frozen=True)
@@ -71,19 +74,15 @@ def _shown(notes, shaped, note_columns):
     return kept
 
 
-def build_tables(paths, tables=None, by_run=False, runs=None):
+def build_tables(paths, lessons, by_run=False, runs=None):
     """{key: DataFrame} for every table that has at least one run; markers are strings in the cells.
-    `tables`: the lessons whose tables to build (default: workshop.lessons.LESSONS). By default each table is
+    `lessons`: the lessons whose tables to build (workshop.lessons.LESSONS: all). By default each table is
     laid out as the handout lays it out; `by_run=True` gives one row per run instead (an instructor's view).
     df.attrs["title"] is the table's title, df.attrs["notes"] the lines that explain its markers,
     df.attrs["answers"] the quiz answers computed from its cells."""
-    from workshop.report.runs import load_runs
-
-    if tables is None:
-        from workshop.lessons import LESSONS as tables
-    runs = load_runs(paths, tables) if runs is None else runs
+    runs = load_runs(paths, lessons) if runs is None else runs
     built = {}
-    for lesson in tables:
+    for lesson in lessons:
         members = [run for run in runs if run.lesson == lesson.name]
         for table in lesson.table_defs():
             df = _by_run_table(table, members)

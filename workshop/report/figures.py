@@ -15,12 +15,13 @@ from workshop.logparse import Missing
 from workshop.report.runs import Run, load_runs
 
 
-def as_runs(runs, lesson=None):
-    """A list of Run from Runs, paths, or a mix; only those of `lesson` when given."""
+def as_runs(runs, lessons, lesson=None):
+    """A list of Run from Runs, paths (their runs' lessons decided by `lessons`), or a mix; only those of `lesson`
+    when given."""
     if isinstance(runs, (str, os.PathLike, Run)):
         runs = [runs]
     paths = [r for r in runs if not isinstance(r, Run)]
-    loaded = [r for r in runs if isinstance(r, Run)] + (load_runs(paths) if paths else [])
+    loaded = [r for r in runs if isinstance(r, Run)] + (load_runs(paths, lessons) if paths else [])
     return [r for r in loaded if lesson is None or r.lesson == lesson]
 
 

@@ -3,7 +3,7 @@
 A run is a run folder (`logs/<run_id>/` with manifest.json, log_history.jsonl or loggers.json) or a bare `*.out`
 (e.g. SLURM's `logs/<name>-<jobid>.out`) that no run folder already covers. Nothing here raises on bad logs: a
 damaged file becomes a `Missing` marker on the run. Which lesson a run belongs to comes from its manifest, else
-from its name matched against the lessons given (`workshop.lessons.LESSONS`): this module knows no lesson.
+from its name matched against the lessons it is given (the registry's): this module imports no lesson.
 """
 
 import os
@@ -247,10 +247,8 @@ def load_memory_log(path, kind, lessons):
     return run
 
 
-def load_runs(paths, lessons=None):
-    """Every run under `paths`; `lessons` (default: workshop.lessons.LESSONS) decide a run's lesson."""
-    if lessons is None:
-        from workshop.lessons import LESSONS as lessons
+def load_runs(paths, lessons):
+    """Every run under `paths`; `lessons` (the registry's, workshop.lessons.LESSONS) decide a run's lesson."""
     run_dirs, outs = find_runs(paths)
     pairs, alone, notes = pair(outs, find_memory_logs(paths))
     runs = [load_run_dir(d, lessons) for d in run_dirs] + [load_bare_out(o, lessons, pairs[o]) for o in outs]
