@@ -13,8 +13,8 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1  # the embedded default needs no n
 declare -A LESSON_SCRIPTS=(
     [baseline]="slurm/baseline.slurm"
     [deepspeed_single_gpu]="slurm/stage0.slurm slurm/stage1.slurm slurm/stage1_offload.slurm slurm/stage2.slurm
-        slurm/stage2_offload.slurm slurm/stage2_offload_nopin.slurm slurm/stage3.slurm slurm/stage3_offload.slurm
-        slurm/stage3_offload_nopin.slurm"
+        slurm/stage2_offload.slurm slurm/stage2_offload_nopin.slurm slurm/stage2_zenflow.slurm slurm/stage3.slurm
+        slurm/stage3_offload.slurm slurm/stage3_offload_nopin.slurm"
     [deepspeed_multi_gpu]="slurm/multi_gpu_weak_scaling.slurm slurm/multi_gpu_zero.slurm:stage1
         slurm/multi_gpu_zero.slurm:stage1_offload slurm/multi_gpu_zero.slurm:stage2 slurm/multi_gpu_zero.slurm:stage2_offload
         slurm/multi_gpu_zero.slurm:stage3 slurm/multi_gpu_zero.slurm:stage3_offload"
