@@ -101,7 +101,10 @@ def test_config_trains_tiny_through_its_slurm_file(lesson_copy, name):
     [run_dir] = (lesson_copy / "logs").glob(f"{name}-local*")
     check_deepspeed_run(run_dir, name)
     train_out = (run_dir / "train.out").read_text()
-    assert "fp16 needs a CUDA GPU" in train_out  # the lesson asks for fp16; the CPU run says it uses fp32
+    if name == "stage2_zenflow":  # its script asks for bf16 (ZenFlow's loss was NaN from step 2 in fp16 on an H100)
+        assert json.loads((run_dir / "manifest.json").read_text())["precision"] == "bf16"
+    else:
+        assert "fp16 needs a CUDA GPU" in train_out  # the lesson asks for fp16; the CPU run says it uses fp32
 
 
 @pytest.mark.slow
@@ -153,9 +156,10 @@ def test_bad_launcher_is_one_clear_line(lesson_copy):
     assert error_lines(run) == ["error: --launcher must be deepspeed or python (got 'torchrun')"]
 
 
-def test_the_lesson_has_the_ten_configs_each_with_a_slurm_file():
+def test_the_lesson_has_the_eleven_configs_each_with_a_slurm_file():
     assert NAMES == sorted(["stage0", "stage1", "stage1_offload", "stage2", "stage2_offload", "stage2_offload_nopin",
-                            "stage3", "stage3_offload", "stage3_offload_nopin", "stage3_offload_nvme"])
+                            "stage2_zenflow", "stage3", "stage3_offload", "stage3_offload_nopin",
+                            "stage3_offload_nvme"])
     for name in NAMES:
         assert f"workshop_deepspeed {name} " in (REPO / "slurm" / f"{name}.slurm").read_text()
 
@@ -183,7 +187,8 @@ def probe_engine(name, out):
     masters = {0: lambda: [p for group in adam.param_groups for p in group["params"]],
                1: lambda: zero.single_partition_of_fp32_groups, 2: lambda: zero.single_partition_of_fp32_groups,
                3: lambda: zero.fp32_partitioned_groups_flat}[stage]()
-    moments = [adam.state[m][key] for m in masters for key in ("exp_avg", "exp_avg_sq")]
+    # ZenFlow (overlap_step) keeps the Adam moments in its optimizer process: none in this one's state
+    moments = [adam.state[m][key] for m in masters if adam.state[m] for key in ("exp_avg", "exp_avg_sq")]
     if stage == 3:  # what ZeRO-3's optimizer acts on
         pins = {"optimizer": zero.offload_optimizer_pin_memory if zero.offload_optimizer else None,
                 "param": zero.offload_param_pin_memory if zero.offload_param else None}
@@ -201,6 +206,7 @@ def probe_engine(name, out):
         "offload_optimizer": offload(engine.zero_offload_optimizer()),
         "offload_param": offload(engine.zero_offload_param()),
         "optimizer": type(adam).__name__,
+        "zero_optimizer": type(zero).__name__,
         "zero_pins": pins,
         "master_devices": sorted({t.device.type for t in masters}),
         "moment_devices": sorted({t.device.type for t in moments}),
@@ -242,8 +248,12 @@ def test_engine_matches_the_config(engine_facts, name):
         pin = optimizer_offload["pin_memory"]
         assert facts["offload_optimizer"] == {"device": "cpu", "pin_memory": pin}
         assert facts["zero_pins"]["optimizer"] is pin  # the ZeRO optimizer itself was built with this choice
-        assert facts["optimizer"] == "DeepSpeedCPUAdam"  # the Adam step runs on the CPU (the cpu_adam op)
-        assert facts["master_devices"] == facts["moment_devices"] == ["cpu"]
+        # the Adam step runs on the CPU (the cpu_adam op); ZenFlow's subclass of it steps in its own process,
+        # overlapped with the next step (overlap_step: the Parallel optimizer)
+        assert facts["optimizer"] == ("ZenFlowCPUAdam" if "zenflow" in zero else "DeepSpeedCPUAdam")
+        assert (facts["zero_optimizer"] == "ZenFlowZeroOptimizerParallel") == ("zenflow" in zero)
+        assert facts["master_devices"] == ["cpu"]
+        assert facts["moment_devices"] == ([] if "zenflow" in zero else ["cpu"])
     else:
         assert facts["offload_optimizer"] is None and facts["zero_pins"]["optimizer"] is None
         assert facts["optimizer"] == "FusedAdam"

@@ -17,11 +17,17 @@ SHIPPED = {  # file -> what describe() says about it
     "stage2": "ZeRO 2",
     "stage2_offload": "ZeRO 2 + optimizer offload (pin_memory=true)",
     "stage2_offload_nopin": "ZeRO 2 + optimizer offload (pin_memory=false)",
+    "stage2_zenflow": "ZeRO 2 + optimizer offload (pin_memory=true) + ZenFlow",
     "stage3": "ZeRO 3",
     "stage3_offload": "ZeRO 3 + optimizer and parameter offload (pin_memory=true)",
     "stage3_offload_nopin": "ZeRO 3 + optimizer and parameter offload (pin_memory=false)",
     "stage3_offload_nvme": "ZeRO 3 + optimizer and parameter offload to nvme (pin_memory=true)",
 }
+
+
+def offloads(name):
+    """The config offloads the optimizer (ZenFlow is classic ZeRO-2 offload underneath)."""
+    return "offload" in name or "zenflow" in name
 
 
 def test_the_folder_holds_exactly_the_lesson_configs_and_the_readme_covers_each():
@@ -36,9 +42,9 @@ def test_shipped_config_validates_and_describes_itself(name):
     cfg = load_ds_config(CONFIGS / f"{name}.json")
     assert describe(cfg) == SHIPPED[name]
     assert cfg["zero_optimization"]["stage"] == int(name[5])
-    assert needs_cpu_adam(cfg) == ("offload" in name)
-    assert needed_ops(cfg) == (["cpu_adam"] if "offload" in name else ["fused_adam"]) + (["async_io"] if "nvme" in name
-                                                                                       else [])
+    assert needs_cpu_adam(cfg) == offloads(name)
+    assert needed_ops(cfg) == (["cpu_adam"] if offloads(name) else ["fused_adam"]) + (["async_io"] if "nvme" in name
+                                                                                     else [])
     assert cfg["gradient_clipping"] == 1.0
     assert cfg["optimizer"] == {"type": "AdamW", "params": {"lr": 5e-5, "betas": [0.9, 0.999], "eps": 1e-8,
                                                              "weight_decay": 0.01}}
@@ -71,10 +77,28 @@ def test_deepspeed_accepts_shipped_config_once_the_trainer_filled_the_autos(name
     assert ds.train_batch_size == 16 and ds.gradient_clipping == 1.0
     assert ds.optimizer_name == "adamw"
     offload = ds.zero_config.offload_optimizer
-    assert (offload is not None and offload.device == ("nvme" if "nvme" in name else "cpu")) == ("offload" in name)
-    if "offload" in name:
+    assert (offload is not None and offload.device == ("nvme" if "nvme" in name else "cpu")) == offloads(name)
+    if offloads(name):
         assert offload.pin_memory == ("nopin" not in name)
     assert (ds.zero_config.offload_param is not None) == name.startswith("stage3_offload")
+    assert (ds.zero_config.zenflow is not None) == ("zenflow" in name)
+
+
+def test_zenflow_config_is_what_deepspeeds_zenflow_runs_under_the_trainer():
+    """DeepSpeed's own ZenFlowConfig holds the file's values, and none is "auto": accelerate takes every "auto"
+    for a value the Trainer must fill in and stops on ZenFlow's (select_strategy "auto" failed so on a CPU run)."""
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    cfg = load_ds_config(CONFIGS / "stage2_zenflow.json")
+    written = cfg["zero_optimization"]["zenflow"]
+    assert "auto" not in json.dumps(written)
+    with quiet_deepspeed():
+        zenflow = DeepSpeedZeroConfig(**cfg["zero_optimization"]).zenflow
+    assert {key: getattr(zenflow, key) for key in written} == written
+    assert zenflow.overlap_step and zenflow.select_strategy == "step"
+    # ZenFlow's update interval counts micro-batches and becomes DeepSpeed's gradient accumulation
+    # (deepspeed/runtime/zenflow/engine.py): it must be the lesson's accumulation of 4
+    assert zenflow.update_interval == 4 and zenflow.select_interval >= zenflow.update_interval
 
 
 def _write(tmp_path, cfg_or_text):

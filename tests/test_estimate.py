@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from workshop.estimate import MODELS, bloom_params, bloom_shape, estimate_table
+from workshop.estimate import MODELS, ZENFLOW_TOPK_RATIO, bloom_params, bloom_shape, estimate_table, param_counts
 
 
 def _meta_bloom(model):
@@ -63,7 +63,7 @@ def test_zero2_and_zero3_rows_reproduce_deepspeeds_own_printout(gpus):
     printed3 = _deepspeed_printout(estimate_zero3_model_states_mem_needs_all_cold, total, largest, gpus=gpus)
     assert len(printed2) == 2 and len(printed3) == 6
 
-    for row in table[table.stage == 2].itertuples():
+    for row in table[(table.stage == 2) & (table.source == "deepspeed")].itertuples():
         device = "cpu" if row.offload == "optimizer" else "none"
         assert printed2[f"offload_optimizer={device}"] == (row.cpu_gib_per_node, row.gpu_gib_per_gpu)
     for row in table[table.stage == 3].itertuples():
@@ -91,6 +91,21 @@ def test_formula_rows_follow_deepspeeds_accounting():
     assert set(table.loc[(slice(None), [0, 1]), "source"]) == {"formula"}
 
 
+def test_zenflow_row_is_classic_offload_plus_zenflows_buffers():
+    """ZenFlow adds 16 host bytes a parameter (second gradient buffer, stale weights, second Adam moments) and the
+    top-k columns' fp32 states on the GPU to DeepSpeed's ZeRO-2 offload estimate, which has no ZenFlow term."""
+    total = param_counts("bloom-1b7")[0]
+    table = estimate_table("bloom-1b7", [1]).set_index("offload")
+    classic, zenflow = table.loc["optimizer"], table.loc["optimizer+zenflow"]
+    classic = classic[classic.stage == 2].iloc[0]
+    assert zenflow.configs == "stage2_zenflow" and zenflow.source == "deepspeed+zenflow"
+    assert zenflow.cpu_gib_per_node - classic.cpu_gib_per_node == pytest.approx(16 * total / 2**30)
+    assert zenflow.gpu_gib_per_gpu - classic.gpu_gib_per_gpu == pytest.approx(16 * 0.05 * total / 2**30)
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "deepspeed_single_gpu/configs/stage2_zenflow.json")
+                         .read_text())
+    assert shipped["zero_optimization"]["zenflow"]["topk_ratio"] == ZENFLOW_TOPK_RATIO
+
+
 def test_every_shipped_config_has_a_row():
     shipped = {p.stem for p in (Path(__file__).resolve().parents[1] / "deepspeed_single_gpu/configs").glob("*.json")}
     listed = {name.strip() for names in estimate_table("bloom-560m").configs for name in names.split(",")}
@@ -106,7 +121,7 @@ def test_cli_prints_the_table_and_nothing_of_deepspeeds(fmt):
     assert "[WARNING]" not in run.stdout and "Estimated memory" not in run.stdout
     if fmt == "json":
         rows = json.loads(run.stdout)
-        assert len(rows) == 2 * 11 and {r["gpus"] for r in rows} == {1, 2}
+        assert len(rows) == 2 * 12 and {r["gpus"] for r in rows} == {1, 2}
     elif fmt == "csv":
         assert run.stdout.splitlines()[0].startswith("model,params_m,")
     else:

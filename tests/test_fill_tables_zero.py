@@ -213,6 +213,17 @@ def test_part2_offload_answer_per_stage(real_logs, tmp_path):
     assert PIN in answer and percent_in(answer) == pytest.approx(100.0)
     assert PART1 in build_tables([tmp_path], by_run=True) and "stage2" not in build_tables([tmp_path], by_run=True)[PART1]["config"].tolist()
 
+    # ZenFlow offloads too and compares with its stage; a run that stopped early (fewer steps) compares with nothing
+    zenflow = copy_run(real_logs, PIN, tmp_path, "stage2_zenflow-78", config_name="stage2_zenflow",
+                       deepspeed_config="deepspeed_single_gpu/configs/stage2_zenflow.json")
+    set_train_runtime(zenflow, train_runtime(plain) * 3)
+    answers = build_tables([tmp_path], by_run=True)[PART2].attrs["answers"]
+    (answer,) = [a for a in answers if "stage2_zenflow took" in a]
+    assert percent_in(answer) == pytest.approx(200.0)
+    edit_manifest(zenflow, status="diverged", exit_code=5)
+    answers = build_tables([tmp_path], by_run=True)[PART2].attrs["answers"]
+    assert not [a for a in answers if "stage2_zenflow" in a and "than stage2" in a]
+
 
 def test_damaged_and_missing_files_still_give_rows(real_logs, tmp_path):
     no_cpu = copy_run(real_logs, PIN, tmp_path)

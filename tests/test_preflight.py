@@ -55,6 +55,33 @@ def test_too_little_host_memory_is_refused_with_the_figure_to_ask_for(monkeypatc
     assert f"--mem={math.ceil(record['host_gib'])}G" in refusal and "this job may use 8 GiB" in refusal
 
 
+def test_zenflow_host_need_counts_its_buffers_beside_classic_offload(monkeypatch):
+    """ZenFlow keeps a second gradient buffer, a stale weight copy and a second pair of Adam moments on the host
+    (16 bytes a parameter, workshop.estimate): bloom-1b7 needs ~26 GiB more than under stage2_offload."""
+    monkeypatch.setenv("WORKSHOP_HOST_MEMORY_GIB", "400")
+    need = {}
+    for config in ("stage2_offload", "stage2_zenflow"):
+        cfg = lesson_cfg(config, "--model", "1b7")
+        need[config], refusal = preflight(cfg, load_ds_config(cfg.deepspeed), gpu_total_gib=79.2, gpus=1)
+        assert refusal is None
+    params = bloom_params(bloom_shape("bloom-1b7"))[0]
+    assert need["stage2_zenflow"]["host_gib"] - need["stage2_offload"]["host_gib"] == pytest.approx(
+        16 * params / GIB, abs=0.01)
+    assert need["stage2_zenflow"]["gpu_gib"] > need["stage2_offload"]["gpu_gib"]  # the top-k columns' states
+
+
+def test_zenflow_update_interval_follows_the_runs_gradient_accumulation(capsys):
+    """ZenFlow makes update_interval DeepSpeed's gradient accumulation, which scales each micro-batch's loss."""
+    from workshop.deepspeed_setup import load_deepspeed_config
+
+    zenflow = load_deepspeed_config(lesson_cfg("stage2_zenflow"))["zero_optimization"]["zenflow"]
+    assert zenflow["update_interval"] == 4 and "zenflow" not in capsys.readouterr().out  # the lesson's own
+    zenflow = load_deepspeed_config(lesson_cfg("stage2_zenflow", "--gradient-accumulation-steps", "8"))[
+        "zero_optimization"]["zenflow"]
+    assert zenflow["update_interval"] == 8 and zenflow["select_interval"] == 400
+    assert "zenflow.update_interval 4 in" in capsys.readouterr().out
+
+
 def test_a_tiny_cpu_run_fits_a_small_mem_and_a_gpu_run_counts_cuda(monkeypatch):
     """A classroom's tiny CPU run under `sbatch --mem=900M` is not refused for CUDA's host memory it never uses;
     the same flags with a GPU count CUDA's libraries and context."""

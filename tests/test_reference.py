@@ -19,13 +19,14 @@ def test_committed_references_name_device_date_command_and_runs():
     assert baseline.folder == H100 and baseline.device.startswith("NVIDIA H100 80GB HBM3") and baseline.date == "2026-11-25"
     assert baseline.command.startswith("bash slurm/baseline.slurm") and [run.name for run in baseline.runs] == [
         "baseline-local20261125-125516-611"]
-    h200, zero = reference.find("deepspeed_single_gpu")  # the newest first
+    offload, h200, zero = reference.find("deepspeed_single_gpu")  # the newest first
     assert len(zero.runs) == 9 and all(run.name.startswith("stage") for run in zero.runs)
+    assert offload.date == "2026-12-05" and offload.device.startswith("NVIDIA H100") and len(offload.runs) == 15
     assert h200.date == "2026-12-01" and h200.device.startswith("NVIDIA H200") and len(h200.runs) == 14
     (fast,) = reference.find("make_it_fast")
     assert {run.name.split("-")[1] for run in fast.runs} == {"no_loggers", "fused_AdamW", "torch_compile", "fused_loss"}
     assert reference.find("deepspeed_multi_gpu") == []  # no lesson-3 GPU run committed yet
-    for ref in (baseline, zero, h200, fast):
+    for ref in (baseline, zero, h200, offload, fast):
         assert ref.about and (REPO / ref.about).is_file(), ref.about
 
 
@@ -50,7 +51,7 @@ def test_beside_puts_the_reference_rows_under_the_students_through_fill_tables()
 def test_lesson_2_reference_keeps_its_quiz_answers_and_says_when_the_student_has_no_run():
     combined = reference.beside({}, "deepspeed_single_gpu")
     part2 = combined["deepspeed_single_gpu_part2"]
-    h100 = [ref for ref in reference.find("deepspeed_single_gpu") if ref.device.startswith("NVIDIA H100")][0]
+    h100 = [ref for ref in reference.find("deepspeed_single_gpu") if ref.date == "2026-11-25"][0]
     assert list(part2["source"]).count(h100.label) == 9  # its nine configs, in the handout's Part 2 columns
     assert part2.attrs["notes"][0].startswith("no run of yours in this table yet")
     assert any("lowest peak GPU memory" in answer for answer in part2.attrs["answers"])

@@ -12,6 +12,7 @@
 # micro-batch 1), `inference` (plain generate vs DeepSpeed-Inference without, then `inject` with its kernels),
 # `precision`, `precision_rest`, `checkpointing` or `max_batch` (lesson 5's tables:
 # workshop/lessons/precision_and_checkpointing.py),
+# `offload` (issue 28: bloom-1b7 resident vs offload vs ZenFlow, then lesson 2's owed bloom-560m rows),
 # `families` (a non-BLOOM architecture at ~1B: TinyLlama
 # 1.1B's shape, LLaMA with GQA and untied embeddings, built from workshop/shapes.py, through the baseline and
 # ZeRO-2, 20 steps each) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
@@ -48,6 +49,19 @@ plan() {
             echo "$c --model 560m --subset 10000 --max-steps 20 $SHORT"; done
         echo "stage3_offload_nvme --model 560m --subset 10000 --max-steps 4 --nvme-path /tmp/nvme $SHORT"
         for c in stage1_offload stage2_offload_nopin; do echo "$c --model 560m --subset 10000 --max-steps 20 $SHORT"; done ;;
+    offload)  # issue 28: bloom-1b7 GPU-resident vs classic offload vs ZenFlow (offloaded throughput >= 50% of
+        # resident is the goal), then the bloom-560m rows lesson 2 still owed (`last` did not reach them). OPS= with
+        # the ops built here, two builders at once (nothing is timed yet); async_io needs libaio (CPATH etc.)
+        echo "prebuild_background cpu_adam async_io"
+        echo "prebuild fused_adam"
+        echo "wait_background"
+        for c in stage2 stage2_offload stage2_zenflow stage3_offload; do
+            echo "$c --model 1b7 --subset 10000 --max-steps 20 $SHORT"; done
+        for c in stage1_offload stage3_offload stage2_offload_nopin stage3_offload_nopin; do
+            echo "$c --model 560m --subset 10000 --max-steps 20 $SHORT"; done
+        echo "stage3_offload_nvme --model 560m --subset 10000 --max-steps 4 --nvme-path /tmp/nvme $SHORT"
+        # the same three at 560m on this card, beside the committed H200 rows
+        for c in stage2 stage2_offload stage2_zenflow; do echo "$c --model 560m --subset 10000 --max-steps 20 $SHORT"; done ;;
     small)
         for c in baseline stage0 stage1 stage1_offload stage2 stage2_offload stage2_offload_nopin stage3 \
             stage3_offload; do echo "$c --model 560m --subset 10000 --max-steps 20 $SHORT"; done ;;

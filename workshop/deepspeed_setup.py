@@ -29,7 +29,22 @@ def load_deepspeed_config(cfg: RunConfig):
             print(f"[workshop] notice: optimizer.params.{key} {params[key]} in {cfg.deepspeed} "
                   f"replaced by {value} from the command line / --profile {cfg.profile}")
             params[key] = value
+    match_zenflow_accumulation(cfg, ds_config)
     return ds_config
+
+
+def match_zenflow_accumulation(cfg: RunConfig, ds_config: dict):
+    """ZenFlow makes its update_interval DeepSpeed's gradient accumulation (deepspeed/runtime/zenflow/engine.py),
+    which scales every micro-batch's loss: it must be the run's --gradient-accumulation-steps, so that wins."""
+    zenflow = ds_config.get("zero_optimization", {}).get("zenflow")
+    steps = cfg.gradient_accumulation_steps
+    if not isinstance(zenflow, dict) or zenflow.get("update_interval", steps) == steps:
+        return
+    print(f"[workshop] notice: zero_optimization.zenflow.update_interval {zenflow['update_interval']} in "
+          f"{cfg.deepspeed} replaced by --gradient-accumulation-steps {steps}")
+    zenflow["update_interval"] = steps
+    if isinstance(zenflow.get("select_interval"), int):  # ZenFlow refuses one below the update interval
+        zenflow["select_interval"] = max(zenflow["select_interval"], steps)
 
 
 def use_nvme_path(cfg: RunConfig, ds_config: dict):

@@ -160,7 +160,7 @@ def _offloads(cfg):
 
 
 def describe(cfg) -> str:
-    """One line for logs and tables, e.g. 'ZeRO 2 + optimizer offload (pin_memory=false)'."""
+    """One line for logs and tables, e.g. 'ZeRO 2 + optimizer offload (pin_memory=false)', '... + ZenFlow'."""
     stage, optimizer, param = _offloads(cfg)
     pin = lambda offload: str(offload.pin_memory).lower()  # noqa: E731
     where = lambda offload: "" if offload.device == "cpu" else f" to {offload.device}"  # noqa: E731
@@ -170,7 +170,7 @@ def describe(cfg) -> str:
     for name, offload in (("optimizer", optimizer), ("parameter", param)):
         if offload:
             text += f" + {name} offload{where(offload)} (pin_memory={pin(offload)})"
-    return text
+    return text + (" + ZenFlow" if (cfg.get("zero_optimization") or {}).get("zenflow") is not None else "")
 
 
 def _adam(cfg):

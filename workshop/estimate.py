@@ -9,7 +9,9 @@ as DeepSpeed's estimators count a live model, on the model built on PyTorch's me
 only: no memory, no weights downloaded). DeepSpeed has no estimator for stages 0 and 1; those rows use the
 same accounting as its ZeRO-2 estimate: 2 bytes/param of fp16 weights plus 18 bytes/param of
 fp16 gradients (2), fp32 gradients (4), fp32 master weights (4) and Adam moments (8), of which
-ZeRO-1 splits the fp32 part (16) across GPUs. Activations, buffers and the CUDA context come on top.
+ZeRO-1 splits the fp32 part (16) across GPUs. The ZenFlow row (stage2_zenflow) is DeepSpeed's ZeRO-2 offload
+estimate plus ZenFlow's own buffers, counted from its source (ZENFLOW_HOST_BYTES below). Activations, buffers and
+the CUDA context come on top.
 """
 
 import argparse
@@ -28,6 +30,7 @@ from workshop.errors import WorkshopError
 from workshop.shapes import BLOOM_SHAPES, BLOOM_VOCAB
 
 GIB = 2**30
+ROWS_VERSION = 2  # part of the on-disk cache's name: a cache written before the ZenFlow row is not read
 TINY_CONFIG = Path(__file__).parent / "assets" / "bloom-tiny" / "config.json"
 MODELS = [*BLOOM_SHAPES, "bloom-tiny"]
 
@@ -83,6 +86,25 @@ def _formula_rows(total, gpus):
     ]
 
 
+# ZenFlow (stage2_zenflow.json) has no estimator in DeepSpeed 0.19.8; what it adds to classic ZeRO-2 offload, counted
+# from deepspeed/runtime/zenflow/ (overlap_step): on the host a second fp32 gradient buffer (4 bytes/param, the
+# double buffer its overlapped CPU step reads while the GPU fills the other), a stale fp32 copy of the weights (4)
+# and a second pair of Adam moments in its optimizer process (8); on the GPU the fp32 weights, gradients and Adam
+# moments (16) of the top-k columns it updates there, topk_ratio of the model.
+ZENFLOW_HOST_BYTES = 16
+ZENFLOW_TOPK_RATIO = 0.05  # stage2_zenflow.json's topk_ratio
+
+
+def _zenflow_rows(total, gpus):
+    """ZeRO-2 + ZenFlow: DeepSpeed's classic offload estimate plus ZenFlow's own buffers."""
+    with quiet_deepspeed():
+        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    cpu, gpu = estimate_zero2_model_states_mem_needs(total, num_gpus_per_node=gpus, cpu_offload=True)
+    return [(2, "optimizer+zenflow", "", "stage2_zenflow", gpu + 16 * ZENFLOW_TOPK_RATIO * total / gpus,
+             cpu + ZENFLOW_HOST_BYTES * total)]
+
+
 def _deepspeed_rows(total, largest, gpus):
     with quiet_deepspeed():
         from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
@@ -114,7 +136,8 @@ def estimate_table(model="bloom-560m", gpus=(1,)) -> pd.DataFrame:
     rows = []
     for n in [gpus] if isinstance(gpus, int) else gpus:
         for source, found in (("formula", _formula_rows(total, n)),
-                              ("deepspeed", _deepspeed_rows(total, largest, n))):
+                              ("deepspeed", _deepspeed_rows(total, largest, n)),
+                              ("deepspeed+zenflow", _zenflow_rows(total, n))):
             for stage, offload, zero_init, configs, gpu, cpu in found:
                 rows.append({"model": model, "params_m": total / 1e6, "largest_layer_m": largest / 1e6,
                              "gpus": n, "stage": stage, "offload": offload, "zero_init": zero_init,
@@ -128,7 +151,8 @@ def cached_estimate_table(model="bloom-560m", gpus=(1,)) -> pd.DataFrame:
     it takes seconds, which fill_tables would otherwise pay on every call."""
     counts = [gpus] if isinstance(gpus, int) else list(gpus)
     cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "workshop" / "estimates"
-    path = cache_root / f"{model.replace('/', '--')}-gpus{'_'.join(map(str, counts))}-deepspeed{version('deepspeed')}.json"
+    path = cache_root / (f"{model.replace('/', '--')}-gpus{'_'.join(map(str, counts))}-deepspeed{version('deepspeed')}"
+                         f"-rows{ROWS_VERSION}.json")
     try:
         return pd.read_json(path, orient="records")
     except (OSError, ValueError):

@@ -56,6 +56,8 @@ def _offload_row(table, ds_config):
     offload = {("none", "none"): "none", ("cpu", "none"): "optimizer", ("nvme", "none"): "optimizer",
                ("cpu", "cpu"): "optimizer+params", ("nvme", "nvme"): "optimizer+params",
                ("nvme", "cpu"): "optimizer+params", ("cpu", "nvme"): "optimizer+params"}[tuple(devices)]
+    if zero.get("zenflow") is not None:  # ZeRO-2 offload plus ZenFlow's own buffers (workshop.estimate)
+        offload += "+zenflow"
     if "nvme" in devices:  # the GPU side is that of CPU offload; the host keeps only buffers (below)
         offload_host = "none"
     else:

@@ -47,7 +47,7 @@ class Lesson:
 
 # deepspeed_single_gpu/configs/<name>.json, in the order lesson 2 walks through them; lesson 3 compares six of them
 ZERO_CONFIGS = ("stage0", "stage1", "stage1_offload", "stage2", "stage2_offload", "stage2_offload_nopin",
-                "stage3", "stage3_offload", "stage3_offload_nopin", "stage3_offload_nvme")
+                "stage2_zenflow", "stage3", "stage3_offload", "stage3_offload_nopin", "stage3_offload_nvme")
 ZERO_STAGES = ("stage0", "stage1", "stage2", "stage3")  # lesson 5 runs each in fp32, fp16 and bf16
 ZERO_2GPU = ("stage1", "stage1_offload", "stage2", "stage2_offload", "stage3", "stage3_offload")
 # NVMe offload needs libaio and a fast local disk: the CPU walk-through leaves it to the lesson's GPU reference

@@ -128,9 +128,10 @@ def offload_answers(rows):
     """Per model and data and stage, how much longer each offload config took than the same stage without."""
     answers, runtime = [], RUNTIME
     for setup, group in by_setup(rows).items():
-        by_config = {row["config"]: row[runtime] for row in group}
+        # a run that stopped early (diverged, oom) ran fewer steps: its runtime compares with nothing
+        by_config = {row["config"]: row[runtime] for row in group if row["status"] == "completed"}
         for config, seconds in by_config.items():
-            base = config.split("_offload")[0]
+            base = config.split("_offload")[0].split("_zenflow")[0]  # stage2_zenflow offloads too
             if base == config or not is_number(seconds):
                 continue
             if is_number(by_config.get(base)):
@@ -150,7 +151,8 @@ def config_label(config):
     """stage2_offload_nopin -> 'Stage 2 + offload (no pin)', as lesson 3's handout table names its columns."""
     stage, _, rest = config.partition("_")
     label = f"Stage {stage.removeprefix('stage')}" if stage.startswith("stage") else config
-    offload = " + NVMe offload" if "nvme" in rest else " + offload" if "offload" in rest else ""
+    offload = (" + NVMe offload" if "nvme" in rest else " + offload" if "offload" in rest
+               else " + offload with ZenFlow" if "zenflow" in rest else "")
     return label + offload + (" (no pin)" if "nopin" in rest else "")
 
 
