@@ -92,6 +92,9 @@ if __name__ == "__main__":
     from deepspeed.accelerator import get_accelerator
 
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+    from workshop.prebuild_ops import setup_build_env
+
+    setup_build_env()  # the ops' one shared build folder, as the training entry uses (not torch's default one)
     get_accelerator().is_fp16_supported = lambda: True  # DeepSpeed's CPU accelerator refuses fp16 otherwise
     for stage in (0, 1, 2, 3):
         print(json.dumps(train(stage)), flush=True)
