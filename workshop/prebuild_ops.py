@@ -63,11 +63,26 @@ def fix_arch_list(env=os.environ):
     return env["TORCH_CUDA_ARCH_LIST"]
 
 
+def pin_ninja(env=os.environ):
+    """Put this interpreter's bin folder first on PATH when it holds a `ninja` (pip's, a DeepSpeed dependency).
+
+    torch builds with the first ninja on PATH, and a machine often has two: the venv's and the system's
+    (/usr/bin/ninja, 1.11 beside pip's 1.13 here). Each reads the other's build log as foreign and compiles every
+    object again, so an op built by a process with one PATH was rebuilt by the next process with the other (CI
+    compiled fused_adam and the shm collectives three times). With the one ninja, a built op is a load."""
+    bin_dir = str(Path(sys.executable).parent)
+    if (Path(bin_dir) / "ninja").exists():
+        rest = [part for part in env.get("PATH", "").split(os.pathsep) if part and part != bin_dir]
+        env["PATH"] = os.pathsep.join([bin_dir, *rest])
+
+
 def setup_build_env(env=os.environ) -> Path:
-    """Point DeepSpeed's JIT builds at the shared folder and fix the arch list (call before deepspeed builds)."""
+    """Point DeepSpeed's JIT builds at the shared folder, build them with one ninja and fix the arch list (call
+    before deepspeed builds)."""
     path = extensions_dir()
     env["TORCH_EXTENSIONS_DIR"] = str(path)
     fix_arch_list(env)
+    pin_ninja(env)
     return path
 
 
