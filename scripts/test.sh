@@ -4,8 +4,8 @@
 #   bash scripts/test.sh              everything, as CI runs it
 #   bash scripts/test.sh --quick      a developer's loop: no test marked slow, slurm or browser (no cluster started)
 #   bash scripts/test.sh -k fill      only the tests whose names match
-# WORKSHOP_TEST_WORKERS: how many pytest-xdist workers (default: one per core and one more, since many tests wait
-# on SLURM, a browser or a subprocess; 1 runs in this process alone).
+# WORKSHOP_TEST_WORKERS: how many pytest-xdist workers (default: one per core; 1 runs in this process alone). On
+# 2 cores a third worker made CI no faster (the tests that wait on SLURM or a browser then wait on the CPU too).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$REPO_ROOT"
@@ -48,7 +48,7 @@ if [[ ${#skip[@]} -gt 0 ]]; then
 fi
 # Each test module runs whole on one worker (--dist loadscope): its module-scoped runs are made once; runs that
 # several modules read are made once per session (tests/conftest.py's made_once).
-workers=(-n "${WORKSHOP_TEST_WORKERS:-$(($(nproc) + 1))}" --dist loadscope)
+workers=(-n "${WORKSHOP_TEST_WORKERS:-$(nproc)}" --dist loadscope)
 [[ ${WORKSHOP_TEST_WORKERS:-} != 1 ]] || workers=()
 status=0
 "$WORKSHOP_PYTHON" -m pytest -q -ra --durations=25 ${workers[@]+"${workers[@]}"} "${filter[@]}" "$@" || status=$?
