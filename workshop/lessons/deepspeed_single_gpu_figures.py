@@ -29,7 +29,7 @@ def zero_memory_timelines(runs):
         ax.grid(alpha=0.3)
     notes, no_gpu = [], {}  # reason -> configs
     for i, run in enumerate(chosen):
-        label = config_label(config_of(run)) + (f", {setup_label(setup_of(run))}" if several else "")
+        label = config_label(config_of(run)) + (f"\n{setup_label(setup_of(run))}" if several else "")  # 2 lines: fits
         color = f"C{i % 10}"
         if isinstance(run.gpu, Missing):
             if run.gpu.cell == "n/a (no GPU)":
