@@ -104,6 +104,7 @@ def ensure_scripts(logs, lesson, runs, args=(), run=True, tail=15):
 # a Markdown table, so headers stay words and nothing falls back to a DataFrame's own display.
 
 _ABSOLUTE = re.compile(r"(?<![\w.~])/(?:[^\s/`'\"(),;:|]+/)+[^\s/`'\"(),;:|]*")
+_NUMBERED = re.compile(r"^(\d+)\.(?= )")  # a quiz answer's number: Markdown would make a list inside the list
 _BLANK = ("missing", "n/a", "not run yet", "not in the reference", "—")  # the report's markers begin so
 
 
@@ -128,12 +129,12 @@ def _blank(value):
 
 def lesson_view(df, columns=None):
     """The table a notebook shows: `columns` only (all when None), no absolute paths, and in a table with a row per
-    run or configuration no column without a single number (an nvidia-smi column on runs that had none): one note
-    says it is left out, and the per-run notes about markers found only there go with it. A handout layout
-    (`Metric` first) keeps every column, as the handout prints them."""
+    run (a `run` column) no column without a single number (an nvidia-smi column on runs that had none): one note
+    says it is left out, and the per-run notes about markers found only there go with it. A handout layout keeps
+    every column, as the handout prints them."""
     view = df[[c for c in columns if c in df.columns]] if columns else df.copy()
     notes, dropped = list(df.attrs.get("notes", [])), []
-    if len(view) > 1 and view.columns[0] != "Metric":
+    if len(view) > 1 and "run" in view.columns:
         dropped = [column for column in view.columns[1:] if view[column].map(_blank).all()]
     kept = {str(value) for column in view.columns if column not in dropped for value in view[column]}
     gone = {str(value) for column in dropped for value in view[column]} - kept
@@ -144,7 +145,7 @@ def lesson_view(df, columns=None):
     view = view.drop(columns=dropped)
     view = view.apply(lambda column: column.map(lambda v: without_paths(v) if isinstance(v, (str, Missing)) else v))
     view.attrs.update(title=without_paths(df.attrs.get("title", "")), notes=[without_paths(n) for n in notes],
-                      answers=[without_paths(a) for a in df.attrs.get("answers", [])])
+                      answers=[_NUMBERED.sub(r"\1\\.", without_paths(a)) for a in df.attrs.get("answers", [])])
     return view
 
 
