@@ -208,11 +208,25 @@ def open_notebook(driver, base, token, name):
 
 
 def page_report(driver):
-    """What the rendered notebook shows: its output text, tables, images and stderr/error outputs."""
+    """What the rendered notebook shows: its output text, tables (and their header cells), images, stderr/error
+    outputs, and `wide`: every output, table or image that reaches past the notebook panel's right edge or
+    scrolls sideways inside its output area (what a reader would have to scroll to see)."""
     return driver.execute_script("""
         const outputs = [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')];
         const images = [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output img')];
+        const panel = document.querySelector('.jp-NotebookPanel .jp-Notebook').getBoundingClientRect();
+        const shown = e => (e.innerText || e.getAttribute('src') || '').slice(0, 100);
+        const past = [...document.querySelectorAll(
+            '.jp-Notebook .jp-OutputArea-output, .jp-Notebook .jp-OutputArea-output table, '
+            + '.jp-Notebook .jp-OutputArea-output img')]
+            .filter(e => e.getBoundingClientRect().right > panel.right + 1)
+            .map(e => ({tag: e.tagName, right: e.getBoundingClientRect().right, room: panel.right, text: shown(e)}));
+        const scrolls = outputs.filter(o => o.scrollWidth > o.clientWidth + 1)
+            .map(o => ({tag: 'scrolls', right: o.scrollWidth, room: o.clientWidth, text: shown(o)}));
         return {
+          wide: past.concat(scrolls),
+          headers: [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output table')]
+              .map(t => [...t.querySelectorAll('th')].map(th => th.innerText.trim())),
           text: outputs.map(o => o.innerText).join('\\n'),
           headings: [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output h4')].map(h => h.innerText),
           tables: [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output table')].map(t => t.innerText),

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from test_fill_tables_zero import edit_manifest, events, manifest, rows_by_config, set_train_runtime
 from workshop import plots
 from workshop.fill_tables import ZERO_2GPU, build_tables, render
+from workshop.lessons.deepspeed_single_gpu import config_label
 from workshop.logparse import final_summary
 from workshop.monitor_logs import read_gpu_csv, read_psrecord
 
@@ -156,7 +157,7 @@ def test_lesson3_figures_plot_the_table_numbers(tmp_path):
     peak, mean = lines(plots.memory_per_gpu(weak))
     assert (list(peak.get_ydata()), list(mean.get_ydata())) == (list(weak[PEAK]), list(weak[MEAN]))
     points = {line.get_label(): (line.get_xdata()[0], line.get_ydata()[0]) for line in lines(plots.zero_tradeoff(zero))}
-    assert points == {row["config"]: (row[RUNTIME], row[PEAK]) for row in zero.to_dict("records")}
+    assert points == {config_label(row["config"]): (row[RUNTIME], row[PEAK]) for row in zero.to_dict("records")}
 
 
 def test_lesson3_figures_without_runs():

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import made_once
 from workshop import fill_tables, plots
 from workshop.estimate import estimate_table
 from workshop.fill_tables import build_tables, render
+from workshop.lessons.deepspeed_single_gpu import config_label
 from workshop.logparse import final_summary, is_summary
 from workshop.monitor_logs import read_gpu_csv, read_psrecord
 
@@ -28,15 +30,22 @@ PIN, NOPIN = "stage2_offload", "stage2_offload_nopin"
 PART1, PART2 = "deepspeed_single_gpu_part1", "deepspeed_single_gpu_part2"
 RUNTIME = "total runtime s (train_runtime)"
 
+def part1_logs(tmp_path_factory):
+    """logs/ holding one real tiny run of each Part 1 config, run by the .slurm files (via plots.ensure_configs)
+    with notebook 02's own arguments: made once per session, so tests/test_notebooks.py executes the notebook on
+    them instead of training both configs again."""
+    def make(folder):
+        runs = plots.ensure_configs(folder / "logs", [PIN, NOPIN], ["--profile", "tiny", "--num-train-epochs", "1"])
+        assert sorted(fill_tables.config_of(run) for run in runs) == [PIN, NOPIN]
+        assert all(run.status == "completed" for run in runs), [(run.name, run.status) for run in runs]
+        assert not any((REPO / "logs" / run.name).exists() for run in runs)  # moved out of the repo's logs/
+
+    return made_once(tmp_path_factory, "zero_part1", make) / "logs"
+
+
 @pytest.fixture(scope="module")
 def real_logs(tmp_path_factory):
-    """logs/ holding one real tiny run of each Part 1 config, run by the .slurm files (via plots.ensure_configs)."""
-    logs = tmp_path_factory.mktemp("zero") / "logs"
-    runs = plots.ensure_configs(logs, [PIN, NOPIN], ["--profile", "tiny", "--num-train-epochs", "1"])
-    assert sorted(fill_tables.config_of(run) for run in runs) == [PIN, NOPIN]
-    assert all(run.status == "completed" for run in runs), [(run.name, run.status) for run in runs]
-    assert not any((REPO / "logs" / run.name).exists() for run in runs)  # moved out of the repo's logs/
-    return logs
+    return part1_logs(tmp_path_factory)
 
 
 def run_of(logs, config):
@@ -271,7 +280,7 @@ def test_memory_timelines_draw_each_config(real_logs, tmp_path):
     cpu_ax = fig.axes[1]
     drawn = {line.get_label(): list(line.get_ydata()) for line in cpu_ax.lines}
     for config in (PIN, NOPIN):
-        assert drawn[config] == list(read_psrecord(run_of(real_logs, config) / "cpu_memory.log").data["real_mib"])
+        assert drawn[config_label(config)] == list(read_psrecord(run_of(real_logs, config) / "cpu_memory.log").data["real_mib"])
 
 
 def test_peak_bars_follow_the_table(real_logs, tmp_path):

@@ -1,6 +1,7 @@
 """Lesson 3's figures, from its tables (build_tables(...)["deepspeed_multi_gpu_weak_scaling"] / [".._zero_2gpu"]):
 one line per series (model, init, samples per GPU and config). A cell without a number gets no point."""
 
+from workshop.lessons.deepspeed_single_gpu import config_label
 from workshop.report.cells import is_number
 from workshop.report.columns import HOST_PEAK, MEAN_PER_GPU, PEAK_PER_GPU, RUNTIME, TRAIN_RATE
 from workshop.report.figures import figure, finish
@@ -14,7 +15,7 @@ def _series(weak):
     if weak is None or weak.empty:
         return []
     keys = ["model", "init", "samples per GPU", "config"]
-    return [(f"{model} ({init}, {per_gpu}/GPU, {config})", rows.sort_values("GPUs (processes)"))
+    return [(f"{model} ({init}, {per_gpu}/GPU, {config_label(config)})", rows.sort_values("GPUs (processes)"))
             for (model, init, per_gpu, config), rows in weak.astype({"samples per GPU": str}).groupby(keys, sort=False)]
 
 
@@ -79,14 +80,15 @@ def zero_tradeoff(zero):
         if is_number(row[column]) and is_number(row[runtime]):
             points[(row["model"], row["init"], row["subset"]), row["config"]] = (row[runtime], row[column])
         else:
-            notes.append(f"{row['config']}: no point ({row[column]}, {row[runtime]})")
+            notes.append(f"{config_label(row['config'])}: no point ({row[column]}, {row[runtime]})")
     setups = list(dict.fromkeys(setup for setup, _ in points))
     for i, stage in enumerate(("stage1", "stage2", "stage3")):
         for setup in setups:
             ends = [points[setup, config] for config in (stage, f"{stage}_offload") if (setup, config) in points]
             for config, marker in ((stage, "o"), (f"{stage}_offload", "s")):
                 if (setup, config) in points:
-                    label = config if len(setups) == 1 else f"{config}, {setup_label(setup)}"
+                    label = config_label(config) if len(setups) == 1 else \
+                        f"{config_label(config)}, {setup_label(setup)}"
                     ax.plot(*[[v] for v in points[setup, config]], marker, color=f"C{i}", markersize=8, label=label)
             if len(ends) == 2:
                 ax.annotate("", xy=ends[1], xytext=ends[0], arrowprops={"arrowstyle": "->", "color": f"C{i}"})

@@ -5,6 +5,7 @@ import textwrap
 from matplotlib.figure import Figure
 
 from workshop.lessons import LESSONS, ZERO_CONFIGS as CONFIGS
+from workshop.lessons.deepspeed_single_gpu import config_label
 from workshop.logparse import Missing
 from workshop.report.cells import is_number
 from workshop.report.columns import HOST_PEAK, PEAK_GPU, RESERVED
@@ -28,7 +29,7 @@ def zero_memory_timelines(runs):
         ax.grid(alpha=0.3)
     notes, no_gpu = [], {}  # reason -> configs
     for i, run in enumerate(chosen):
-        label = f"{config_of(run)}, {setup_label(setup_of(run))}" if several else config_of(run)
+        label = config_label(config_of(run)) + (f"\n{setup_label(setup_of(run))}" if several else "")  # 2 lines: fits
         color = f"C{i % 10}"
         if isinstance(run.gpu, Missing):
             if run.gpu.cell == "n/a (no GPU)":
@@ -79,7 +80,7 @@ def zero_peak_bars(part2):
             bars = ax.bar(x, [v if is_number(v) else 0.0 for v in rows[column]], width, label=column,
                           color=f"C{ZERO_BARS.index(column)}")
             ax.bar_label(bars, labels=[_mib(v) for v in rows[column]], fontsize=7)
-        ax.set_xticks(range(len(rows)), rows["config"], rotation=20, ha="right")
+        ax.set_xticks(range(len(rows)), [config_label(str(c)) for c in rows["config"]], rotation=20, ha="right")
         ax.set_ylabel("MiB")
         ax.set_title(f"Peak memory by configuration: {setup_label(setup)}", fontsize=11)
         ax.grid(axis="y", alpha=0.3)

@@ -216,6 +216,7 @@ def _bars(ax, groups, series, values, unit):
         x = [n + (i - (len(series) - 1) / 2) * width for n in range(len(groups))]
         bars = ax.bar(x, [c if is_number(c) else 0.0 for c in cells], width, label=name, color=f"C{i}")
         ax.bar_label(bars, labels=[_label(c) for c in cells], fontsize=7)
+    ax.margins(y=0.12)  # room above the tallest bar for its label, inside the frame
     ax.set_xticks(range(len(groups)), groups, rotation=15, ha="right")
     ax.set_ylabel(unit)
     ax.grid(axis="y", alpha=0.3)
