@@ -34,18 +34,23 @@ def latest_completed(df, runs, columns=()):
     return pick, note
 
 
+def _name(column):
+    """A layout names a by-run column by its Column (report/columns.py) or, in the lessons not yet moved, its header."""
+    return getattr(column, "name", column)
+
+
 def cell(row, column):
     """The by-run cell, or a marker when the by-run table has no such column (an epoch that was never run)."""
     if row is None:
         return NOT_RUN
-    value = row.get(column, "—")
+    value = row.get(_name(column), "—")
     return "missing (not logged)" if value == "—" else value
 
 
 def metric_table(row, metrics, value_header):
     """`| Metric | <value_header> |` with one row per (label, by-run column) in `metrics`."""
     shaped = pd.DataFrame([[label, cell(row, column)] for label, column in metrics], columns=["Metric", value_header])
-    shaped.attrs["runs"], shaped.attrs["columns"] = {row["run"]}, {column for _, column in metrics}
+    shaped.attrs["runs"], shaped.attrs["columns"] = {row["run"]}, {_name(column) for _, column in metrics}
     return shaped
 
 
@@ -54,7 +59,7 @@ def metric_columns(picked, metrics):
     shaped = pd.DataFrame([[label, *(cell(row, column) for _, row in picked)] for label, column in metrics],
                           columns=["Metric", *(header for header, _ in picked)])
     shaped.attrs["runs"] = {row["run"] for _, row in picked if row is not None}
-    shaped.attrs["columns"] = {column for _, column in metrics}
+    shaped.attrs["columns"] = {_name(column) for _, column in metrics}
     return shaped
 
 
