@@ -68,7 +68,7 @@ def efficiency_answer(label, group, runs):
     if len(measured) < 2:
         return ""
     (base, base_run), (last, last_run) = measured[0], measured[-1]
-    names = [f"{row['GPUs (processes)']} GPUs" for row in (base, last)]
+    names = [f"{row['GPUs (processes)']} GPU{'s' if row['GPUs (processes)'] != 1 else ''}" for row in (base, last)]
     differing = mismatch(base_run, last_run, ("processes", "subset_size", "output_dir"))
     if differing:
         return " " + refused("efficiency", names, differing)
@@ -203,7 +203,7 @@ def weak_handout(df, runs):
     for label, rows, suffix in _groups(df, ["model", "init", "samples per GPU", "config"]):
         by_gpus = {int(row["GPUs (processes)"]): row for _, row in rows.iterrows()}
         gpus = sorted(set(HANDOUT_GPUS) | set(by_gpus))
-        picked = [(f"{n} GPUs", by_gpus.get(n)) for n in gpus]
+        picked = [(f"{n} GPU{'s' if n != 1 else ''}", by_gpus.get(n)) for n in gpus]
         shaped = keep_by_run(metric_columns(picked, _shown_metrics(METRICS, df)), df)
         ordered = rows.sort_values("GPUs (processes)")
         group = [row for _, row in ordered.iterrows()]

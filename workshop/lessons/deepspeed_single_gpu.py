@@ -150,7 +150,8 @@ def part2_handout(df, runs):
         group = {row["config"]: (row, run) for row, run in zip(rows, chosen) if row["label"] == setup}
         for config, (row, run) in group.items():
             base = config.split(" + offload")[0]
-            if base != config and base in group:
+            # a run that stopped early (diverged, oom) ran fewer steps: its runtime compares with nothing
+            if base != config and base in group and {row["status"], group[base][0]["status"]} == {"completed"}:
                 answer = time_answer(f"2. {setup}", (base, group[base][0]), (config, row), group[base][1], run)
                 answers += [answer] if answer else []
     return [("deepspeed_single_gpu_part2", "Part 2: the ZeRO stage comparison", shaped, answers, [])]

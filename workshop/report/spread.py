@@ -41,7 +41,8 @@ class Spread:
     unit: str = "s"
 
     def __str__(self):
-        return f"{_fmt(self.value)} {self.unit} ({_fmt(self.low)}–{_fmt(self.high)})"
+        digits = _digits(self.value)  # the interval at the median's precision: 0.118 s (0.114–0.122)
+        return f"{self.value:,.{digits}f} {self.unit} ({self.low:,.{digits}f}–{self.high:,.{digits}f})"
 
     def as_json(self):
         return {"value": self.value, "low": self.low, "high": self.high, "steps": self.steps, "unit": self.unit,
@@ -52,11 +53,11 @@ class Spread:
         return self.high < other.low or other.high < self.low
 
 
-def _fmt(value):
+def _digits(value):
+    """Decimals for three significant figures, never exponents."""
     if value == 0 or not math.isfinite(value):
-        return f"{value:g}"
-    digits = max(0, 3 - 1 - math.floor(math.log10(abs(value))))  # three significant figures, never exponents
-    return f"{value:,.{digits}f}"
+        return 3
+    return max(0, 3 - 1 - math.floor(math.log10(abs(value))))
 
 
 def median_interval(values, level=LEVEL):

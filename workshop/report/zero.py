@@ -101,7 +101,26 @@ def lowest_peak_answers(rows, gpu_column=PEAK_GPU, label=setup_label, prefix="")
         (low, low_config), (high, high_config) = measured[0], measured[-1]
         answers.append(f"{prefix}{label(setup)}: lowest {what}: {low_config} at {_mib(low)} MiB"
                        + (f" (highest: {high_config} at {_mib(high)} MiB)" if len(measured) > 1 else "") + tail)
+        answers += [f"{prefix}{label(setup)}: {clause}." for clause in [sharding_check(group)] if clause]
     return answers
+
+
+SHARDS = "ZeRO 3 partitions parameters, gradients and optimizer states across the processes (never adds to them)"
+
+
+def sharding_check(rows):
+    """'unexpected: ...' when a ZeRO 3 run holds more model-state bytes per process than the ZeRO 0 run (or the
+    lowest stage present) of the same model and data; None when the engine's counts agree with the mechanism."""
+    states = {str(row["config"]): row.get(MODEL_STATES) for row in rows if is_number(row.get(MODEL_STATES))}
+    stage3 = [(name, v) for name, v in states.items() if name.lower().replace(" ", "").startswith("stage3")
+              and "offload" not in name.lower()]
+    lower = sorted((name, v) for name, v in states.items() if name.lower().replace(" ", "")[:6] in ("stage0", "stage1"))
+    if not stage3 or not lower:
+        return None
+    clause = compare(Side(lower[0][0], lower[0][1], exact=True), Side(stage3[0][0], stage3[0][1], exact=True),
+                     "model states per process", expect=LOWER_OR_SAME, why=SHARDS,
+                     rerun="rerun both with the same flags; if it stays, the engine's record is wrong")
+    return clause if clause and clause.startswith("unexpected") else None
 
 
 def _mib(value):
