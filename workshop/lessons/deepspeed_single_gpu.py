@@ -10,9 +10,9 @@ import functools
 from workshop.errors import WorkshopError
 from workshop.lessons import ZERO_CONFIGS as CONFIGS
 from workshop.logparse import Missing
-from workshop.report.cells import change, is_number, manifest_of
+from workshop.report.cells import change, is_number, manifest_of, torch_reserved
 from workshop.report.columns import (ESTIMATE_GPU, ESTIMATE_HOST, HOST_PEAK_COL, MODEL_STATES_COL, PEAK_GPU_COL,
-                                     RESERVED, RUNTIME, STEADY_STEP_COL, ZERO_COLUMNS, Column, memory_limit_note,
+                                     RUNTIME, STEADY_STEP_COL, ZERO_COLUMNS, Column, memory_limit_note,
                                      rows_of)
 from workshop.report.compare import mismatch, refused
 from workshop.report.engine import Table
@@ -62,21 +62,27 @@ def model_state_estimate(run):
     return float(found["gpu_gib_per_gpu"].iloc[0] * 1024)
 
 
-ESTIMATE = "DeepSpeed estimate MiB (model states)"
-REMAINDER = "remainder MiB (reserved - estimate)"
+def _remainder(run):
+    """torch's reserved peak minus DeepSpeed's estimate: activations, buffers, fragmentation (or why not)."""
+    reserved, estimate = torch_reserved(run), model_state_estimate(run)
+    if is_number(reserved) and is_number(estimate):
+        return reserved - estimate
+    return reserved if isinstance(reserved, Missing) else estimate
+
+
+ESTIMATE_COL = Column("DeepSpeed estimate MiB (model states)", "MiB", "DeepSpeed's estimate of the model states on "
+                      "the one GPU for the run's model and config", model_state_estimate)
+REMAINDER_COL = Column("remainder MiB (reserved - estimate)", "MiB", "what the GPU held beside the model states",
+                       _remainder)
+PART2_COLUMNS = (*ZERO_COLUMNS, ESTIMATE_COL, REMAINDER_COL)
 
 
 def part2(runs):
     """The by-run rows, with DeepSpeed's estimate beside the measured peaks; answers: part2_handout's."""
     chosen, notes = latest_runs(_lesson_runs(runs), CONFIGS)
     notes += [note for run in chosen for note in run.notes]
-    rows = rows_of(chosen, ZERO_COLUMNS)
+    rows = rows_of(chosen, PART2_COLUMNS)
     for run, row in zip(chosen, rows):
-        estimate = model_state_estimate(run)
-        reserved = row[RESERVED]
-        row[ESTIMATE] = estimate
-        row[REMAINDER] = reserved - estimate if is_number(reserved) and is_number(estimate) else \
-            (reserved if isinstance(reserved, Missing) else estimate)
         if "preflight" in manifest_of(run):  # only runs that recorded one get the comparison
             row.update({column.name: column.value(run) for column in (ESTIMATE_GPU, ESTIMATE_HOST)})
         notes += [note for note in [memory_limit_note(run)] if note]
