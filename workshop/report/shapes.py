@@ -20,7 +20,7 @@ def latest_completed(df, runs, columns=()):
     Runs holding a number in one of `columns` come first: a run without an nvidia-smi log does not hide one with."""
     order = {run.name: run_order(run) for run in runs}
     rows = sorted((row for _, row in df.iterrows()), key=lambda row: order.get(row["run"], ("", 0, row["run"])))
-    with_values = [row for row in rows if any(is_number(row.get(c)) for c in columns)]
+    with_values = [row for row in rows if any(is_number(row.get(_name(c))) for c in columns)]
     rows = with_values or rows
     completed = [row for row in rows if row["status"] == "completed"]
     pick = (completed or rows)[-1]
