@@ -153,12 +153,11 @@ def time_answer(label, base, other, base_run, other_run, compared=("deepspeed",)
     if differing:
         return refused(label, (base_name, other_name), differing)
     measurable, clause = steady_clause(base, other)
-    whole = f"{other_name} took {change(seconds, base_seconds)} than {base_name}: {seconds:.1f} s vs {base_seconds:.1f} s"
     if measurable is None:
-        return f"{label}: {whole} ({clause})."
-    if not measurable:
-        return f"{label}: {clause}; whole runs {seconds:.1f} s vs {base_seconds:.1f} s."
-    return f"{label}: {whole}; steady state: {clause}."
+        return (f"{label}: {other_name} took {change(seconds, base_seconds)} than {base_name}: {seconds:.1f} s vs "
+                f"{base_seconds:.1f} s ({clause}).")
+    # the steady state answers; the whole runs (start-up included) are shown beside it, not compared
+    return f"{label}: {clause}; whole runs {seconds:.1f} s vs {base_seconds:.1f} s."
 
 
 def percent(new, old):
@@ -204,9 +203,11 @@ def offload_answers(by_config, by_run, label):
             continue
         memory = _memory_clause(plain, offload, names)
         measurable, clause = steady_clause((names[0], plain), (names[1], offload))
-        if measurable is False:
-            answers.append(f"{where}: offloading: {clause}; and {memory}.")
+        if measurable is None:
+            answers.append(f"{where}: offloading changed train runtime by {runtime:+.1f}%, samples/s by {rate:+.1f}% "
+                           f"and {memory} ({clause}).")
             continue
-        answers.append(f"{where}: offloading changed train runtime by {runtime:+.1f}%, samples/s by {rate:+.1f}% and "
-                       f"{memory}" + (f"; steady state: {clause}." if measurable else f" ({clause})."))
+        # the steady state answers; the whole runs (start-up included) are shown beside it, not compared
+        answers.append(f"{where}: offloading: {clause}; whole runs: train runtime {runtime:+.1f}%, samples/s "
+                       f"{rate:+.1f}%; and {memory}.")
     return answers
