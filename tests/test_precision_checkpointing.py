@@ -18,6 +18,8 @@ from transformers import BloomConfig, BloomForCausalLM
 from workshop import generate, max_batch
 from workshop.config import WorkshopError, parse_args, resolve_precision
 from workshop.fill_tables import build_tables, main as fill_tables_main
+from workshop.report.speed_cells import STEADY_TOKENS
+from workshop.report.spread import Spread
 from workshop.logparse import read_answer_quality
 from workshop.ds_config import load_ds_config, match_precision
 from workshop.deepspeed_setup import load_deepspeed_config
@@ -255,7 +257,12 @@ def test_precision_table_fills_from_the_runs_and_answers_from_its_cells(lesson_l
         assert row["fp16 real tokens/s"] == "not run yet"  # fp16 needs a GPU: the note says how to run it
         ratio = row["bf16 real tokens/s"] / row["fp32 real tokens/s"]
         verdict = "faster" if ratio > 1 else "not faster"
-        assert f"{stage}: bf16 is {verdict} than fp32: {ratio:.2f}x" in " ".join(table.attrs["answers"])
+        answers = " ".join(table.attrs["answers"])
+        if f"fp32 {STEADY_TOKENS}" in row and f"bf16 {STEADY_TOKENS}" in row:  # per-step times: gated by them
+            assert (f"{stage}: no measurable difference at this size (fp32 vs bf16" in answers
+                    or f"{stage}: bf16 is {verdict} than fp32: bf16 " in answers)
+        else:
+            assert f"{stage}: bf16 is {verdict} than fp32: {ratio:.2f}x" in answers
     assert any("not answerable yet" in answer and "ZeRO 0, 1, 2 and 3" in answer for answer in table.attrs["answers"])
     assert any("slurm/precision.slurm stage2 fp16 on a CUDA GPU" in note for note in table.attrs["notes"])
 
@@ -267,13 +274,22 @@ def test_checkpointing_table_compares_each_pair(lesson_logs):
     assert list(rows) == ["plain Trainer", "ZeRO 2"] and {row["precision"] for row in rows.values()} == {"fp32"}
     for stage, prefix in (("plain Trainer", "plain"), ("ZeRO 2", "stage2")):
         row = rows[stage]
-        without, with_ = (manifest(lesson_logs, f"{prefix}-fp32{gc}")["speed"]["step_s"] for gc in ("", "-gc"))
-        assert (row["s/step without"], row["s/step with"]) == pytest.approx((without, with_))
+        steady = [row[f"s/step {w}"] for w in ("without", "with")]
+        if all(isinstance(cell, Spread) for cell in steady):  # per-step times: the steady medians compare
+            without, with_ = (cell.value for cell in steady)
+        else:
+            without, with_ = (manifest(lesson_logs, f"{prefix}-fp32{gc}")["speed"]["step_s"] for gc in ("", "-gc"))
+            assert (row["s/step without"], row["s/step with"]) == pytest.approx((without, with_))
         assert row["time lost %"] == pytest.approx((with_ - without) / without * 100)
         assert row["memory saved MiB"] == row["peak GPU MiB with"] == "n/a (no GPU)"
         assert row["largest micro-batch without"] == row["largest micro-batch with"] == "n/a (no GPU)"
-        lost = row["time lost %"]  # CPU step times are noisy: either sign is possible here
-        assert f"{'cost' if lost >= 0 else 'saved'} {abs(lost):.1f}% time per step" in " ".join(table.attrs["answers"])
+        # CPU step times are noisy: either sign is possible here; checkpointing measured faster (it does more work)
+        # is flagged, never stated as a saving; overlapping intervals state no difference
+        lost, answers = row["time lost %"], " ".join(table.attrs["answers"])
+        stated = f"cost {abs(lost):.1f}% time per step" in answers if lost >= 0 else \
+            "unexpected: checkpointing on lower seconds per step than checkpointing off" in answers
+        overlap = "no measurable difference at this size (checkpointing off vs checkpointing on" in answers
+        assert stated or (overlap and all(isinstance(cell, Spread) for cell in steady))
     assert any("python -m workshop.max_batch --model bloom-tiny --gradient-checkpointing" in note
                for note in table.attrs["notes"])
 

@@ -180,7 +180,7 @@ def show_runs(tables, key, label, hide=("run",)):
     """The runs behind a handout-shaped table (what `fill_tables --by-run` prints), turned on its side so it fits
     the page: one row per measurement, one column per run named by its `label` column (a config in words); the
     run folders are named in a note."""
-    from workshop.lessons.deepspeed_single_gpu import config_label
+    from workshop.report.zero import config_label
 
     df = by_run(tables.get(key))
     if df is None or df.empty:

@@ -9,7 +9,8 @@ import textwrap
 from workshop.lessons import LESSONS
 from workshop.logparse import Missing, final_summary, read_answer_quality
 from workshop.report.cells import (absent, cpu_peak, epoch_label, expected_epochs, gpu_stat, manifest_value,
-                                   steps_per_epoch, torch_reserved)
+                                   steps_per_epoch)
+from workshop.report.columns import RESERVED_COL, RUN_COL, STATUS_COL, Column, row_of
 from workshop.report.engine import Table
 from workshop.report.figures import as_runs, damaged, figure, finish, no_gpu_reason, plot_rss, points, seconds
 from workshop.report.shapes import latest_completed, metric_table
@@ -52,22 +53,30 @@ def answer_scores(run):
     return {"EM": scores, "F1": scores} if isinstance(scores, Missing) else scores
 
 
-def objective_2(run):
-    row = {"run": run.name, "status": run.status}
-    gpu = run.gpu
-    if isinstance(gpu, Missing):
-        row["GPUs"] = row["GPU MiB peak"] = row["GPU MiB mean"] = row["GPU MiB min"] = gpu
-    else:
-        names = gpu.groupby("index")["name"].first()
-        row["GPUs"] = f"{len(names)} x {names.iloc[0]}" if names.nunique() == 1 else ", ".join(map(str, names))
-        for column, stat in [("GPU MiB peak", "max"), ("GPU MiB mean", "mean"), ("GPU MiB min", "min")]:
-            row[column] = gpu_stat(run, stat)
-    row["torch max reserved MiB"] = torch_reserved(run)
-    row["host RSS MiB peak (psrecord)"] = cpu_peak(run)
-    row["host RSS MiB peak (manifest)"] = manifest_value(run, "peak_memory", "host_peak_rss_mib",
-                                                         what="peak_memory.host_peak_rss_mib")
-    return row
+def _gpus(run):
+    """'1 x NVIDIA H100 80GB HBM3': how many GPUs of which kind nvidia-smi saw (or why it saw none)."""
+    if isinstance(run.gpu, Missing):
+        return run.gpu
+    names = run.gpu.groupby("index")["name"].first()
+    return f"{len(names)} x {names.iloc[0]}" if names.nunique() == 1 else ", ".join(map(str, names))
 
+
+def _gpu_column(name, stat):
+    return Column(name, "MiB", f"nvidia-smi memory.used, {stat} over the run (the busiest GPU)",
+                  lambda run: gpu_stat(run, stat))
+
+
+GPU_PEAK_COL, GPU_MEAN_COL, GPU_MIN_COL = (_gpu_column(f"GPU MiB {stat}", key)
+                                           for stat, key in (("peak", "max"), ("mean", "mean"), ("min", "min")))
+OBJECTIVE_2_COLUMNS = (
+    RUN_COL, STATUS_COL, Column("GPUs", "", "the GPUs nvidia-smi saw", _gpus), GPU_PEAK_COL, GPU_MEAN_COL, GPU_MIN_COL,
+    RESERVED_COL, Column("host RSS MiB peak (psrecord)", "MiB", "psrecord's peak RSS of the training", cpu_peak),
+    Column("host RSS MiB peak (manifest)", "MiB", "the training's own peak RSS",
+           lambda run: manifest_value(run, "peak_memory", "host_peak_rss_mib", what="peak_memory.host_peak_rss_mib")))
+
+
+def objective_2(run):
+    return row_of(run, OBJECTIVE_2_COLUMNS)
 
 
 def loss_curves(runs):
@@ -148,9 +157,9 @@ OBJECTIVE_1 = [("Train Loss (Final)", "train_loss (run mean)"),
                ("Training Speed (samples/sec)", "train samples/s"),
                ("Evaluation Speed (samples/sec)", "eval samples/s (last eval)"),
                ("Steps per Epoch", "steps/epoch")]
-OBJECTIVE_2 = [("Peak GPU Memory Usage", "GPU MiB peak"),
-               ("Mean GPU Memory Usage", "GPU MiB mean"),
-               ("Minimum GPU Memory Usage", "GPU MiB min")]
+OBJECTIVE_2 = [("Peak GPU Memory Usage", GPU_PEAK_COL),
+               ("Mean GPU Memory Usage", GPU_MEAN_COL),
+               ("Minimum GPU Memory Usage", GPU_MIN_COL)]
 
 
 def handout(key, title, metrics, value_header):

@@ -7,20 +7,24 @@ import re
 import pandas as pd
 
 from workshop.lessons import ZERO_2GPU, ZERO_CONFIGS
-from workshop.lessons.deepspeed_single_gpu import config_label, lowest_peak_answers, zero_row
-from workshop.logparse import Missing, final_summary
-from workshop.report.cells import (absent, change, gpu_mean_per_gpu, is_number, manifest_of, percent_spread,
-                                   summary_value)
-from workshop.report.columns import (HOST_MEAN, HOST_PEAK, MEAN_PER_GPU, PEAK_GPU, PEAK_PER_GPU, RESERVED, RUNTIME,
-                                     TRAIN_RATE)
+from workshop.logparse import Missing
+from workshop.report.cells import change, is_number, percent_spread
+from workshop.report.columns import (EVAL_LOSS_COL, EVAL_RATE_COL, HOST_MEAN_COL, HOST_PEAK, HOST_PEAK_COL,
+                                     MEAN_PER_GPU, MEAN_PER_GPU_COL, MODEL_STATES, MODEL_STATES_COL, MULTI_GPU_COLUMNS,
+                                     PEAK_PER_GPU, PEAK_PER_GPU_COL, RUNTIME, RUNTIME_COL, STEADY_SAMPLES_COL,
+                                     STEADY_STEP, STEADY_STEP_COL, STEPS_RATE_COL, TRAIN_LOSS_COL, TRAIN_RATE_COL,
+                                     rows_of)
+from workshop.report.compare import mismatch, refused
 from workshop.report.engine import Table
 from workshop.report.select import by_setup, config_of, latest_runs, setup_of, world_of
 from workshop.report.shapes import NOT_RUN, keep_by_run, metric_columns, model_and_data, sources_note
+from workshop.report.zero import (config_label, lowest_peak_answers, offload_answers, runs_in_table_order,
+                                  steady_clause)
 
 # Two experiments share the lesson: weak scaling (the same samples per GPU on more GPUs; slurm/
 # multi_gpu_weak_scaling.slurm) and ZeRO on 2 GPUs (stages 1-3 with and without offload; slurm/multi_gpu_zero.slurm).
-# Both tables measure the same things per run, lesson 2's columns plus the Trainer's throughput and losses.
-
+# Both tables measure the same things per run (report/columns.py's MULTI_GPU_COLUMNS): lesson 2's columns plus the
+# Trainer's throughput and losses.
 
 
 def is_zero_2gpu(run):
@@ -28,70 +32,69 @@ def is_zero_2gpu(run):
     return config_of(run) in ZERO_2GPU and world_of(run) == 2 and not run.name.startswith("weak_scaling")
 
 
-def multi_gpu_row(run):
-    """The ten measurements of a lesson-3 run (the weak-scaling and the 2-GPU ZeRO tables share them)."""
-    lesson2 = zero_row(run)
-    world, subset = world_of(run), manifest_of(run).get("subset_size")
-    events = [] if isinstance(run.events, Missing) else run.events
-    summary = final_summary(events)
-    evals = [e for e in events if "eval_loss" in e]
-    last_eval = evals[-1] if evals else None
-    row = {key: lesson2[key] for key in ("model", "init", "subset", "config", "run", "status")}
-    row["GPUs (processes)"] = world
-    row["nodes"] = manifest_of(run).get("nodes") or 1  # older manifests have no count: one node
-    row["samples per GPU"] = subset // world if isinstance(subset, int) else absent(run, "subset_size", "manifest.json")
-    row[RUNTIME] = lesson2[RUNTIME]
-    row[TRAIN_RATE] = summary_value(run, summary, "train_samples_per_second", TRAIN_RATE)
-    row["train steps/s"] = summary_value(run, summary, "train_steps_per_second", "train steps/s")
-    row["train_loss (run mean)"] = summary_value(run, summary, "train_loss", "train_loss")
-    row["eval loss (last eval)"] = summary_value(run, last_eval, "eval_loss", "eval loss")
-    row["eval samples/s (last eval)"] = summary_value(run, last_eval, "eval_samples_per_second", "eval samples/s")
-    row[PEAK_PER_GPU] = lesson2[PEAK_GPU]  # the busiest GPU's peak: it sets the limit
-    row[MEAN_PER_GPU] = gpu_mean_per_gpu(run)
-    row[RESERVED] = lesson2[RESERVED]
-    row[HOST_PEAK] = lesson2[HOST_PEAK]
-    row[HOST_MEAN] = run.cpu if isinstance(run.cpu, Missing) else float(run.cpu["real_mib"].mean())
-    row["wall s (manifest)"] = lesson2["wall s (manifest)"]
-    return row
-
-
 MEMORY_NOTE = (f"`{PEAK_PER_GPU}`: the largest memory.used of the busiest GPU (it sets the limit); "
                f"`{MEAN_PER_GPU}`: each GPU's samples averaged, then the GPUs averaged. "
                f"`{HOST_PEAK}` is the whole node: every rank's process together.")
 
 
+EFFICIENCY = "efficiency (fewest-GPU runtime / runtime)"
+
+
+def _series_key(row):
+    return row["model"], row["init"], str(row["samples per GPU"]), row["config"]
+
+
 def weak_scaling(runs):
+    """The by-run rows with each run's efficiency against the fewest-GPU run of its series; the quiz answers are
+    weak_handout's, computed there once."""
     chosen, notes = latest_runs([run for run in runs if not is_zero_2gpu(run)], ZERO_CONFIGS)
     notes += [note for run in chosen for note in run.notes] + [MEMORY_NOTE]
-    rows = sorted((multi_gpu_row(run) for run in chosen),
-                  key=lambda r: (r["model"], r["init"], str(r["samples per GPU"]), r["config"], r["nodes"],
-                                 r["GPUs (processes)"]))
-    answers = []
+    rows = sorted(rows_of(chosen, MULTI_GPU_COLUMNS), key=lambda r: (*_series_key(r), r["nodes"], r["GPUs (processes)"]))
     groups = {}
     for row in rows:
-        groups.setdefault((row["model"], row["init"], str(row["samples per GPU"]), row["config"]), []).append(row)
-    for (model, init, per_gpu, config), group in groups.items():
-        label = f"{model} ({init}, {per_gpu} samples per GPU, {config})"
+        groups.setdefault(_series_key(row), []).append(row)
+    for group in groups.values():
         measured = [row for row in group if is_number(row[RUNTIME])]
-        base = measured[0] if measured else None
         for row in group:
-            row["efficiency (fewest-GPU runtime / runtime)"] = round(base[RUNTIME] / row[RUNTIME], 3) \
-                if base and row in measured else Missing("n/a (no runtime)", "a run without train_runtime has no efficiency")
-        if len(measured) > 1:
-            last = measured[-1]
-            answers.append(f"{label}: {base['GPUs (processes)']} -> {last['GPUs (processes)']} GPUs took "
-                           f"{change(last[RUNTIME], base[RUNTIME])}; efficiency {base[RUNTIME] / last[RUNTIME]:.2f}.")
-        answers.append(constant_memory_answer(label, group))
-    return rows, answers, notes
+            row[EFFICIENCY] = round(measured[0][RUNTIME] / row[RUNTIME], 3) if row in measured else \
+                Missing("n/a (no runtime)", "a run without train_runtime has no efficiency")
+    return rows, [], notes
+
+
+def efficiency_answer(label, group, runs):
+    """Weak scaling's efficiency from the fewest to the most GPUs: gated by the steady s/step intervals (ideal weak
+    scaling keeps the time per step), else from the whole-run runtimes with a caveat."""
+    measured = [(row, run) for row, run in zip(group, runs) if is_number(row[RUNTIME])]
+    if len(measured) < 2:
+        return ""
+    (base, base_run), (last, last_run) = measured[0], measured[-1]
+    names = [f"{row['GPUs (processes)']} GPU{'s' if row['GPUs (processes)'] != 1 else ''}" for row in (base, last)]
+    differing = mismatch(base_run, last_run, ("processes", "subset_size", "output_dir"))
+    if differing:
+        return " " + refused("efficiency", names, differing)
+    measurable, clause = steady_clause((names[0], base), (names[1], last))
+    whole = (f"{names[0]} -> {names[1]} took {change(last[RUNTIME], base[RUNTIME])}; efficiency "
+             f"{base[RUNTIME] / last[RUNTIME]:.2f}")
+    if measurable is None:
+        return f" {whole} ({clause})."
+    if not measurable:
+        return f" Efficiency: {clause}: as good as ideal at this size."
+    steady = base[STEADY_STEP].value / last[STEADY_STEP].value
+    return f" {whole}; steady-state efficiency {steady:.2f} ({clause})."
 
 
 def constant_memory_answer(label, group):
     """The quiz: is peak memory per GPU constant as GPUs are added? Within 5% across the GPU counts counts as yes.
-    Without GPU numbers, host RSS per process (psrecord's node total / processes) stands in, and says so."""
-    column, what = PEAK_PER_GPU, "peak GPU memory per GPU (nvidia-smi)"
+    Without GPU numbers, the engine's model states per process stand in (exact), else host RSS per process
+    (psrecord's node total / processes), and the answer says which."""
+    column, what, per_process = PEAK_PER_GPU, "peak GPU memory per GPU (nvidia-smi)", False
     if sum(is_number(row[column]) for row in group) < 2:
-        column, what = HOST_PEAK, "host RSS per process (psrecord / processes), as no GPU was measured"
-    points = sorted((row["GPUs (processes)"], row[column] / (1 if column == PEAK_PER_GPU else row["GPUs (processes)"]))
+        column, what, per_process = HOST_PEAK, "host RSS per process (psrecord / processes), as no GPU was measured", \
+            True
+        if sum(is_number(row.get(MODEL_STATES)) for row in group) >= 2:
+            column, what, per_process = MODEL_STATES, "model states per process (engine), as no GPU was measured", \
+                False
+    points = sorted((row["GPUs (processes)"], row[column] / (row["GPUs (processes)"] if per_process else 1))
                     for row in group if is_number(row[column]))
     if len({gpus for gpus, _ in points}) < 2:
         return (f"{label}: is peak memory per GPU constant as GPUs are added? not answerable yet: measured at "
@@ -114,12 +117,12 @@ def zero_2gpu_runs(runs):
 
 def zero_2gpu(runs):
     chosen, notes = zero_2gpu_runs(runs)
-    rows = [multi_gpu_row(run) for run in chosen]
+    rows = rows_of(chosen, MULTI_GPU_COLUMNS)
     missing = [config for config in ZERO_2GPU if config not in {row["config"] for row in rows}]
     if rows and missing:
         notes.append(f"no run yet of {', '.join(missing)}: `CONFIGS=\"{' '.join(missing)}\" "
                      "bash slurm/submit_zero_2gpu.sh` submits them")
-    return rows, lowest_peak_answers(rows, PEAK_PER_GPU), notes + [MEMORY_NOTE]
+    return rows, [], notes + [MEMORY_NOTE]  # the answers: zero_handout's
 
 
 SAVING = "GPU memory saving % (peak per GPU)"
@@ -131,7 +134,7 @@ def zero_savings(runs):
     """Per model and data and stage: offload against the same stage without, from the 2-GPU ZeRO table's runs."""
     chosen, notes = zero_2gpu_runs(runs)
     rows = []
-    for setup, group in by_setup([multi_gpu_row(run) for run in chosen]).items():
+    for setup, group in by_setup(rows_of(chosen, MULTI_GPU_COLUMNS)).items():
         by_config = {row["config"]: row for row in group}
         for stage in ("stage1", "stage2", "stage3"):
             plain, offload = by_config.get(stage), by_config.get(f"{stage}_offload")
@@ -171,11 +174,15 @@ def relative(plain, offload, column, stage, saving=False):
 
 
 # ---------------------------------------------------------------------------------------------- the handout's layout
-METRICS = [("Train Runtime (sec)", RUNTIME), ("Steps/sec", "train steps/s"), ("Samples/sec", TRAIN_RATE),
-           ("Train Loss", "train_loss (run mean)"), ("Eval Loss (final)", "eval loss (last eval)"),
-           ("Eval Speed (samples/sec)", "eval samples/s (last eval)"), ("Peak GPU Memory (MiB)", PEAK_PER_GPU),
-           ("Average GPU Memory (MiB)", MEAN_PER_GPU)]
-CPU_METRICS = [("Peak CPU Memory (MiB)", HOST_PEAK), ("Average CPU Memory (MiB)", HOST_MEAN)]
+METRICS = [("Train Runtime (sec)", RUNTIME_COL), ("Steps/sec", STEPS_RATE_COL), ("Samples/sec", TRAIN_RATE_COL),
+           ("Train Loss", TRAIN_LOSS_COL), ("Eval Loss (final)", EVAL_LOSS_COL),
+           ("Eval Speed (samples/sec)", EVAL_RATE_COL), ("Peak GPU Memory (MiB)", PEAK_PER_GPU_COL),
+           ("Average GPU Memory (MiB)", MEAN_PER_GPU_COL)]
+CPU_METRICS = [("Peak CPU Memory (MiB)", HOST_PEAK_COL), ("Average CPU Memory (MiB)", HOST_MEAN_COL)]
+# Beside the handout's rows where some run records them: steady figures with their intervals, model states.
+OPTIONAL_METRICS = [("Steady s/step (median, 95% interval)", STEADY_STEP_COL),
+                    ("Steady samples/s (median, 95% interval)", STEADY_SAMPLES_COL),
+                    ("Model States per Process (MiB, engine)", MODEL_STATES_COL)]
 HANDOUT_GPUS = (2, 4, 6, 8)
 SAVINGS_HEADER = ["Stage", "GPU Mem (No Offload)", "GPU Mem (Offload)", "Mem Savings (%)",
                   "Train Runtime (No Offload)", "Train Runtime (Offload)", "Runtime Δ (%)"]
@@ -196,9 +203,12 @@ def weak_handout(df, runs):
     for label, rows, suffix in _groups(df, ["model", "init", "samples per GPU", "config"]):
         by_gpus = {int(row["GPUs (processes)"]): row for _, row in rows.iterrows()}
         gpus = sorted(set(HANDOUT_GPUS) | set(by_gpus))
-        picked = [(f"{n} GPUs", by_gpus.get(n)) for n in gpus]
-        shaped = keep_by_run(metric_columns(picked, METRICS), df)
-        answers = [constant_memory_answer(label, [row for _, row in rows.sort_values("GPUs (processes)").iterrows()])]
+        picked = [(f"{n} GPU{'s' if n != 1 else ''}", by_gpus.get(n)) for n in gpus]
+        shaped = keep_by_run(metric_columns(picked, _shown_metrics(METRICS, df)), df)
+        ordered = rows.sort_values("GPUs (processes)")
+        group = [row for _, row in ordered.iterrows()]
+        answers = [constant_memory_answer(label, group) + efficiency_answer(label, group,
+                                                                            runs_in_table_order(ordered, runs))]
         out.append(("deepspeed_multi_gpu_weak_scaling" + suffix, f"Part 1: weak scaling, {label}", shaped,
                     answers, [sources_note(picked)] + ([f"`{NOT_RUN}`: no run at that GPU count yet "
                                                         "(bash slurm/submit_weak_scaling.sh runs them)"]
@@ -206,40 +216,24 @@ def weak_handout(df, runs):
     return out
 
 
-def _pct(new, old):
-    return round((new - old) / old * 100, 1) if is_number(new) and is_number(old) and old else None
-
-
-def offload_answers(shaped, label):
-    """The quiz: how offloading changes train runtime and samples/s, beside the GPU memory it saves."""
-    answers = []
-    for stage in (1, 2, 3):
-        plain, offload = f"Stage {stage}", f"Stage {stage} + offload"
-        if plain not in shaped or offload not in shaped:
-            continue
-        values = {metric: (a, b) for metric, a, b in zip(shaped["Metric"], shaped[plain], shaped[offload])}
-        runtime, rate, memory = (_pct(b, a) for a, b in (values["Train Runtime (sec)"], values["Samples/sec"],
-                                                          values["Peak GPU Memory (MiB)"]))
-        if runtime is None or rate is None:
-            answers.append(f"{label}, stage {stage}: not answerable yet: both runs need a train runtime.")
-            continue
-        host = _pct(*values["Peak CPU Memory (MiB)"][::-1])
-        memory = f"peak GPU memory by {memory:+.1f}%" if memory is not None else \
-            (f"peak host memory by {host:+.1f}% (no GPU memory measured)" if host is not None else "no memory measured")
-        answers.append(f"{label}, stage {stage}: offloading changed train runtime by {runtime:+.1f}%, samples/s "
-                       f"by {rate:+.1f}% and {memory}.")
-    return answers
+def _shown_metrics(metrics, df):
+    """The handout's metrics, then each optional one (steady figures, model states) some run of `df` records."""
+    return metrics + [(label, column) for label, column in OPTIONAL_METRICS if column.name in df]
 
 
 def zero_handout(df, runs):
     out = []
+    by_run = {run.name: run for run in runs}
     for label, rows, suffix in _groups(df, ["model", "init", "subset"]):
         by_config = {row["config"]: row for _, row in rows.iterrows()}
         picked = [(config_label(c), by_config.get(c)) for c in ZERO_2GPU]
-        shaped = keep_by_run(metric_columns(picked, METRICS + CPU_METRICS), df)
+        shaped = keep_by_run(metric_columns(picked, _shown_metrics(METRICS + CPU_METRICS, df)), df)
         missing = [c for c in ZERO_2GPU if c not in by_config]
+        labelled = [dict(row, config=config_label(row["config"])) for _, row in rows.iterrows()]
+        answers = offload_answers(by_config, by_run, label) + lowest_peak_answers(
+            labelled, PEAK_PER_GPU, label=lambda setup: label)
         out.append(("deepspeed_multi_gpu_zero_2gpu" + suffix, f"Part 2: ZeRO stages on 2 GPUs, {label}", shaped,
-                    offload_answers(shaped, label), [sources_note(picked)] + (
+                    answers, [sources_note(picked)] + (
                         [f"`{NOT_RUN}`: `CONFIGS=\"{' '.join(missing)}\" bash slurm/submit_zero_2gpu.sh` runs them"]
                         if missing else [])))
     return out

@@ -1,9 +1,9 @@
 """Lesson 3's figures, from its tables (build_tables(...)["deepspeed_multi_gpu_weak_scaling"] / [".._zero_2gpu"]):
 one line per series (model, init, samples per GPU and config). A cell without a number gets no point."""
 
-from workshop.lessons.deepspeed_single_gpu import config_label
+from workshop.report.zero import config_label
 from workshop.report.cells import is_number
-from workshop.report.columns import HOST_PEAK, MEAN_PER_GPU, PEAK_PER_GPU, RUNTIME, TRAIN_RATE
+from workshop.report.columns import HOST_PEAK, MEAN_PER_GPU, MODEL_STATES, PEAK_PER_GPU, RUNTIME, TRAIN_RATE
 from workshop.report.figures import figure, finish
 from workshop.report.select import setup_label
 from workshop.report.shapes import by_run
@@ -38,13 +38,23 @@ def scaling_throughput(weak):
             continue
         ax.plot(gpus, rate, "-o", color=f"C{i % 10}", label=label)
         ax.plot(gpus, [rate[0] * n / gpus[0] for n in gpus], "--", color=f"C{i % 10}", label=f"{label}, ideal")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _gpu_axis(ax)
     return finish(fig, ax, notes)
+
+
+def _gpu_axis(ax):
+    """Ticks at the GPU counts that were run, the axis from half a step before the first to after the last: one run
+    at 2 processes gets an axis around 2, not 1.9 to 2.1; runs at 1 and 2 get ticks at 1 and 2."""
+    counts = sorted({int(x) for line in ax.lines for x in line.get_xdata()})
+    if counts:
+        ax.set_xticks(counts)
+        ax.set_xlim(min(counts) - 0.5, max(counts) + 0.5)
 
 
 def memory_per_gpu(weak):
     """Weak scaling: peak (solid) and mean (dotted) GPU memory per GPU vs GPUs; flat is what ZeRO 0 promises.
-    A series without GPU numbers shows host RSS per process (psrecord's node total / processes), dashed."""
+    A series without GPU numbers shows the engine's model states per process (dash-dot) where recorded and host RSS
+    per process (psrecord's node total / processes, dashed)."""
     fig, ax = figure("Weak scaling: memory per GPU vs GPUs", "GPUs (processes)", "MiB")
     notes = []
     for i, (label, rows) in enumerate(_series(weak)):
@@ -54,12 +64,16 @@ def memory_per_gpu(weak):
             ax.plot(gpus, peak, "-", label=f"{label}: peak per GPU", **style)
             ax.plot(*_numbers(rows, MEAN_PER_GPU), ":", label=f"{label}: mean per GPU", **style)
             continue
+        if MODEL_STATES in rows:  # on a CPU the engine's exact model states per process show ZeRO's sharding
+            gpus, states = _numbers(rows, MODEL_STATES)
+            if gpus:
+                ax.plot(gpus, states, "-.", label=f"{label}: model states per process (engine; no GPU)", **style)
         gpus, rss = _numbers(rows, HOST_PEAK, scale=lambda row: row["GPUs (processes)"])
         if gpus:
             ax.plot(gpus, rss, "--", label=f"{label}: host RSS per process (no GPU measured)", **style)
         else:
             notes.append(f"{label}: no memory numbers yet (see the table's notes)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _gpu_axis(ax)
     return finish(fig, ax, notes)
 
 

@@ -7,30 +7,20 @@ layout names the model and data as it does ("Bloom 560M, 500 subset") and the co
 
 import functools
 
-import pandas as pd
-
 from workshop.errors import WorkshopError
 from workshop.lessons import ZERO_CONFIGS as CONFIGS
 from workshop.logparse import Missing
-from workshop.report.cells import (change, cpu_peak, gpu_stat, is_number, manifest_of, manifest_value, torch_reserved,
-                                   train_runtime)
-from workshop.report.columns import (ESTIMATE_GPU, ESTIMATE_HOST, HOST_PEAK, PEAK_GPU, RESERVED, RUNTIME,
-                                     memory_limit_note)
+from workshop.report.cells import change, is_number, manifest_of, torch_reserved
+from workshop.report.columns import (ESTIMATE_GPU, ESTIMATE_HOST, HOST_PEAK_COL, MODEL_STATES_COL, PEAK_GPU_COL,
+                                     RUNTIME, STEADY_STEP, STEADY_STEP_COL, ZERO_COLUMNS, Column, memory_limit_note,
+                                     rows_of)
+from workshop.report.compare import mismatch, refused
 from workshop.report.engine import Table
-from workshop.report.select import by_setup, config_of, latest_runs, setup_label, setup_of
-from workshop.report.shapes import cell, keep_by_run, model_and_data
-
-def zero_row(run):
-    """What both lesson-2 tables measure for one run."""
-    model, init, subset = setup_of(run)
-    return {"model": model, "init": init, "subset": subset, "config": config_of(run), "run": run.name,
-            "status": run.status,
-            PEAK_GPU: gpu_stat(run, "max"),
-            RESERVED: torch_reserved(run),
-            HOST_PEAK: cpu_peak(run),
-            RUNTIME: train_runtime(run),
-            "wall s (manifest)": manifest_value(run, "wall_seconds", what="wall_seconds")}
-
+from workshop.report.select import config_of, latest_runs
+from workshop.report.shapes import keep_by_run, model_and_data
+from workshop.report.zero import (CONFIG_LABEL_COL, MODEL_AND_DATA_COL, RUNTIME_CELL_COL, config_label, layout_frame,
+                                  lowest_peak_answers, runs_in_table_order, runtime_cell, steady_clause,
+                                  time_answer)
 
 
 def _lesson_runs(runs):
@@ -42,22 +32,9 @@ PIN, NOPIN = "stage2_offload", "stage2_offload_nopin"
 
 
 def part1(runs):
+    """The by-run rows; the quiz answers are the handout layout's (part1_handout), computed there once."""
     chosen, notes = latest_runs([run for run in runs if config_of(run) in (PIN, NOPIN)], CONFIGS)
-    rows = [zero_row(run) for run in chosen]
-    notes += [note for run in chosen for note in run.notes]
-    answers = []
-    runtime = RUNTIME
-    for setup in dict.fromkeys(setup_of(run) for run in chosen):
-        by_config = {row["config"]: row for row in rows if (row["model"], row["init"], row["subset"]) == setup}
-        pin, nopin = by_config.get(PIN, {}).get(runtime), by_config.get(NOPIN, {}).get(runtime)
-        if is_number(pin) and is_number(nopin):
-            answers.append(f"{setup_label(setup)}: without pinned memory ({NOPIN}) training took "
-                           f"{change(nopin, pin)} than with pinned ({PIN}): {nopin:.1f} s vs {pin:.1f} s.")
-        else:
-            lacking = [c for c, value in ((PIN, pin), (NOPIN, nopin)) if not is_number(value)]
-            answers.append(f"{setup_label(setup)}: no runtime comparison yet: no train_runtime for "
-                           f"{' and '.join(lacking)} (run `bash slurm/<config>.slurm` to completion).")
-    return rows, answers, notes
+    return rows_of(chosen, ZERO_COLUMNS), [], notes + [note for run in chosen for note in run.notes]
 
 
 @functools.lru_cache(maxsize=None)
@@ -85,157 +62,110 @@ def model_state_estimate(run):
     return float(found["gpu_gib_per_gpu"].iloc[0] * 1024)
 
 
+def _remainder(run):
+    """torch's reserved peak minus DeepSpeed's estimate: activations, buffers, fragmentation (or why not)."""
+    reserved, estimate = torch_reserved(run), model_state_estimate(run)
+    if is_number(reserved) and is_number(estimate):
+        return reserved - estimate
+    return reserved if isinstance(reserved, Missing) else estimate
+
+
+ESTIMATE_COL = Column("DeepSpeed estimate MiB (model states)", "MiB", "DeepSpeed's estimate of the model states on "
+                      "the one GPU for the run's model and config", model_state_estimate)
+REMAINDER_COL = Column("remainder MiB (reserved - estimate)", "MiB", "what the GPU held beside the model states",
+                       _remainder)
+PART2_COLUMNS = (*ZERO_COLUMNS, ESTIMATE_COL, REMAINDER_COL)
+
+
 def part2(runs):
+    """The by-run rows, with DeepSpeed's estimate beside the measured peaks; answers: part2_handout's."""
     chosen, notes = latest_runs(_lesson_runs(runs), CONFIGS)
     notes += [note for run in chosen for note in run.notes]
-    rows = []
-    for run in chosen:
-        row = zero_row(run)
-        estimate = row["DeepSpeed estimate MiB (model states)"] = model_state_estimate(run)
-        reserved = row[RESERVED]
-        row["remainder MiB (reserved - estimate)"] = reserved - estimate if is_number(reserved) and \
-            is_number(estimate) else (reserved if isinstance(reserved, Missing) else estimate)
+    rows = rows_of(chosen, PART2_COLUMNS)
+    for run, row in zip(chosen, rows):
         if "preflight" in manifest_of(run):  # only runs that recorded one get the comparison
             row.update({column.name: column.value(run) for column in (ESTIMATE_GPU, ESTIMATE_HOST)})
         notes += [note for note in [memory_limit_note(run)] if note]
-        rows.append(row)
-    return rows, lowest_peak_answers(rows) + offload_answers(rows), notes
-
-
-
-
-def lowest_peak_answers(rows, gpu_column=PEAK_GPU):
-    """Per model and data, the configuration with the lowest GPU peak; host RSS when no GPU was measured."""
-    answers = []
-    for setup, group in by_setup(rows).items():
-        column, what = gpu_column, "GPU memory (nvidia-smi)"
-        if not any(is_number(row[column]) for row in group):
-            column, what = HOST_PEAK, "host RSS (psrecord), as no GPU was measured"
-        # Only completed runs answer: an OOM or a refused start has a peak too, but not the configuration's.
-        measured = sorted((row[column], row["config"]) for row in group
-                          if is_number(row[column]) and row["status"] == "completed")
-        if not measured:
-            answers.append(f"{setup_label(setup)}: no peak memory measured yet.")
-            continue
-        (low, low_config), (high, high_config) = measured[0], measured[-1]
-        answers.append(f"{setup_label(setup)}: lowest peak {what}: {low_config} at {low:.0f} MiB"
-                       + (f" (highest: {high_config} at {high:.0f} MiB)." if len(measured) > 1 else
-                          "; the only configuration measured so far."))
-    return answers
-
-
-def offload_answers(rows):
-    """Per model and data and stage, how much longer each offload config took than the same stage without."""
-    answers, runtime = [], RUNTIME
-    for setup, group in by_setup(rows).items():
-        # a run that stopped early (diverged, oom) ran fewer steps: its runtime compares with nothing
-        by_config = {row["config"]: row[runtime] for row in group if row["status"] == "completed"}
-        for config, seconds in by_config.items():
-            base = config.split("_offload")[0].split("_zenflow")[0]  # stage2_zenflow offloads too
-            if base == config or not is_number(seconds):
-                continue
-            if is_number(by_config.get(base)):
-                answers.append(f"{setup_label(setup)}: {config} took {change(seconds, by_config[base])} "
-                               f"than {base}: {seconds:.1f} s vs {by_config[base]:.1f} s.")
-            else:
-                answers.append(f"{setup_label(setup)}: {config} has no {base} run with a runtime to compare with.")
-    return answers
+    return rows, [], notes
 
 
 # ---------------------------------------------------------------------------------------------- the handout's layout
-SHOWN = {PEAK_GPU, HOST_PEAK, RUNTIME}  # the by-run columns both handout tables show
 PIN_LABELS = {PIN: "`pin_memory: true`", NOPIN: "`pin_memory: false`"}
+PIN_COL = Column("config", "", "pin_memory on or off", lambda run: PIN_LABELS.get(config_of(run), config_of(run)))
+# Beside the handout's columns, where some run records them: the steady time per step with its interval, and the
+# engine's model-state bytes per process (ZeRO's sharding and offload, exact, on a CPU too).
+EXTRA = [("Steady s/step (median, 95% interval)", STEADY_STEP_COL),
+         ("Model States per Process (MiB, engine)", MODEL_STATES_COL)]
+PART1_LAYOUT = [("Model and Data", MODEL_AND_DATA_COL), ("Pinned Memory", PIN_COL),
+                ("Peak GPU Memory (MiB)", PEAK_GPU_COL), ("Peak CPU Memory (MiB)", HOST_PEAK_COL),
+                ("Total Runtime", RUNTIME_CELL_COL)]
+PART2_LAYOUT = [("Model and Data", MODEL_AND_DATA_COL), ("DeepSpeed Config", CONFIG_LABEL_COL),
+                ("Peak GPU Memory Used (MiB)", PEAK_GPU_COL), ("Peak CPU Memory Used (MiB)", HOST_PEAK_COL),
+                ("Total RunTime", RUNTIME_CELL_COL)]
 
 
-def config_label(config):
-    """stage2_offload_nopin -> 'Stage 2 + offload (no pin)', as lesson 3's handout table names its columns."""
-    stage, _, rest = config.partition("_")
-    label = f"Stage {stage.removeprefix('stage')}" if stage.startswith("stage") else config
-    offload = (" + NVMe offload" if "nvme" in rest else " + offload" if "offload" in rest
-               else " + offload with ZenFlow" if "zenflow" in rest else "")
-    return label + offload + (" (no pin)" if "nopin" in rest else "")
+def _answer_rows(df, runs):
+    """The handout table's rows as the answers read them, with their runs: the by-run cells under the handout's
+    names for model and data and configuration, the runtime as the handout shows it (a truncated run's is text:
+    not the lesson's runtime, so no answer compares it)."""
+    chosen = runs_in_table_order(df, runs)
+    rows = [dict(row, config=config_label(row["config"]), label=model_and_data(row["model"], row["init"],
+                                                                              row["subset"]),
+                 **{RUNTIME: runtime_cell(row[RUNTIME], run)})
+            for row, run in zip(df.to_dict("records"), chosen)]
+    return rows, chosen
 
 
-def runtime_cell(value, run):
-    """`412.3 s`, or `412.3 s (20 of 1,875 steps; all ≈ 38,650 s extrapolated)` when the run stopped short of the
-    lesson's steps (--max-steps): such a runtime is not the lesson's, so the quiz does not compare it. The
-    extrapolation is the runtime per step times the lesson's steps, start-up included: labelled, never a cell's
-    number."""
-    if not is_number(value):
-        return value
-    manifest = manifest_of(run) if run else {}
-    done, planned = manifest.get("steps_done"), manifest.get("steps_planned")
-    max_steps = (manifest.get("settings") or {}).get("max_steps", -1)
-    if isinstance(done, int) and isinstance(planned, int) and done < planned:
-        whole = f"; all ≈ {value / done * planned:,.0f} s extrapolated" if done > 0 else ""
-        return f"{value:.1f} s ({done:,} of {planned:,} steps{whole})"
-    if isinstance(max_steps, int) and max_steps > 0:
-        return f"{value:.1f} s (--max-steps {max_steps:,})"
-    return value
-
-
-def _handout_rows(df, runs, columns):
-    by_name = {run.name: run for run in runs}
-    return [[model_and_data(row["model"], row["init"], row["subset"]), *(make(row, by_name.get(row["run"]))
-                                                                          for make in columns)]
-            for _, row in df.iterrows()]
+def pin_answer(setup, by_config):
+    """Did `pin_memory: true` reduce Stage 2 + offload's runtime? Gated by the steady s/step intervals."""
+    (pin, pin_run), (nopin, nopin_run) = by_config.get(PIN, ({}, None)), by_config.get(NOPIN, ({}, None))
+    if not (is_number(pin.get(RUNTIME)) and is_number(nopin.get(RUNTIME))):
+        return (f"{setup}: did `pin_memory: true` reduce the runtime? not answerable yet: a full runtime of both "
+                f"{PIN} and {NOPIN} is needed (bash slurm/{PIN}.slurm and slurm/{NOPIN}.slurm).")
+    differing = mismatch(pin_run, nopin_run, ("deepspeed",))
+    if differing:
+        return refused(setup, (PIN, NOPIN), differing)
+    question = f"{setup}: did `pin_memory: true` reduce the runtime of Stage 2 + offload?"
+    measurable, clause = steady_clause(("not pinned", nopin), ("pinned", pin))
+    seconds, base = pin[RUNTIME], nopin[RUNTIME]
+    if measurable is False:
+        return f"{question} {clause}; whole runs {seconds:.1f} s pinned vs {base:.1f} s not."
+    if measurable:  # the steady state answers; the whole runs (start-up included) are shown beside it
+        verdict = "yes" if pin[STEADY_STEP].value < nopin[STEADY_STEP].value else "no"
+        return f"{question} {verdict}: {clause}; whole runs {seconds:.1f} s pinned vs {base:.1f} s not."
+    verdict = "yes" if seconds < base else "no"
+    return (f"{question} {verdict}: {seconds:.1f} s pinned vs {base:.1f} s not, pinned took {change(seconds, base)} "
+            f"({clause}).")
 
 
 def part1_handout(df, runs):
-    columns = [lambda row, run: PIN_LABELS.get(row["config"], row["config"]),
-               lambda row, run: cell(row, PEAK_GPU),
-               lambda row, run: cell(row, HOST_PEAK),
-               lambda row, run: runtime_cell(row[RUNTIME], run)]
-    shaped = keep_by_run(pd.DataFrame(_handout_rows(df, runs, columns), columns=PART1_HEADER), df)
-    shaped.attrs["columns"] = SHOWN
+    shaped, _ = layout_frame(runs_in_table_order(df, runs), PART1_LAYOUT, EXTRA)
+    shaped = keep_by_run(shaped, df)
+    rows, chosen = _answer_rows(df, runs)
     answers = []
-    for setup, group in shaped.groupby("Model and Data", sort=False):
-        times = dict(zip(group["Pinned Memory"], group["Total Runtime"]))
-        pin, nopin = times.get(PIN_LABELS[PIN]), times.get(PIN_LABELS[NOPIN])
-        if is_number(pin) and is_number(nopin):
-            verdict = "yes" if pin < nopin else "no"
-            answers.append(f"{setup}: did `pin_memory: true` reduce the runtime of Stage 2 + offload? {verdict}: "
-                           f"{pin:.1f} s pinned vs {nopin:.1f} s not, pinned took {change(pin, nopin)}.")
-        else:
-            answers.append(f"{setup}: did `pin_memory: true` reduce the runtime? not answerable yet: a full "
-                           f"runtime of both {PIN} and {NOPIN} is needed (bash slurm/{PIN}.slurm and "
-                           f"slurm/{NOPIN}.slurm).")
+    for setup in dict.fromkeys(row["label"] for row in rows):
+        by_config = {config_of(run): (row, run) for row, run in zip(rows, chosen) if row["label"] == setup}
+        answers.append(pin_answer(setup, by_config))
     return [("deepspeed_single_gpu_part1", "Part 1: Stage 2 + offload with and without `pin_memory: true`", shaped,
              answers, [])]
 
 
 def part2_handout(df, runs):
-    columns = [lambda row, run: config_label(row["config"]), lambda row, run: cell(row, PEAK_GPU),
-               lambda row, run: cell(row, HOST_PEAK), lambda row, run: runtime_cell(row[RUNTIME], run)]
-    shaped = keep_by_run(pd.DataFrame(_handout_rows(df, runs, columns), columns=PART2_HEADER), df)
-    shaped.attrs["columns"] = SHOWN
-    answers = []
-    status = dict(zip(shaped.index, df["status"]))
-    for setup, group in shaped.groupby("Model and Data", sort=False):
-        column, what = PART2_HEADER[2], "peak GPU memory"
-        if not group[column].map(is_number).any():
-            column, what = PART2_HEADER[3], "peak CPU memory (no GPU was measured)"
-        # Only completed runs answer: an OOM or a refused start has a peak too, but not the configuration's.
-        measured = sorted((v, c) for i, v, c in zip(group.index, group[column], group["DeepSpeed Config"])
-                          if is_number(v) and status[i] == "completed")
-        unfinished = [f"{c} ({status[i]})" for i, c in zip(group.index, group["DeepSpeed Config"])
-                      if status[i] != "completed"]
-        answers.append((f"1. {setup}: lowest {what}: {measured[0][1]} at {measured[0][0]:.0f} MiB"
-                        + (f" (highest: {measured[-1][1]} at {measured[-1][0]:.0f} MiB)" if len(measured) > 1 else "")
-                        if measured else f"1. {setup}: no completed run with its peak memory yet")
-                       + (f"; did not complete: {', '.join(unfinished)}." if unfinished else "."))
-        times = dict(zip(group["DeepSpeed Config"], group["Total RunTime"]))
-        for config, seconds_ in times.items():
+    shaped, _ = layout_frame(runs_in_table_order(df, runs), PART2_LAYOUT, EXTRA)
+    shaped = keep_by_run(shaped, df)
+    rows, chosen = _answer_rows(df, runs)
+    answers = lowest_peak_answers(rows, label=lambda setup: model_and_data(*setup), prefix="1. ")
+    for setup in dict.fromkeys(row["label"] for row in rows):
+        group = {row["config"]: (row, run) for row, run in zip(rows, chosen) if row["label"] == setup}
+        for config, (row, run) in group.items():
             base = config.split(" + offload")[0]
-            if base != config and is_number(seconds_) and is_number(times.get(base)):
-                answers.append(f"2. {setup}: {config} took {change(seconds_, times[base])} than {base}: "
-                               f"{seconds_:.1f} s vs {times[base]:.1f} s.")
+            # a run that stopped early (diverged, oom) ran fewer steps: its runtime compares with nothing
+            if base != config and base in group and {row["status"], group[base][0]["status"]} == {"completed"}:
+                answer = time_answer(f"2. {setup}", (base, group[base][0]), (config, row), group[base][1], run)
+                answers += [answer] if answer else []
     return [("deepspeed_single_gpu_part2", "Part 2: the ZeRO stage comparison", shaped, answers, [])]
 
 
-PART1_HEADER = ["Model and Data", "Pinned Memory", "Peak GPU Memory (MiB)", "Peak CPU Memory (MiB)", "Total Runtime"]
-PART2_HEADER = ["Model and Data", "DeepSpeed Config", "Peak GPU Memory Used (MiB)", "Peak CPU Memory Used (MiB)",
-                "Total RunTime"]
 TABLES = (Table("deepspeed_single_gpu_part1", "Part 1: ZeRO 2 + offload, pin_memory true vs false", part1,
                 each_run=False, handout=part1_handout),
           Table("deepspeed_single_gpu_part2", "Part 2: every configuration", part2, each_run=False,

@@ -5,10 +5,10 @@ import textwrap
 from matplotlib.figure import Figure
 
 from workshop.lessons import LESSONS, ZERO_CONFIGS as CONFIGS
-from workshop.lessons.deepspeed_single_gpu import config_label
+from workshop.report.zero import config_label
 from workshop.logparse import Missing
 from workshop.report.cells import is_number
-from workshop.report.columns import HOST_PEAK, PEAK_GPU, RESERVED
+from workshop.report.columns import HOST_PEAK, MODEL_STATES, PEAK_GPU, RESERVED
 from workshop.report.figures import as_runs, damaged, legend_all, no_gpu_reason, plot_rss, seconds
 from workshop.report.select import config_of, latest_runs, setup_label, setup_of
 from workshop.report.shapes import by_run
@@ -51,8 +51,8 @@ def zero_memory_timelines(runs):
     return legend_all(fig, [gpu_ax, cpu_ax], notes)
 
 
-ZERO_BARS = [PEAK_GPU, RESERVED, "DeepSpeed estimate MiB (model states)",
-             HOST_PEAK]
+# the engine's model states per process (exact) beside DeepSpeed's estimate: on a CPU, the bars that show ZeRO
+ZERO_BARS = [PEAK_GPU, RESERVED, "DeepSpeed estimate MiB (model states)", HOST_PEAK, MODEL_STATES]
 
 
 def _mib(value):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from workshop.lessons.deepspeed_single_gpu import config_label
+from workshop.report.zero import config_label
 
 # bench.py's result keys -> the table's headers (words and units) and how each is scaled, in the order shown
 BENCH_COLUMNS = (("real_tokens_per_s", "real tokens/s", 1), ("mfu", "MFU %", 100), ("step_s", "s/step", 1),

@@ -10,21 +10,21 @@ The speed figures are make it fast's (workshop/speed.py in the manifest), read b
 
 import json
 import re
-import textwrap
 
-from matplotlib.figure import Figure
-
-from workshop.lessons.make_it_fast import make_it_fast as speed_row
 from workshop.logparse import Missing
 from workshop.report.cells import is_number, manifest_of
-from workshop.report.columns import RESERVED
+from workshop.report.columns import RESERVED, STEADY_STEP
+from workshop.report.compare import HIGHER_OR_SAME, LOWER_OR_SAME, Side, compare, mismatch, refused
+from workshop.report.speed_cells import STEADY_TOKENS, speed_row
+from workshop.report.spread import Spread
 from workshop.report.engine import Table
-from workshop.report.figures import legend_all
 from workshop.report.select import config_of, latest_runs, run_order, setup_label, setup_of
+# the figures, shown by notebook 05 as lesson.precision_bars / lesson.checkpointing_bars
+from workshop.lessons.precision_and_checkpointing_figures import (PRECISIONS, TOKENS, checkpointing_bars,  # noqa: F401
+                                                                  precision_bars)
 
-PRECISIONS = ("fp32", "fp16", "bf16")
 SEARCH = "max_batch"  # the config name prefix of workshop.max_batch's trial runs (max_batch-mb8)
-TOKENS, LOSS = "real tokens/s", "final eval loss"
+LOSS = "final eval loss"
 MEASURED = ((TOKENS, TOKENS), ("peak GPU MiB", RESERVED), (LOSS, LOSS))  # (column here, make it fast's column)
 
 
@@ -71,12 +71,15 @@ def _stage_arg(stage):
 
 
 # ---------------------------------------------------------------------------------------------- precision
+PRECISION_FLAGS = ("fp16", "bf16", "precision")
+
+
 def precision_table(runs):
     chosen, notes = latest_runs([run for run in _training_runs(runs) if not checkpointing_of(run)], key=variant)
     groups = {}  # (model and data, stage) -> {precision: run}
     for run in chosen:
         groups.setdefault((setup_of(run), stage_of(run)), {})[precision_of(run)] = run
-    rows = []
+    rows, pairs = [], []
     for (setup, stage), by_precision in sorted(groups.items(), key=lambda g: (g[0][0], _stage_order(g[0][1]))):
         row = {"model": setup_label(setup), "stage": stage, "run": ", ".join(r.name for r in by_precision.values())}
         for precision in PRECISIONS:
@@ -86,31 +89,57 @@ def precision_table(runs):
                 (" on a CUDA GPU" if precision == "fp16" else "")
             for column, source in MEASURED:
                 row[f"{precision} {column}"] = speed[source] if run else not_run(f"{precision} {stage}", how)
+            if isinstance(speed.get(STEADY_TOKENS), Spread):
+                row[f"{precision} {STEADY_TOKENS}"] = speed[STEADY_TOKENS]
         rows.append(row)
-    return rows, precision_answers(rows), notes
+        pairs.append({p: mismatch(by_precision["fp32"], by_precision[p], PRECISION_FLAGS)
+                      for p in ("fp16", "bf16") if "fp32" in by_precision and p in by_precision})
+    return rows, precision_answers(rows, pairs), notes
 
 
-def precision_answers(rows):
-    """Is fp16/bf16 faster than fp32, and by how much, at each stage; and does that agree with the benchmark the
-    issue cites (fp16 about 3x fp32 at ZeRO 0-2, less at ZeRO 3)?"""
+def _speedup(row, precision, differing):
+    """'fp16 is faster than fp32: 2.34x ...', gated by the steady tokens/s intervals where both runs have them."""
+    where = f"{row['model']}, {row['stage']}"
+    if differing:
+        return refused(where, ("fp32", precision), differing)
+    fp32, value = row[f"fp32 {TOKENS}"], row[f"{precision} {TOKENS}"]
+    steady = [row.get(f"{p} {STEADY_TOKENS}") for p in ("fp32", precision)]
+    ratio = value / fp32
+    if all(isinstance(figure, Spread) for figure in steady):
+        clause = compare(Side("fp32", steady[0]), Side(precision, steady[1]), "steady real tokens/s")
+        if clause.startswith("no measurable"):
+            return f"{where}: {clause}."
+        return f"{where}: {precision} is {'faster' if ratio > 1 else 'not faster'} than fp32: {clause}."
+    return (f"{where}: {precision} is {'faster' if ratio > 1 else 'not faster'} than fp32: {ratio:.2f}x its "
+            f"{TOKENS} ({value:,.0f} vs {fp32:,.0f}; whole-run figures without per-step times: no spread to judge "
+            "the difference against).")
+
+
+def precision_answers(rows, pairs):
+    """Is fp16/bf16 faster than fp32, and by how much, at each stage (gated by the steady intervals, refused for runs
+    that differ in more than the precision); and does that agree with the benchmark the issue cites (fp16 about 3x
+    fp32 at ZeRO 0-2, less at ZeRO 3)?"""
     answers, fp16 = [], {}  # (model, stage) -> fp16 / fp32 throughput
-    for row in rows:
+    for row, differing in zip(rows, pairs):
         fp32, compared = row[f"fp32 {TOKENS}"], False
         for precision in ("fp16", "bf16"):
             value = row[f"{precision} {TOKENS}"]
             if is_number(fp32) and is_number(value):
-                ratio, compared = value / fp32, True
-                verdict = "faster" if ratio > 1 else "not faster"
-                answers.append(f"{row['model']}, {row['stage']}: {precision} is {verdict} than fp32: {ratio:.2f}x its "
-                               f"{TOKENS} ({value:,.0f} vs {fp32:,.0f}).")
-                if precision == "fp16":
-                    fp16[row["model"], row["stage"]] = ratio
+                compared = True
+                answers.append(_speedup(row, precision, differing.get(precision)))
+                if precision == "fp16" and not differing.get(precision):
+                    fp16[row["model"], row["stage"]] = value / fp32
         if not compared:
             answers.append(f"{row['model']}, {row['stage']}: no comparison yet: {TOKENS} of fp32 and of fp16 or bf16 "
                            "are both needed.")
+    refused_pairs = {row["stage"] for row, differing in zip(rows, pairs) if differing.get("fp16")}
     for model in dict.fromkeys(row["model"] for row in rows):
         low = [fp16.get((model, f"ZeRO {n}")) for n in (0, 1, 2)]
         high = fp16.get((model, "ZeRO 3"))
+        if refused_pairs & {f"ZeRO {n}" for n in range(4)}:
+            answers.append(f"{model}: the benchmark's fp16 ≈ 3x fp32 at ZeRO 0-2, less at ZeRO 3: not answerable: the "
+                           f"fp16 and fp32 runs of {', '.join(sorted(refused_pairs))} differ in more than the precision.")
+            continue
         if None in low or high is None:
             answers.append(f"{model}: the benchmark's fp16 ≈ 3x fp32 at ZeRO 0-2, less at ZeRO 3: not answerable yet "
                            "(fp16 and fp32 runs at ZeRO 0, 1, 2 and 3 are needed; fp16 needs a CUDA GPU).")
@@ -160,7 +189,7 @@ def checkpointing_table(runs):
     groups = {}  # (model and data, stage, precision) -> {checkpointing: run}
     for run in chosen:
         groups.setdefault((setup_of(run), stage_of(run), precision_of(run)), {})[checkpointing_of(run)] = run
-    rows = []
+    rows, differing = [], []
     for (setup, stage, precision), pair in sorted(groups.items(), key=lambda g: (g[0][0], _stage_order(g[0][1]))):
         if True not in pair:
             continue  # no checkpointing run to compare: the precision table shows it
@@ -168,105 +197,70 @@ def checkpointing_table(runs):
                "run": ", ".join(run.name for run in pair.values())}
         how = f"bash slurm/checkpointing.slurm off {_stage_arg(stage)} {precision}"
         off, on = (speed_row(pair[c]) if c in pair else None for c in (False, True))
-        for column, source in (("peak GPU MiB", RESERVED), ("s/step", "s/step")):
+        differing.append(mismatch(pair[False], pair[True], ("gradient_checkpointing",)) if off else [])
+        # the steady median with its interval where both runs timed every step, else speed.py's whole-run figure
+        seconds = STEADY_STEP if off and all(isinstance(r.get(STEADY_STEP), Spread) for r in (off, on)) else "s/step"
+        for column, source in (("peak GPU MiB", RESERVED), ("s/step", seconds)):
             without, with_ = off[source] if off else not_run("checkpointing off", how), on[source]
             row[f"{column} without"], row[f"{column} with"] = without, with_
             if column == "peak GPU MiB":
                 row["memory saved MiB"] = without - with_ if is_number(without) and is_number(with_) else \
                     next(v for v in (without, with_) if not is_number(v))
             else:
-                row["time lost %"] = (with_ - without) / without * 100 if is_number(without) and \
-                    is_number(with_) else next(v for v in (without, with_) if not is_number(v))
+                values = [v.value if isinstance(v, Spread) else v for v in (without, with_)]
+                row["time lost %"] = (values[1] - values[0]) / values[0] * 100 if all(map(is_number, values)) \
+                    else next(v for v in (without, with_) if not is_number(v))
         model = setup[0]
         for checkpointing in (False, True):
             row[f"largest micro-batch {'with' if checkpointing else 'without'}"] = largest_batch(
                 found.get((model, checkpointing)), model, any(map(_on_gpu, pair.values())), checkpointing)
         rows.append(row)
-    return rows, checkpointing_answers(rows), notes
+    return rows, checkpointing_answers(rows, differing), notes
 
 
-def checkpointing_answers(rows):
+RECOMPUTES = "checkpointing recomputes the forward pass during the backward pass"
+KEEPS_LESS = "checkpointing keeps fewer activations for the backward pass"
+SINGLE = " (whole-run figures without per-step times: no spread to judge the difference against)"
+
+
+def _checkpointing_time(row):
+    """The time clause: 'cost 38.1% time per step', 'no measurable difference ...', or 'unexpected: ...' when the
+    run with checkpointing was faster (it does more work: the mechanism cannot make it faster)."""
+    without, with_, lost = row["s/step without"], row["s/step with"], row["time lost %"]
+    if not is_number(lost):
+        return f"time lost: {lost.cell}"
+    clause = compare(Side("checkpointing off", without), Side("checkpointing on", with_), "seconds per step",
+                     expect=HIGHER_OR_SAME, why=RECOMPUTES)
+    if clause.startswith(("unexpected", "no measurable")):
+        return clause
+    return f"{'cost' if lost >= 0 else 'saved'} {abs(lost):.1f}% time per step" + \
+        ("" if isinstance(with_, Spread) else SINGLE)
+
+
+def _checkpointing_memory(row):
+    saved, without = row["memory saved MiB"], row["peak GPU MiB without"]
+    if not is_number(saved):
+        return f"memory saved: {saved.cell}"
+    clause = compare(Side("checkpointing off", without), Side("checkpointing on", row["peak GPU MiB with"]),
+                     "peak GPU memory", expect=LOWER_OR_SAME, why=KEEPS_LESS)
+    return clause if clause.startswith("unexpected") else \
+        f"saved {saved:,.0f} MiB of peak GPU memory ({saved / without * 100:.0f}%)"
+
+
+def checkpointing_answers(rows, differing):
     answers = []
-    for row in rows:
+    for row, flags in zip(rows, differing):
         where = f"{row['model']}, {row['stage']}, {row['precision']}"
-        saved, lost = row["memory saved MiB"], row["time lost %"]
-        memory = (f"saved {saved:,.0f} MiB of peak GPU memory ({saved / row['peak GPU MiB without'] * 100:.0f}%)"
-                  if is_number(saved) else f"memory saved: {saved.cell}")
-        time = f"{'cost' if lost >= 0 else 'saved'} {abs(lost):.1f}% time per step" if is_number(lost) else \
-            f"time lost: {lost.cell}"
+        if flags:
+            answers.append(refused(where, ("checkpointing off", "checkpointing on"), flags))
+            continue
         batches = [row[f"largest micro-batch {w}"] for w in ("without", "with")]
         shown = [b.cell if isinstance(b, Missing) else f"{b:.0f}" if is_number(b) else b for b in batches]
         batch = f"; largest micro-batch {shown[0]} without, {shown[1]} with" if \
             any(not isinstance(b, Missing) for b in batches) else ""
-        answers.append(f"{where}: gradient checkpointing {memory} and {time}{batch}.")
+        answers.append(f"{where}: gradient checkpointing {_checkpointing_memory(row)} and {_checkpointing_time(row)}"
+                       f"{batch}.")
     return answers
-
-
-# ---------------------------------------------------------------------------------------------- figures
-def _bars(ax, groups, series, values, unit):
-    """Grouped bars: one group per label in `groups`, one bar per name in `series`; values[(group, series)] is a
-    cell (a number gets a bar and its label, anything else no bar). Returns the series that had a number."""
-    width = 0.8 / max(len(series), 1)
-    drawn = []
-    for i, name in enumerate(series):
-        cells = [values.get((group, name)) for group in groups]
-        if not any(is_number(c) for c in cells):
-            continue
-        drawn.append(name)
-        x = [n + (i - (len(series) - 1) / 2) * width for n in range(len(groups))]
-        bars = ax.bar(x, [c if is_number(c) else 0.0 for c in cells], width, label=name, color=f"C{i}")
-        ax.bar_label(bars, labels=[_label(c) for c in cells], fontsize=7)
-    ax.margins(y=0.12)  # room above the tallest bar for its label, inside the frame
-    ax.set_xticks(range(len(groups)), groups, rotation=15, ha="right")
-    ax.set_ylabel(unit)
-    ax.grid(axis="y", alpha=0.3)
-    if groups and not drawn:  # say why the panel is empty (no GPU, not run), instead of "no runs to plot"
-        shown = sorted({str(c) for c in values.values() if c is not None and not is_number(c)}) or ["no numbers"]
-        ax.text(0.5, 0.5, textwrap.fill(f"nothing to draw: {', '.join(shown)} (see the table's notes)", 30),
-                ha="center", va="center", transform=ax.transAxes, color="grey", fontsize=9)
-    return drawn
-
-
-def _label(cell):
-    if not is_number(cell):
-        return ""
-    return f"{cell:,.0f}" if abs(cell) >= 100 else f"{cell:.3g}"  # tokens/s and MiB whole, seconds per step not
-
-
-def precision_bars(table):
-    """Lesson 5: real tokens/s (top) and peak GPU memory (bottom) per ZeRO stage, one bar per precision, from the
-    precision table (build_tables(...)["precision"], or None). A cell without a number gets no bar."""
-    fig = Figure(figsize=(9, 7.5), layout="constrained")
-    top, bottom = fig.subplots(2, 1)
-    rows = [] if table is None else [row for _, row in table.iterrows()]
-    groups = [f"{row['stage']}\n{row['model']}" for row in rows]
-    notes = []
-    for ax, column, unit in ((top, TOKENS, "real tokens/s"), (bottom, "peak GPU MiB", "MiB")):
-        values = {(group, p): row[f"{p} {column}"] for group, row in zip(groups, rows) for p in PRECISIONS}
-        drawn = _bars(ax, groups, PRECISIONS, values, unit)
-        ax.set_title(f"{column} by ZeRO stage and precision", fontsize=11)
-        notes += [f"{column}: no {p} numbers (see the table's notes)" for p in PRECISIONS if drawn and p not in drawn]
-    return legend_all(fig, [top, bottom], notes)
-
-
-def checkpointing_bars(table):
-    """Lesson 5: peak GPU memory (left) and seconds per step (right) without and with gradient checkpointing, one
-    group per model, stage and precision, from build_tables(...)["gradient_checkpointing"] (or None)."""
-    fig = Figure(figsize=(10, 4.5), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    rows = [] if table is None else [row for _, row in table.iterrows()]
-    groups = [f"{row['stage']}, {row['precision']}\n{row['model']}" for row in rows]
-    notes = []
-    for ax, column, unit in ((left, "peak GPU MiB", "MiB"), (right, "s/step", "seconds per optimizer step")):
-        values = {(group, f"checkpointing {w}"): row[f"{column} {w}"] for group, row in zip(groups, rows)
-                  for w in ("without", "with")}
-        series = ("checkpointing without", "checkpointing with")
-        drawn = _bars(ax, groups, series, values, unit)
-        ax.set_title(column, fontsize=11)
-        notes += [f"{column}: no numbers {s.split()[-1]} checkpointing (see the table's notes)"
-                  for s in series if drawn and s not in drawn]
-    fig.suptitle("Without vs with gradient checkpointing", fontsize=12)
-    return legend_all(fig, [left, right], notes)
 
 
 TABLES = (Table("precision", "Precision: fp32 vs fp16 vs bf16 per ZeRO stage", precision_table, each_run=False),

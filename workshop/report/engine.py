@@ -9,7 +9,8 @@ The engine imports no lesson: its caller passes them (workshop.fill_tables passe
 
 A Table's `make` is either `row(run) -> dict` (each_run: one row per run of the lesson) or
 `build(runs) -> (rows, answers, notes)` for tables that pick runs and compare them. Cells are numbers or
-`Missing` markers; the marker's detail becomes one note under the table.
+`Missing` markers; the marker's detail becomes one note under the table. A table with a handout layout answers
+its quiz there, once: the by-run view shows the same answers.
 """
 
 from dataclasses import dataclass
@@ -88,12 +89,19 @@ def build_tables(paths, lessons, by_run=False, runs=None):
             df = _by_run_table(table, members)
             if df is None:
                 continue
-            if by_run or table.handout is None:
+            if table.handout is None:
                 df.attrs.pop("raw_notes")
                 df.attrs.pop("note_columns")
                 built[table.key] = df
                 continue
-            for key, title, shaped, answers, notes in table.handout(df, members):
+            shapes = table.handout(df, members)
+            if by_run:  # the quiz answers are the handout layout's, computed there once
+                df.attrs["answers"] = [answer for *_, answers, _ in shapes for answer in answers]
+                df.attrs.pop("raw_notes")
+                df.attrs.pop("note_columns")
+                built[table.key] = df
+                continue
+            for key, title, shaped, answers, notes in shapes:
                 shaped.attrs["title"], shaped.attrs["answers"] = title, list(answers)
                 shown = _shown(df.attrs["raw_notes"], shaped, df.attrs["note_columns"])
                 shaped.attrs["notes"] = merge_notes(list(notes) + shown)

@@ -12,7 +12,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from workshop.logparse import Missing
+from workshop.report.cells import is_number
 from workshop.report.runs import Run, load_runs
+from workshop.report.spread import Spread
 
 
 def as_runs(runs, lessons, lesson=None):
@@ -105,3 +107,33 @@ def legend_all(fig, axes, notes):
         fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=1 if len(labels) <= 5 else 2)
     return fig
 
+
+def grouped_bars(ax, groups, series, values, unit):
+    """Grouped bars: one group per label in `groups`, one bar per name in `series`; values[(group, series)] is a
+    cell (a number gets a bar and its label, anything else no bar). Returns the series that had a number."""
+    width = 0.8 / max(len(series), 1)
+    drawn = []
+    for i, name in enumerate(series):
+        cells = [values.get((group, name)) for group in groups]
+        cells = [c.value if isinstance(c, Spread) else c for c in cells]  # a steady median's bar, its number
+        if not any(is_number(c) for c in cells):
+            continue
+        drawn.append(name)
+        x = [n + (i - (len(series) - 1) / 2) * width for n in range(len(groups))]
+        bars = ax.bar(x, [c if is_number(c) else 0.0 for c in cells], width, label=name, color=f"C{i}")
+        ax.bar_label(bars, labels=[bar_label(c) for c in cells], fontsize=7)
+    ax.margins(y=0.12)  # room above the tallest bar for its label, inside the frame
+    ax.set_xticks(range(len(groups)), groups, rotation=15, ha="right")
+    ax.set_ylabel(unit)
+    ax.grid(axis="y", alpha=0.3)
+    if groups and not drawn:  # say why the panel is empty (no GPU, not run), instead of "no runs to plot"
+        shown = sorted({str(c) for c in values.values() if c is not None and not is_number(c)}) or ["no numbers"]
+        ax.text(0.5, 0.5, textwrap.fill(f"nothing to draw: {', '.join(shown)} (see the table's notes)", 30),
+                ha="center", va="center", transform=ax.transAxes, color="grey", fontsize=9)
+    return drawn
+
+
+def bar_label(cell):
+    if not is_number(cell):
+        return ""
+    return f"{cell:,.0f}" if abs(cell) >= 100 else f"{cell:.3g}"  # tokens/s and MiB whole, seconds per step not

@@ -15,6 +15,8 @@ def _json_safe(value):
     # NaN / inf losses are data (a diverged run), but not valid JSON numbers: spell them.
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if hasattr(value, "as_json"):  # a steady figure: its median, interval, steps and display (report/spread.py)
+        return value.as_json()
     return value
 
 

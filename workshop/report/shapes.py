@@ -20,7 +20,7 @@ def latest_completed(df, runs, columns=()):
     Runs holding a number in one of `columns` come first: a run without an nvidia-smi log does not hide one with."""
     order = {run.name: run_order(run) for run in runs}
     rows = sorted((row for _, row in df.iterrows()), key=lambda row: order.get(row["run"], ("", 0, row["run"])))
-    with_values = [row for row in rows if any(is_number(row.get(c)) for c in columns)]
+    with_values = [row for row in rows if any(is_number(row.get(_name(c))) for c in columns)]
     rows = with_values or rows
     completed = [row for row in rows if row["status"] == "completed"]
     pick = (completed or rows)[-1]
@@ -34,18 +34,23 @@ def latest_completed(df, runs, columns=()):
     return pick, note
 
 
+def _name(column):
+    """A layout names a by-run column by its Column (report/columns.py) or, in the lessons not yet moved, its header."""
+    return getattr(column, "name", column)
+
+
 def cell(row, column):
     """The by-run cell, or a marker when the by-run table has no such column (an epoch that was never run)."""
     if row is None:
         return NOT_RUN
-    value = row.get(column, "—")
+    value = row.get(_name(column), "—")
     return "missing (not logged)" if value == "—" else value
 
 
 def metric_table(row, metrics, value_header):
     """`| Metric | <value_header> |` with one row per (label, by-run column) in `metrics`."""
     shaped = pd.DataFrame([[label, cell(row, column)] for label, column in metrics], columns=["Metric", value_header])
-    shaped.attrs["runs"], shaped.attrs["columns"] = {row["run"]}, {column for _, column in metrics}
+    shaped.attrs["runs"], shaped.attrs["columns"] = {row["run"]}, {_name(column) for _, column in metrics}
     return shaped
 
 
@@ -54,7 +59,7 @@ def metric_columns(picked, metrics):
     shaped = pd.DataFrame([[label, *(cell(row, column) for _, row in picked)] for label, column in metrics],
                           columns=["Metric", *(header for header, _ in picked)])
     shaped.attrs["runs"] = {row["run"] for _, row in picked if row is not None}
-    shaped.attrs["columns"] = {column for _, column in metrics}
+    shaped.attrs["columns"] = {_name(column) for _, column in metrics}
     return shaped
 
 
