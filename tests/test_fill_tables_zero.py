@@ -29,13 +29,19 @@ PART1, PART2 = "deepspeed_single_gpu_part1", "deepspeed_single_gpu_part2"
 RUNTIME = "total runtime s (train_runtime)"
 
 @pytest.fixture(scope="module")
-def real_logs(tmp_path_factory):
-    """logs/ holding one real tiny run of each Part 1 config, run by the .slurm files (via plots.ensure_configs)."""
+def real_logs(tmp_path_factory, lesson_logs):
+    """logs/ holding one real tiny run of each Part 1 config: copies of the lesson's walk-through runs (its .slurm
+    files, `--profile tiny`, made once per session by conftest.py's lesson_logs), which plots.ensure_configs finds
+    there instead of training them again."""
     logs = tmp_path_factory.mktemp("zero") / "logs"
-    runs = plots.ensure_configs(logs, [PIN, NOPIN], ["--profile", "tiny", "--num-train-epochs", "1"])
+    walked = lesson_logs("deepspeed_single_gpu", (f"slurm/{PIN}.slurm",), (f"slurm/{NOPIN}.slurm",))
+    for config in (PIN, NOPIN):
+        [run] = walked.glob(f"{config}-local*")
+        shutil.copytree(run, logs / run.name)
+    runs = plots.ensure_configs(logs, [PIN, NOPIN], ["--profile", "tiny"])
     assert sorted(fill_tables.config_of(run) for run in runs) == [PIN, NOPIN]
     assert all(run.status == "completed" for run in runs), [(run.name, run.status) for run in runs]
-    assert not any((REPO / "logs" / run.name).exists() for run in runs)  # moved out of the repo's logs/
+    assert sorted(path.name for path in logs.iterdir()) == sorted(run.name for run in runs)  # it trained none
     return logs
 
 

@@ -6,12 +6,13 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import made_once
+from conftest import made_once, walkthrough_logs
 from safetensors import safe_open
 from transformers import BloomConfig, BloomForCausalLM
 
@@ -47,20 +48,22 @@ def run(command, env=None):
     return result
 
 
-def slurm_run(logs, script, *args):
-    """A lesson-5 .slurm file run with bash (common.sh's loggers, the deepspeed launcher); returns its run folder."""
-    env = {"WORKSHOP_LOGS_ROOT": str(logs), "WORKSHOP_OUTPUTS_ROOT": str(logs.parent / "outputs")}
-    before = set(logs.glob("*"))
-    run(["bash", f"slurm/{script}.slurm", *args, *SHORT], env)
-    [run_dir] = set(logs.glob("*")) - before
+def walked_run(tmp_path_factory, logs, *entry):
+    """The lesson's tiny walk-through run of `entry` (a .slurm file run with bash: common.sh's loggers, the
+    deepspeed launcher; `--max-steps 10`, made once per session by conftest.py's walkthrough_logs), copied into
+    `logs`, its outputs (the final model) beside it as the plain runs leave theirs; returns its run folder's name."""
+    walked = walkthrough_logs(tmp_path_factory, LESSON, entry)
+    [run_dir] = walked.glob("-".join(Path(part).stem for part in entry) + "-local*")
+    shutil.copytree(run_dir, logs / run_dir.name)
+    shutil.copytree(walked.parent / "outputs" / run_dir.name, logs.parent / "outputs" / run_dir.name)
     return run_dir.name
 
 
 def lesson5_logs(tmp_path_factory):
     """The lesson's runs on the tiny model (made once per session, shared with tests/test_notebooks.py): fp32 and
-    bf16, plain Trainer and ZeRO 2, and checkpointing on; the ZeRO runs through the lesson's .slurm files, the
-    plain ones named as slurm/precision.slurm and slurm/checkpointing.slurm name theirs (what notebook 05 looks
-    for). Returns the logs folder and {short name: run folder name}."""
+    bf16, plain Trainer and ZeRO 2, and checkpointing on; the ZeRO runs are the walk-through's, through the
+    lesson's .slurm files; the plain ones named as slurm/precision.slurm and slurm/checkpointing.slurm name theirs
+    (what notebook 05 looks for). Returns the logs folder and {short name: run folder name}."""
     def make(folder):
         logs = folder / "logs"
         plain = [flags(logs, "plain-fp32", "--precision", "fp32", save=True, config="precision-none-fp32"),
@@ -72,9 +75,10 @@ def lesson5_logs(tmp_path_factory):
                        save=True)]
         run([sys.executable, "-c", DRIVER, *(" ".join(argv) for argv in plain)])
         names = {name: name for name in ("plain-fp32", "plain-bf16", "plain-fp32-gc", "baseline-scored")}
-        names["stage2-fp32"] = slurm_run(logs, "precision", "stage2", "fp32", "--no-save-final")
-        names["stage2-bf16"] = slurm_run(logs, "precision", "stage2", "bf16")  # saves: its weights are read below
-        names["stage2-fp32-gc"] = slurm_run(logs, "checkpointing", "on", "stage2", "fp32", "--no-save-final")
+        names["stage2-fp32"] = walked_run(tmp_path_factory, logs, "slurm/precision.slurm", "stage2", "fp32")
+        names["stage2-bf16"] = walked_run(tmp_path_factory, logs, "slurm/precision.slurm", "stage2", "bf16")
+        names["stage2-fp32-gc"] = walked_run(tmp_path_factory, logs, "slurm/checkpointing.slurm", "on", "stage2",
+                                             "fp32")
         (folder / "names.json").write_text(json.dumps(names))
 
     folder = made_once(tmp_path_factory, "lesson5", make)
