@@ -166,6 +166,7 @@ def test_deepspeed_sections_follow_the_precision():
         match_precision("x.json", {"bfloat16": {"enabled": False}}, fp16=False, bf16=True)
 
 
+@pytest.mark.slow
 def test_bf16_trains_on_a_cpu_under_the_trainer_and_zero_2(lesson_logs):
     runs = {name: manifest(lesson_logs, name) for name in ("plain-fp32", "plain-bf16", "stage2-fp32", "stage2-bf16")}
     for name, record in runs.items():
@@ -184,6 +185,7 @@ def test_bf16_trains_on_a_cpu_under_the_trainer_and_zero_2(lesson_logs):
 
 
 # ------------------------------------------------------------------------------------------------ checkpointing
+@pytest.mark.slow
 def test_gradient_checkpointing_is_applied_and_changes_no_number(lesson_logs):
     for stage in ("plain", "stage2"):
         without, with_ = manifest(lesson_logs, f"{stage}-fp32"), manifest(lesson_logs, f"{stage}-fp32-gc")
@@ -243,6 +245,7 @@ def test_micro_batch_search_finds_the_first_oom_on_a_gpu(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ the tables
+@pytest.mark.slow
 def test_precision_table_fills_from_the_runs_and_answers_from_its_cells(lesson_logs):
     logs, names = lesson_logs
     table = build_tables([logs])["precision"]
@@ -264,6 +267,7 @@ def test_precision_table_fills_from_the_runs_and_answers_from_its_cells(lesson_l
     assert any("slurm/precision.slurm stage2 fp16 on a CUDA GPU" in note for note in table.attrs["notes"])
 
 
+@pytest.mark.slow
 def test_checkpointing_table_compares_each_pair(lesson_logs):
     logs, names = lesson_logs
     table = build_tables([logs])["gradient_checkpointing"]
@@ -282,6 +286,7 @@ def test_checkpointing_table_compares_each_pair(lesson_logs):
                for note in table.attrs["notes"])
 
 
+@pytest.mark.slow
 def test_a_search_record_fills_the_largest_micro_batch(lesson_logs, tmp_path):
     # A search's trial run folder beside its max_batch.json, as workshop.max_batch leaves them (the trial is a real
     # tiny run: the CPU run above, copied; the record says what a GPU search found)
@@ -302,6 +307,7 @@ def test_a_search_record_fills_the_largest_micro_batch(lesson_logs, tmp_path):
     assert search.name + "/mb4" not in row["run"]  # trials are not training runs of the table
 
 
+@pytest.mark.slow
 def test_fill_tables_prints_the_lesson(lesson_logs, capsys):
     assert fill_tables_main([str(lesson_logs[0])]) == 0
     out = capsys.readouterr().out
@@ -309,6 +315,7 @@ def test_fill_tables_prints_the_lesson(lesson_logs, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ using the model
+@pytest.mark.slow
 def test_score_answers_fills_the_answer_quality_cells(lesson_logs):
     logs, names = lesson_logs
     scored = json.loads((logs / "baseline-scored" / "answer_quality.json").read_text())
@@ -322,6 +329,7 @@ def test_score_answers_fills_the_answer_quality_cells(lesson_logs):
     assert read_answer_quality(logs / "plain-fp32").cell == "n/a (not scored)"
 
 
+@pytest.mark.slow
 def test_generate_answers_with_the_saved_model(lesson_logs, capsys):
     logs, _ = lesson_logs
     run_dir = logs / "baseline-scored"
@@ -338,6 +346,7 @@ def test_generate_answers_with_the_saved_model(lesson_logs, capsys):
     assert "1. Q: Who wrote it?" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_generate_fixed_length_answers_take_every_token(lesson_logs, capsys):
     run_dir = lesson_logs[0] / "baseline-scored"
     pattern = r"^   (\d+) tokens in \d+ ms"
@@ -360,6 +369,7 @@ def test_deepspeed_refusing_kernel_injection_is_one_clear_error():
     (["--engine", "deepspeed"], "--engine deepspeed needs a CUDA GPU"),
     (["--question", "Who?"], "--question and --context go together"),
 ])
+@pytest.mark.slow
 def test_generate_refuses_with_one_error_line(lesson_logs, argv, message, capsys):
     assert generate.main(["--run-dir", str(lesson_logs[0] / "baseline-scored"), *argv]) == 2
     err = capsys.readouterr().err
