@@ -10,6 +10,7 @@ import re
 import resource
 import shlex
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -89,13 +90,25 @@ def walkthrough_logs(tmp_path_factory, name, *only):
 
     def maker(command):
         def make(folder):
-            run = subprocess.run(["bash", *command], cwd=REPO, env=env, capture_output=True, text=True,
-                                 timeout=1200)
-            (folder / "output.txt").write_text(run.stdout + run.stderr)
-            if run.returncode != 0:  # leave no half run behind for the next attempt to trip over
-                for run_id in re.findall(r"^\[workshop\] run (\S+) on ", run.stdout, re.M):
+            # its own process group: a run past its time is stopped whole (common.sh's TERM trap stops the
+            # training and the loggers), not only the bash in front of it
+            script = subprocess.Popen(["bash", *command], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            try:
+                output = script.communicate(timeout=1200)[0]
+            except subprocess.TimeoutExpired:
+                os.killpg(script.pid, signal.SIGTERM)
+                try:
+                    output = script.communicate(timeout=120)[0]
+                except subprocess.TimeoutExpired:
+                    os.killpg(script.pid, signal.SIGKILL)
+                    output = script.communicate()[0]
+                output += "\n(stopped after 1200 s)"
+            (folder / "output.txt").write_text(output)
+            if script.returncode != 0:  # leave no half run behind for the next attempt to trip over
+                for run_id in re.findall(r"^\[workshop\] run (\S+) on ", output, re.M):
                     shutil.rmtree(shared / "logs" / run_id, ignore_errors=True)
-                pytest.fail(f"{shlex.join(command)}: exit {run.returncode}\n" + (run.stdout + run.stderr)[-4000:])
+                pytest.fail(f"{shlex.join(command)}: exit {script.returncode}\n" + output[-4000:])
         return make
 
     lesson = BY_NAME[name]
