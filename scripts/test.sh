@@ -14,11 +14,15 @@ if [[ ${1:-} == --quick ]]; then
     quick=1
     shift
 fi
+# DeepSpeed's ops (fused_adam, cpu_adam, the CPU collectives; async_io for the NVMe config) are compiled into
+# the one build folder every launch path loads them from (workshop/prebuild_ops.py) while packages are installed
+# and the clusters start, instead of inside the first tests that need them, with the others waiting.
+prebuild_log=$(mktemp -t workshop-prebuild-ops.XXXXXX)
+prebuild() { "$WORKSHOP_PYTHON" -m workshop.prebuild_ops "$@" >>"$prebuild_log" 2>&1; }
+prebuild &
+builds=($!)
 started=()
 if [[ $quick == 0 && $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    bash .ci/start_slurm.sh
-    bash .ci/start_slurm_two_node.sh  # beside it: tests/test_two_node.py submits there (docs/two_node_cluster.md)
-    started=(.ci/stop_slurm.sh .ci/stop_slurm_two_node.sh)
     # Debian packages the tests need: Chromium and its driver for the browser tests (Selenium downloads no
     # browser), libaio for DeepSpeed's async_io op (the NVMe offload config, stage3_offload_nvme, trains in them).
     missing=()
@@ -30,10 +34,20 @@ if [[ $quick == 0 && $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+    prebuild --ops async_io &
+    builds+=($!)
+    bash .ci/start_slurm.sh
+    bash .ci/start_slurm_two_node.sh  # beside it: tests/test_two_node.py submits there (docs/two_node_cluster.md)
+    started=(.ci/stop_slurm.sh .ci/stop_slurm_two_node.sh)
 elif [[ $quick == 0 ]]; then
     echo "[test] not root on Debian: not starting a local SLURM cluster (SLURM tests use one if sinfo answers)," \
         "not installing chromium (browser tests use /usr/bin/chromium and /usr/bin/chromedriver if there)"
 fi
+for build in "${builds[@]}"; do
+    wait "$build" || echo "[test] prebuilding DeepSpeed's ops failed: the tests that need them build them again"
+done
+sed 's/^/[test] /' "$prebuild_log"
+rm -f "$prebuild_log"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 # GPU tests only where torch sees a CUDA GPU; elsewhere they are deselected (and counted as such, not as passed).
 skip=()

@@ -136,6 +136,7 @@ def losses(path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.slow
 def test_family_trains_plain_and_under_zero2(trained, family):
     out, results, _ = trained
     for mode, engine, stage in (("plain", None, None), ("zero2", "DeepSpeedEngine", 2)):
@@ -154,6 +155,7 @@ def test_family_trains_plain_and_under_zero2(trained, family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.slow
 def test_manifest_counts_and_flops_are_the_models_own(trained, family):
     from workshop.estimate import estimate_table
     from workshop.model import load_model
@@ -214,6 +216,7 @@ def test_published_shapes_have_the_published_size_and_deepspeeds_count(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.slow
 def test_random_init_of_a_published_shape_needs_no_download(trained, family):
     from workshop.estimate import param_counts
     from workshop.shapes import FAMILIES as SPECS
@@ -227,6 +230,7 @@ def test_random_init_of_a_published_shape_needs_no_download(trained, family):
     assert built["tokenizer"]["model_vocab"] == SPECS[family]["shape"]["vocab_size"] > built["tokenizer"]["ids"]
 
 
+@pytest.mark.slow
 def test_tables_name_each_model(trained):
     from workshop.fill_tables import build_tables
     from workshop.report.shapes import model_name
@@ -243,6 +247,7 @@ def test_tables_name_each_model(trained):
         assert model_name(model_id) == name
 
 
+@pytest.mark.slow
 def test_a_hub_id_trains_from_the_offline_cache(trained):
     out, results, cached_model = trained
     assert results["cached"]["code"] == 0, results["cached"]["stderr"][-2000:]
@@ -252,6 +257,7 @@ def test_a_hub_id_trains_from_the_offline_cache(trained):
     assert found["tokenizer"]["source"] == CACHED  # the cache's, not the embedded folder
 
 
+@pytest.mark.slow
 def test_a_hub_id_without_an_organisation_trains_from_the_cache(trained):
     """The Hub's oldest ids (gpt2, distilgpt2) have no `org/`; their cache folder is models--<name>."""
     out, results, _ = trained
@@ -260,6 +266,7 @@ def test_a_hub_id_without_an_organisation_trains_from_the_cache(trained):
     assert found["model"] == LEGACY and found["status"] == "completed" and found["tokenizer"]["source"] == LEGACY
 
 
+@pytest.mark.slow
 def test_random_init_of_a_cached_hub_id_uses_its_config(trained):
     out, results, cached_model = trained
     assert results["cached-random"]["code"] == 0, results["cached-random"]["stderr"][-2000:]
@@ -268,6 +275,7 @@ def test_random_init_of_a_cached_hub_id_uses_its_config(trained):
     assert found["parameters"] == sum(p.numel() for p in cached_model.parameters())
 
 
+@pytest.mark.slow
 def test_pickled_weights_are_refused(trained):
     out, results, _ = trained
     result = results["bin-only"]
@@ -276,6 +284,7 @@ def test_pickled_weights_are_refused(trained):
     assert manifest(out / "bin-only")["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_a_hub_id_not_cached_says_to_prefetch(trained):
     out, results, _ = trained
     result = results["not-cached"]
@@ -284,6 +293,7 @@ def test_a_hub_id_not_cached_says_to_prefetch(trained):
     assert manifest(out / "absent")["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_random_init_of_an_unknown_family_lists_the_known_ones(trained):
     from workshop.shapes import FAMILIES as SPECS
 

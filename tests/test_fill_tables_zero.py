@@ -92,6 +92,7 @@ def percent_in(answer):
 
 # ---------------------------------------------------------------------------------------------- Part 1
 
+@pytest.mark.slow
 def test_part1_rows_are_the_real_measurements(real_logs):
     tables = build_tables([real_logs], by_run=True)
     rows = rows_by_config(tables[PART1])
@@ -119,6 +120,7 @@ def test_part1_rows_are_the_real_measurements(real_logs):
         assert f"{abs(nopin - pin):.1f} s {'longer' if pin >= nopin else 'shorter'}" in answer
 
 
+@pytest.mark.slow
 def test_part1_answer_follows_the_runtimes(real_logs, tmp_path):
     pin = copy_run(real_logs, PIN, tmp_path)
     nopin = copy_run(real_logs, NOPIN, tmp_path)
@@ -139,6 +141,7 @@ def test_part1_answer_follows_the_runtimes(real_logs, tmp_path):
     assert "not answerable yet" in answer and NOPIN in answer
 
 
+@pytest.mark.slow
 def test_latest_completed_run_is_used_and_the_others_noted(real_logs, tmp_path):
     start = manifest(run_of(real_logs, PIN))["start_time"]
     old = copy_run(real_logs, PIN, tmp_path, f"{PIN}-1", start_time=start.replace(start[:4], "2000"))
@@ -166,6 +169,7 @@ def estimate_mib(model, config):
     return found["gpu_gib_per_gpu"].iloc[0] * 1024
 
 
+@pytest.mark.slow
 def test_part2_second_model_and_estimates(real_logs, tmp_path):
     for config in (PIN, NOPIN):
         copy_run(real_logs, config, tmp_path)
@@ -187,6 +191,7 @@ def test_part2_second_model_and_estimates(real_logs, tmp_path):
             assert f"lowest {what}: {config_label(lowest['config'])} at " in answer
 
 
+@pytest.mark.slow
 def test_part2_with_real_h100_samples(real_logs, tmp_path):
     """A run folder given the real H100 nvidia-smi log and that run's torch peaks: the GPU columns fill in,
     the remainder is measured minus estimated, and the lowest-peak answer switches to GPU memory."""
@@ -216,6 +221,7 @@ def test_part2_with_real_h100_samples(real_logs, tmp_path):
     assert f"lowest peak GPU memory: {config_label(NOPIN)} at {samples.max() // 2:.0f} MiB" in lowest
 
 
+@pytest.mark.slow
 def test_part2_offload_answer_per_stage(real_logs, tmp_path):
     offload = copy_run(real_logs, PIN, tmp_path)
     plain = copy_run(real_logs, PIN, tmp_path, "stage2-77", config_name="stage2",
@@ -242,6 +248,7 @@ def test_part2_offload_answer_per_stage(real_logs, tmp_path):
     assert not [a for a in answers if config_label("stage2_zenflow") in a and "than Stage 2" in a]
 
 
+@pytest.mark.slow
 def test_damaged_and_missing_files_still_give_rows(real_logs, tmp_path):
     no_cpu = copy_run(real_logs, PIN, tmp_path)
     (no_cpu / "cpu_memory.log").unlink()
@@ -264,6 +271,7 @@ def test_damaged_and_missing_files_still_give_rows(real_logs, tmp_path):
     assert part2["stage3"][RUNTIME] == train_runtime(run_of(real_logs, PIN))
 
 
+@pytest.mark.slow
 def test_render_shows_the_answers(real_logs):
     tables = build_tables([real_logs], by_run=True)
     markdown = render(tables, "markdown")
@@ -282,6 +290,7 @@ def test_render_shows_the_answers(real_logs):
 
 # ---------------------------------------------------------------------------------------------- figures
 
+@pytest.mark.slow
 def test_memory_timelines_draw_each_config(real_logs, tmp_path):
     fig = plots.zero_memory_timelines([real_logs])
     fig.savefig(tmp_path / "timelines.png")
@@ -291,6 +300,7 @@ def test_memory_timelines_draw_each_config(real_logs, tmp_path):
         assert drawn[config_label(config)] == list(read_psrecord(run_of(real_logs, config) / "cpu_memory.log").data["real_mib"])
 
 
+@pytest.mark.slow
 def test_peak_bars_follow_the_table(real_logs, tmp_path):
     df = build_tables([real_logs], by_run=True)[PART2]
     fig = plots.zero_peak_bars(df)

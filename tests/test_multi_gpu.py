@@ -18,7 +18,7 @@ import pytest
 
 from test_deepspeed_lesson import OFFLINE
 from test_deepspeed_lesson import copy_lesson as copy_deepspeed_lesson
-from conftest import made_once
+from conftest import walkthrough_logs
 from test_slurm import check_loggers_stopped, job_env, wait_for_job
 from workshop.config import WorkshopError
 from workshop.fill_tables import ZERO_2GPU, build_tables
@@ -147,22 +147,12 @@ def check_two_process_run(run_dir, samples_per_gpu=20):
 
 
 # ---------------------------------------------------------------------------------------------- the 2-process runs
-# One real 2-process run of the weak-scaling job and of each of the six ZeRO configs, two optimizer steps each, made
-# once per session in one lesson copy: the tests below and notebooks/03_multi_gpu.ipynb's test
-# (tests/test_notebooks.py) read their logs.
-SHORT = [*TINY, "--max-steps", "2"]
-JOBS = [("weak_scaling", ["slurm/multi_gpu_weak_scaling.slurm"])] + \
-       [(config, ["slurm/multi_gpu_zero.slurm", config]) for config in ZERO_2GPU]
 def two_process_logs(tmp_path_factory):
-    """logs/ of a lesson copy holding a complete 2-process run of each job in JOBS (made once per session)."""
-    def make(folder):
-        lesson = copy_lesson(folder / "repo")
-        for name, script in JOBS:
-            run = subprocess.run(["bash", *script, *SHORT], cwd=lesson, env={**job_env(), **OFFLINE, "GPUS": "2"},
-                                 capture_output=True, text=True, timeout=900)
-            assert run.returncode == 0, f"{name}: " + (run.stdout + run.stderr)[-4000:]
-
-    return made_once(tmp_path_factory, "multi_gpu", make) / "repo" / "logs"
+    """logs/ holding the lesson's tiny walk-through: a real 2-process run of the weak-scaling job and of each of
+    the six ZeRO configs through their .slurm files (GPUS=2 on the CPU, 20 examples a process, one epoch: two
+    optimizer steps), made once per session by conftest.py's walkthrough_logs. The tests below,
+    tests/test_smoke.py and notebooks/03_multi_gpu.ipynb's test (tests/test_notebooks.py) read them."""
+    return walkthrough_logs(tmp_path_factory, "deepspeed_multi_gpu")
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +181,9 @@ def test_zero_config_on_two_cpu_processes(lesson_logs, config):
     [run_dir] = lesson_logs.glob(f"{config}_2gpu-local*")
     manifest = check_two_process_run(run_dir)
     assert manifest["deepspeed_config"] == f"deepspeed_single_gpu/configs/{config}.json"
-    assert manifest["config_name"] == config and manifest["settings"]["max_steps"] == 2
+    assert manifest["config_name"] == config and manifest["settings"]["num_train_epochs"] == 1  # the script's flag
+    events = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
+    assert max(event["step"] for event in events) == 2  # one epoch of 20 examples a process: two optimizer steps
 
 
 @pytest.mark.slow

@@ -6,12 +6,13 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import made_once
+from conftest import made_once, walkthrough_logs
 from safetensors import safe_open
 from transformers import BloomConfig, BloomForCausalLM
 
@@ -49,20 +50,22 @@ def run(command, env=None):
     return result
 
 
-def slurm_run(logs, script, *args):
-    """A lesson-5 .slurm file run with bash (common.sh's loggers, the deepspeed launcher); returns its run folder."""
-    env = {"WORKSHOP_LOGS_ROOT": str(logs), "WORKSHOP_OUTPUTS_ROOT": str(logs.parent / "outputs")}
-    before = set(logs.glob("*"))
-    run(["bash", f"slurm/{script}.slurm", *args, *SHORT], env)
-    [run_dir] = set(logs.glob("*")) - before
+def walked_run(tmp_path_factory, logs, *entry):
+    """The lesson's tiny walk-through run of `entry` (a .slurm file run with bash: common.sh's loggers, the
+    deepspeed launcher; `--max-steps 10`, made once per session by conftest.py's walkthrough_logs), copied into
+    `logs`, its outputs (the final model) beside it as the plain runs leave theirs; returns its run folder's name."""
+    walked = walkthrough_logs(tmp_path_factory, LESSON, entry)
+    [run_dir] = walked.glob("-".join(Path(part).stem for part in entry) + "-local*")
+    shutil.copytree(run_dir, logs / run_dir.name)
+    shutil.copytree(walked.parent / "outputs" / run_dir.name, logs.parent / "outputs" / run_dir.name)
     return run_dir.name
 
 
 def lesson5_logs(tmp_path_factory):
     """The lesson's runs on the tiny model (made once per session, shared with tests/test_notebooks.py): fp32 and
-    bf16, plain Trainer and ZeRO 2, and checkpointing on; the ZeRO runs through the lesson's .slurm files, the
-    plain ones named as slurm/precision.slurm and slurm/checkpointing.slurm name theirs (what notebook 05 looks
-    for). Returns the logs folder and {short name: run folder name}."""
+    bf16, plain Trainer and ZeRO 2, and checkpointing on; the ZeRO runs are the walk-through's, through the
+    lesson's .slurm files; the plain ones named as slurm/precision.slurm and slurm/checkpointing.slurm name theirs
+    (what notebook 05 looks for). Returns the logs folder and {short name: run folder name}."""
     def make(folder):
         logs = folder / "logs"
         plain = [flags(logs, "plain-fp32", "--precision", "fp32", save=True, config="precision-none-fp32"),
@@ -74,9 +77,10 @@ def lesson5_logs(tmp_path_factory):
                        save=True)]
         run([sys.executable, "-c", DRIVER, *(" ".join(argv) for argv in plain)])
         names = {name: name for name in ("plain-fp32", "plain-bf16", "plain-fp32-gc", "baseline-scored")}
-        names["stage2-fp32"] = slurm_run(logs, "precision", "stage2", "fp32", "--no-save-final")
-        names["stage2-bf16"] = slurm_run(logs, "precision", "stage2", "bf16")  # saves: its weights are read below
-        names["stage2-fp32-gc"] = slurm_run(logs, "checkpointing", "on", "stage2", "fp32", "--no-save-final")
+        names["stage2-fp32"] = walked_run(tmp_path_factory, logs, "slurm/precision.slurm", "stage2", "fp32")
+        names["stage2-bf16"] = walked_run(tmp_path_factory, logs, "slurm/precision.slurm", "stage2", "bf16")
+        names["stage2-fp32-gc"] = walked_run(tmp_path_factory, logs, "slurm/checkpointing.slurm", "on", "stage2",
+                                             "fp32")
         (folder / "names.json").write_text(json.dumps(names))
 
     folder = made_once(tmp_path_factory, "lesson5", make)
@@ -164,6 +168,7 @@ def test_deepspeed_sections_follow_the_precision():
         match_precision("x.json", {"bfloat16": {"enabled": False}}, fp16=False, bf16=True)
 
 
+@pytest.mark.slow
 def test_bf16_trains_on_a_cpu_under_the_trainer_and_zero_2(lesson_logs):
     runs = {name: manifest(lesson_logs, name) for name in ("plain-fp32", "plain-bf16", "stage2-fp32", "stage2-bf16")}
     for name, record in runs.items():
@@ -182,6 +187,7 @@ def test_bf16_trains_on_a_cpu_under_the_trainer_and_zero_2(lesson_logs):
 
 
 # ------------------------------------------------------------------------------------------------ checkpointing
+@pytest.mark.slow
 def test_gradient_checkpointing_is_applied_and_changes_no_number(lesson_logs):
     for stage in ("plain", "stage2"):
         without, with_ = manifest(lesson_logs, f"{stage}-fp32"), manifest(lesson_logs, f"{stage}-fp32-gc")
@@ -241,6 +247,7 @@ def test_micro_batch_search_finds_the_first_oom_on_a_gpu(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ the tables
+@pytest.mark.slow
 def test_precision_table_fills_from_the_runs_and_answers_from_its_cells(lesson_logs):
     logs, names = lesson_logs
     table = build_tables([logs])["precision"]
@@ -267,6 +274,7 @@ def test_precision_table_fills_from_the_runs_and_answers_from_its_cells(lesson_l
     assert any("slurm/precision.slurm stage2 fp16 on a CUDA GPU" in note for note in table.attrs["notes"])
 
 
+@pytest.mark.slow
 def test_checkpointing_table_compares_each_pair(lesson_logs):
     logs, names = lesson_logs
     table = build_tables([logs])["gradient_checkpointing"]
@@ -294,6 +302,7 @@ def test_checkpointing_table_compares_each_pair(lesson_logs):
                for note in table.attrs["notes"])
 
 
+@pytest.mark.slow
 def test_a_search_record_fills_the_largest_micro_batch(lesson_logs, tmp_path):
     # A search's trial run folder beside its max_batch.json, as workshop.max_batch leaves them (the trial is a real
     # tiny run: the CPU run above, copied; the record says what a GPU search found)
@@ -314,6 +323,7 @@ def test_a_search_record_fills_the_largest_micro_batch(lesson_logs, tmp_path):
     assert search.name + "/mb4" not in row["run"]  # trials are not training runs of the table
 
 
+@pytest.mark.slow
 def test_fill_tables_prints_the_lesson(lesson_logs, capsys):
     assert fill_tables_main([str(lesson_logs[0])]) == 0
     out = capsys.readouterr().out
@@ -321,6 +331,7 @@ def test_fill_tables_prints_the_lesson(lesson_logs, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ using the model
+@pytest.mark.slow
 def test_score_answers_fills_the_answer_quality_cells(lesson_logs):
     logs, names = lesson_logs
     scored = json.loads((logs / "baseline-scored" / "answer_quality.json").read_text())
@@ -334,6 +345,7 @@ def test_score_answers_fills_the_answer_quality_cells(lesson_logs):
     assert read_answer_quality(logs / "plain-fp32").cell == "n/a (not scored)"
 
 
+@pytest.mark.slow
 def test_generate_answers_with_the_saved_model(lesson_logs, capsys):
     logs, _ = lesson_logs
     run_dir = logs / "baseline-scored"
@@ -350,6 +362,7 @@ def test_generate_answers_with_the_saved_model(lesson_logs, capsys):
     assert "1. Q: Who wrote it?" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_generate_fixed_length_answers_take_every_token(lesson_logs, capsys):
     run_dir = lesson_logs[0] / "baseline-scored"
     pattern = r"^   (\d+) tokens in \d+ ms"
@@ -372,6 +385,7 @@ def test_deepspeed_refusing_kernel_injection_is_one_clear_error():
     (["--engine", "deepspeed"], "--engine deepspeed needs a CUDA GPU"),
     (["--question", "Who?"], "--question and --context go together"),
 ])
+@pytest.mark.slow
 def test_generate_refuses_with_one_error_line(lesson_logs, argv, message, capsys):
     assert generate.main(["--run-dir", str(lesson_logs[0] / "baseline-scored"), *argv]) == 2
     err = capsys.readouterr().err

@@ -17,11 +17,11 @@ def run_baseline(*flags, cwd=REPO):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("tiny")
-    result = run_baseline("--profile", "tiny", "--run-dir", str(tmp / "run"), "--output-dir", str(tmp / "out"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tmp, result
+def tiny_run(lesson_logs):
+    """(run folder, output folder, the training's output) of the lesson's tiny walk-through run, `bash
+    slurm/baseline.slurm --profile tiny` (baseline/train.py under the loggers), made once per session."""
+    [run_dir] = lesson_logs("baseline", ("slurm/baseline.slurm",)).glob("baseline-local*")
+    return run_dir, run_dir.parents[1] / "outputs" / run_dir.name, (run_dir / "train.out").read_text()
 
 
 def read_events(run_dir):
@@ -29,8 +29,8 @@ def read_events(run_dir):
 
 
 def test_tiny_finetune_loss_falls(tiny_run):
-    tmp, _ = tiny_run
-    events = read_events(tmp / "run")
+    run_dir, _, _ = tiny_run
+    events = read_events(run_dir)
     train_losses = [e["loss"] for e in events if "loss" in e]
     eval_losses = [e["eval_loss"] for e in events if "eval_loss" in e]
     assert len(eval_losses) == 3, "one evaluation per epoch"
@@ -39,26 +39,26 @@ def test_tiny_finetune_loss_falls(tiny_run):
 
 
 def test_run_folder_is_complete(tiny_run):
-    tmp, result = tiny_run
-    manifest = json.loads((tmp / "run" / "manifest.json").read_text())
+    run_dir, _, output = tiny_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["exit_code"] == 0
     assert manifest["lesson"] == "baseline" and manifest["model"] == "bloom-tiny"
     assert manifest["train_samples"] == 180 and manifest["eval_samples"] == 20  # 200-example subset, 90/10
     # 180 examples / batch 4 = 45 micro-batches; / accumulation 4 -> 12 optimizer steps per epoch
     assert manifest["steps_per_epoch"] == 12
-    final = read_events(tmp / "run")[-1]
+    final = read_events(run_dir)[-1]
     assert final["step"] == 36 and "train_runtime" in final
     assert manifest["peak_memory"]["device"] == "cpu" and manifest["peak_memory"]["host_peak_rss_mib"] > 100
     assert manifest["versions"]["torch"] and manifest["start_time"] <= manifest["end_time"]
-    assert "fp16 needs a CUDA GPU" in result.stdout  # the lesson asks for fp16; CPU falls back, and says so
-    assert "[workshop] step 12/36" in result.stdout   # progress is visible while it runs
+    assert "fp16 needs a CUDA GPU" in output  # the lesson asks for fp16; CPU falls back, and says so
+    assert "[workshop] step 12/36" in output   # progress is visible while it runs
 
 
 def test_final_model_saved_as_safetensors_and_reloads(tiny_run):
     from workshop.model import load_saved
 
-    tmp, _ = tiny_run
-    final = tmp / "out" / "final"
+    _, out_dir, _ = tiny_run
+    final = out_dir / "final"
     assert (final / "model.safetensors").exists() and not list(final.glob("*.bin"))
     model, tokenizer = load_saved(final)
     assert model.config.model_type == "bloom" and tokenizer.pad_token_id == 3
