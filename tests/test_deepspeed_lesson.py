@@ -91,7 +91,7 @@ def check_deepspeed_run(run_dir, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_config_trains_tiny_through_its_slurm_file(lesson_copy, name):
     if name == "stage3_offload_nvme":
-        from workshop.preflight import check_async_io
+        from workshop.deepspeed.preflight import check_async_io
         if check_async_io():  # no libaio here: the run would stop with this line (tests/test_preflight.py)
             pytest.skip(check_async_io())
     env = {**job_env(), **OFFLINE}

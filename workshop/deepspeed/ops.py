@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from workshop.ds_config import quiet_deepspeed
+from workshop.deepspeed.config import quiet_deepspeed
 
 def extensions_dir() -> Path:
     """The folder DeepSpeed's JIT builds go to (and are loaded from)."""

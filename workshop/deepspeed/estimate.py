@@ -25,13 +25,13 @@ import functools
 import pandas as pd
 import torch
 
-from workshop.ds_config import quiet_deepspeed
+from workshop.deepspeed.config import quiet_deepspeed
 from workshop.errors import WorkshopError
 from workshop.shapes import BLOOM_SHAPES, BLOOM_VOCAB
 
 GIB = 2**30
 ROWS_VERSION = 2  # part of the on-disk cache's name: a cache written before the ZenFlow row is not read
-TINY_CONFIG = Path(__file__).parent / "assets" / "bloom-tiny" / "config.json"
+TINY_CONFIG = Path(__file__).parents[1] / "assets" / "bloom-tiny" / "config.json"
 MODELS = [*BLOOM_SHAPES, "bloom-tiny"]
 
 
