@@ -1,7 +1,9 @@
 """The lesson's settings in one place, each overridable from the command line.
 
-Precedence: the lesson's defaults < `--profile` < flags given on the command line.
-Everything is validated once, here; later code trusts a `RunConfig`.
+Precedence: RunConfig's defaults < the lesson's recipe (RECIPES) < `--profile` < flags given on the command line.
+Everything is validated once, here, without torch or transformers (a bad flag fails in a second); later code
+trusts a `RunConfig`. How the run trains in fp16, bf16 or fp32 is resolve_precision's rule, applied once by
+workshop.deepspeed.plan.prepare.
 """
 import argparse
 import dataclasses
