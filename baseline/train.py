@@ -4,14 +4,14 @@
     python baseline/train.py --profile tiny       # embedded tiny model and data: a laptop, no network
     python baseline/train.py --help               # every setting, each overridable
 
-The training code itself is `workshop/train.py`: read `train()` there top to bottom.
+The training code itself is `workshop/train.py`: read `train()` there top to bottom (its flags: workshop/config.py).
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from workshop.train import main  # noqa: E402
+from workshop.entry import main  # noqa: E402
 
 if __name__ == "__main__":
     main(lesson="baseline")

@@ -24,7 +24,7 @@ from transformers import TrainerControl, TrainerState, get_linear_schedule_with_
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from workshop.bloom_attention import use_attention  # noqa: E402
 from workshop.config import WorkshopError, parse_args, resolve_precision  # noqa: E402
-from workshop.ds_config import check_gpu_precision  # noqa: E402
+from workshop.deepspeed.config import check_gpu_precision  # noqa: E402
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize  # noqa: E402
 from workshop.model import load_model, parameter_count  # noqa: E402
 from workshop.runlog import RunLog, default_run_dir  # noqa: E402

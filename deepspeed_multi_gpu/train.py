@@ -10,8 +10,7 @@ added. The DeepSpeed configs are lesson 2's (deepspeed_single_gpu/configs/), sta
 bloom-1b7 unless --model or --profile says otherwise. `--global-batch-size B` fixes the batch across all GPUs
 (gradient accumulation makes up the rest) instead of the per-GPU batch.
 """
-# New Code #: the lesson's own flags, and WORLD_SIZE from the launcher
-import argparse
+# New Code #: WORLD_SIZE from the launcher
 import os
 # End New Code #
 import sys
@@ -19,51 +18,57 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from workshop.train import main  # noqa: E402
+from workshop.entry import main  # noqa: E402
 
-# New Code #: the data size follows the number of processes; lesson 2's DeepSpeed configs, stage 0 by default
-from workshop.config import WorkshopError, parse_args  # noqa: E402
-from workshop.train import fail  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-LESSON = "deepspeed_multi_gpu"
-DEFAULTS = dict(model="bigscience/bloom-1b7",
-                deepspeed=os.path.relpath(ROOT / "deepspeed_single_gpu" / "configs" / "stage0.json"))
+# New Code #: the data size follows the number of processes (lesson 2's configs, bloom-1b7: its recipe)
+from workshop.errors import WorkshopError  # noqa: E402
 
 
-def lesson_argv(argv, world_size):
-    """Turn the lesson's own flags into workshop.train flags (the rest pass through unchanged)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--samples-per-gpu", type=int, default=10_000)
-    parser.add_argument("--global-batch-size", type=int, default=None)
-    ours, rest = parser.parse_known_args(argv)
-    if any(arg.split("=")[0] in ("--subset-size", "--subset") for arg in rest):
-        raise WorkshopError("this lesson sizes the data with --samples-per-gpu (dataset = samples x GPUs), "
-                            "not --subset-size")
-    if ours.samples_per_gpu < 1:
-        raise WorkshopError(f"--samples-per-gpu must be at least 1 (got {ours.samples_per_gpu})")
-    rest += ["--subset-size", str(ours.samples_per_gpu * world_size)]
-    if ours.global_batch_size is not None:
-        per_device = parse_args(rest, lesson=LESSON, **DEFAULTS).per_device_train_batch_size
-        step = per_device * world_size  # examples one micro-step takes across all processes
-        if ours.global_batch_size % step:
-            raise WorkshopError(f"--global-batch-size {ours.global_batch_size} is not a multiple of "
-                                f"{world_size} processes x {per_device} per device = {step}")
-        rest += ["--gradient-accumulation-steps", str(ours.global_batch_size // step)]
-    return rest, ours.samples_per_gpu
+class WeakScaling:
+    """The lesson's own flags, parsed with the training's in one pass (workshop.config.parse_args)."""
+
+    def __init__(self, world_size):
+        self.world_size = world_size
+
+    def add_to(self, parser):
+        group = parser.add_argument_group("weak scaling (this lesson)")
+        group.add_argument("--samples-per-gpu", type=int, default=10_000,
+                           help="examples per process: the dataset is this times WORLD_SIZE (default: 10000)")
+        group.add_argument("--global-batch-size", type=int, default=None,
+                           help="examples per optimizer step across all processes; gradient accumulation makes up "
+                                "the rest (default: the per-device batch and --gradient-accumulation-steps)")
+
+    def apply(self, settings, given):
+        """The data size and (with --global-batch-size) the accumulation from the processes; returns the settings."""
+        samples, world_size = given["samples_per_gpu"], self.world_size
+        if "subset_size" in given:
+            raise WorkshopError("this lesson sizes the data with --samples-per-gpu (dataset = samples x GPUs), "
+                                "not --subset-size")
+        if samples < 1:
+            raise WorkshopError(f"--samples-per-gpu must be at least 1 (got {samples})")
+        settings = {**settings, "subset_size": samples * world_size}
+        per_device = settings["per_device_train_batch_size"]
+        if given["global_batch_size"] is not None and per_device >= 1:  # below 1: validation says so
+            step = per_device * world_size  # examples one micro-step takes across all processes
+            if given["global_batch_size"] % step:
+                raise WorkshopError(f"--global-batch-size {given['global_batch_size']} is not a multiple of "
+                                    f"{world_size} processes x {per_device} per device = {step}")
+            settings["gradient_accumulation_steps"] = given["global_batch_size"] // step
+        check_data_size(settings, samples, world_size)
+        return settings
 
 
-def check_data_size(argv, samples_per_gpu, world_size):
+def check_data_size(settings, samples_per_gpu, world_size):
     """Fail before loading a model when the data cannot give every process its share."""
-    cfg = parse_args(argv, lesson=LESSON, **DEFAULTS)
-    if cfg.data == "hub":
-        return  # SQuAD's 87,599 training examples: load_squad checks the rare over-large request
+    data, subset_size = settings.get("data", "hub"), settings["subset_size"]
+    if data == "hub" or not (data == "embedded" or os.path.isfile(data)):
+        return  # SQuAD's 87,599 training examples (load_squad checks the rare over-large request); no file: see --data
     from workshop.data import load_squad
     try:
-        load_squad(cfg.subset_size, source=cfg.data)
+        load_squad(subset_size, source=data)
     except WorkshopError as err:
-        raise WorkshopError(f"--samples-per-gpu {samples_per_gpu} x {world_size} processes = {cfg.subset_size} "
-                            f"examples, more than --data {cfg.data} has; use a smaller --samples-per-gpu "
+        raise WorkshopError(f"--samples-per-gpu {samples_per_gpu} x {world_size} processes = {subset_size} "
+                            f"examples, more than --data {data} has; use a smaller --samples-per-gpu "
                             f"({err})") from None
 
 
@@ -71,11 +76,4 @@ def check_data_size(argv, samples_per_gpu, world_size):
 
 if __name__ == "__main__":
     # New Code #: the same entry as lessons 1 and 2; only the data size and the number of processes change
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by deepspeed, torchrun or the srun script
-    try:
-        argv, samples_per_gpu = lesson_argv(sys.argv[1:], world_size)
-        check_data_size(argv, samples_per_gpu, world_size)
-    except WorkshopError as err:
-        fail(err)
-    main(argv, lesson=LESSON, require_deepspeed=True, **DEFAULTS)
-    # End New Code #
+    main(lesson="deepspeed_multi_gpu", lesson_flags=WeakScaling(int(os.environ.get("WORLD_SIZE", "1"))))

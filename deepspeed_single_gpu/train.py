@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from workshop.train import main  # noqa: E402
+from workshop.entry import main  # noqa: E402
 
 if __name__ == "__main__":
-    # New Code #: this lesson refuses to run without a DeepSpeed config
-    main(lesson="deepspeed_single_gpu", require_deepspeed=True)
+    # New Code #: this lesson's recipe (workshop/config.py, RECIPES) refuses to run without a DeepSpeed config
+    main(lesson="deepspeed_single_gpu")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from workshop.train import main  # noqa: E402
+from workshop.entry import main  # noqa: E402
 
 if __name__ == "__main__":
     # New Code #: this lesson's runs fill its own tables (workshop/lessons/make_it_fast.py)

@@ -1,6 +1,12 @@
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from workshop.config import PROFILES, WorkshopError, parse_args, resolve_precision
+from workshop.config import (PROFILES, RECIPES, SECTIONS, RunConfig, Trainer, WorkshopError, parse_args,
+                             resolve_precision)
 
 
 def test_lesson_defaults_match_the_lesson():
@@ -52,3 +58,45 @@ def test_fp16_falls_back_with_a_notice_on_cpu(capsys):
     assert resolve_precision(parse_args([]), has_cuda=False, bf16_supported=False) == (False, False)
     assert "fp16 needs a CUDA GPU" in capsys.readouterr().out
     assert resolve_precision(parse_args([]), has_cuda=True, bf16_supported=True) == (True, False)
+
+
+def test_each_setting_belongs_to_one_section_and_help_shows_them(capsys):
+    names = [f.name for section in SECTIONS.values() for f in dataclasses.fields(section)]
+    assert sorted(names) == sorted(f.name for f in dataclasses.fields(RunConfig)) and len(set(names)) == len(names)
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    shown = capsys.readouterr().out
+    assert all(f"\n{title}:\n" in shown for title in SECTIONS)
+    assert shown.index("\n  --learning-rate") > shown.index("\ntrainer:\n") > shown.index("\n  --max-length")
+
+
+def test_trainer_section_passes_through_to_the_training_arguments(tmp_path):
+    """The trainer section holds TrainingArguments' own names, and every one reaches the Trainer as given."""
+    from workshop.deepspeed.plan import prepare
+    from workshop.train import training_arguments
+
+    cfg = parse_args(["--profile", "tiny", "--warmup-steps", "3", "--save-strategy", "steps", "--save-steps", "7",
+                      "--seed", "5", "--output-dir", str(tmp_path)])
+    args = training_arguments(cfg, prepare(cfg))
+    for name, value in cfg.section(Trainer).items():
+        assert getattr(args, name) == value, name
+    assert (args.fp16, args.bf16) == (False, False)  # the plan's precision: fp32 on this CPU
+
+
+def test_lesson_recipes_set_defaults_that_profile_and_flags_override():
+    multi = parse_args([], lesson="deepspeed_multi_gpu")
+    stage0 = Path(__file__).resolve().parents[1] / RECIPES["deepspeed_multi_gpu"].defaults["deepspeed"]
+    assert multi.model == "bigscience/bloom-1b7" and Path(multi.deepspeed).resolve() == stage0 and stage0.is_file()
+    assert parse_args(["--profile", "tiny"], lesson="deepspeed_multi_gpu").model == "bloom-tiny"
+    assert parse_args(["--model", "3b"], lesson="deepspeed_multi_gpu").model == "3b"
+    with pytest.raises(WorkshopError, match="the deepspeed_single_gpu lesson needs a DeepSpeed config"):
+        parse_args(["--profile", "tiny"], lesson="deepspeed_single_gpu")
+    assert vars(parse_args([], lesson="echo")) == {**vars(parse_args([])), "lesson": "echo"}  # no recipe: baseline
+
+
+def test_a_bad_flag_fails_before_torch_and_transformers_load():
+    probe = ("import sys\nfrom workshop.entry import main\ntry:\n    main(['--subset-size', '1'])\n"
+             "except SystemExit as stop:\n    print(stop.code, 'torch' in sys.modules, 'transformers' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert run.stdout.split() == ["2", "False", "False"], run.stdout + run.stderr
+    assert run.stderr == "error: --subset-size must be at least 2 (got 1)\n"

@@ -96,7 +96,7 @@ def test_config_trains_tiny_through_its_slurm_file(lesson_copy, lesson_logs, nam
     if name in ZERO_WALKTHROUGH:
         [run_dir] = lesson_logs("deepspeed_single_gpu").glob(f"{name}-local*")
     else:
-        from workshop.preflight import check_async_io
+        from workshop.deepspeed.preflight import check_async_io
         if check_async_io():  # no libaio here: the run would stop with this line (tests/test_preflight.py)
             pytest.skip(check_async_io())
         env = {**job_env(), **OFFLINE}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from workshop.ds_config import (TOP_LEVEL_KEYS, ConfigError, describe, load_ds_config, needed_ops,
+from workshop.deepspeed.config import (TOP_LEVEL_KEYS, ConfigError, describe, load_ds_config, needed_ops,
                                 needs_cpu_adam, quiet_deepspeed)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "deepspeed_single_gpu" / "configs"

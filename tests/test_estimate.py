@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from workshop.estimate import MODELS, ZENFLOW_TOPK_RATIO, bloom_params, bloom_shape, estimate_table, param_counts
+from workshop.deepspeed.estimate import MODELS, ZENFLOW_TOPK_RATIO, bloom_params, bloom_shape, estimate_table, param_counts
 
 
 def _meta_bloom(model):
@@ -32,7 +32,7 @@ def test_param_counts_match_transformers_bloom(model):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_meta_device_counts_are_the_closed_form(model):
-    from workshop.estimate import param_counts
+    from workshop.deepspeed.estimate import param_counts
 
     assert param_counts(model) == bloom_params(bloom_shape(model))  # what estimate_table now uses, any family
 
@@ -109,7 +109,7 @@ def test_zenflow_row_is_classic_offload_plus_zenflows_buffers():
 def test_every_shipped_config_has_a_row():
     shipped = {p.stem for p in (Path(__file__).resolve().parents[1] / "deepspeed_single_gpu/configs").glob("*.json")}
     listed = {name.strip() for names in estimate_table("bloom-560m").configs for name in names.split(",")}
-    # DeepSpeed has no estimator for NVMe offload: workshop.preflight adds its pinned buffers to the stage-3 rows
+    # DeepSpeed has no estimator for NVMe offload: workshop.deepspeed.preflight adds its pinned buffers to the stage-3 rows
     assert listed - {""} == shipped - {"stage3_offload_nvme"}
 
 

@@ -15,7 +15,7 @@ import torch
 from tests.test_failures import status_cells, wait_for_events
 from tests.test_slurm import check_loggers_stopped, job_env, repo_copy, wait_for_job  # noqa: F401 - fixture
 from workshop.config import WorkshopError, parse_args
-from workshop.ds_config import check_gpu_precision
+from workshop.deepspeed.config import check_gpu_precision
 from workshop.runlog import fragmentation_hint
 
 # Micro-batches of 1 train in ~550 MiB; evaluation (every 2 steps, after the first loss is logged) takes all

@@ -157,7 +157,7 @@ def test_family_trains_plain_and_under_zero2(trained, family):
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.slow
 def test_manifest_counts_and_flops_are_the_models_own(trained, family):
-    from workshop.estimate import estimate_table
+    from workshop.deepspeed.estimate import estimate_table
     from workshop.model import load_model
     from workshop.speed import flops_per_token
 
@@ -203,7 +203,7 @@ PUBLISHED = {"llama": (1.1e9, 0.05), "mistral": (1.8e9, 0.05), "qwen2": (1.54e9,
 def test_published_shapes_have_the_published_size_and_deepspeeds_count(family):
     from deepspeed.runtime.zero.stage3 import model_to_params
 
-    from workshop.estimate import param_counts
+    from workshop.deepspeed.estimate import param_counts
     from workshop.model import FAMILIES as SPECS, load_model, resolve_model
 
     total = param_counts(family)[0]  # the family's name is its ~1B member, built on the meta device
@@ -218,7 +218,7 @@ def test_published_shapes_have_the_published_size_and_deepspeeds_count(family):
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.slow
 def test_random_init_of_a_published_shape_needs_no_download(trained, family):
-    from workshop.estimate import param_counts
+    from workshop.deepspeed.estimate import param_counts
     from workshop.shapes import FAMILIES as SPECS
 
     _, results, _ = trained
@@ -315,7 +315,7 @@ if __name__ == "__main__":
 def test_random_init_of_each_bloom_size_with_the_embedded_tokenizer(size):
     """The lesson's GPU runs (`--model 560m --init random`, no cached tokenizer) go through this path; built on
     the meta device, so 7b1 costs nothing. It once passed the special-token ids twice (TypeError on the H200)."""
-    from workshop.estimate import param_counts
+    from workshop.deepspeed.estimate import param_counts
     from workshop.model import EMBEDDED_IDS, load_model, parameter_count
 
     model, tokenizer = load_model(size, init="random", device="meta")

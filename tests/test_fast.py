@@ -337,19 +337,21 @@ def test_torch_compile_drops_the_smaller_last_training_batch_only(tiny, tmp_path
     """A smaller last batch is a new shape: under --torch-compile the model would compile again mid-run (80 s for
     bloom-560m on the H200, inside the profiled steps). Training drops it; evaluation keeps every example."""
     from transformers import Trainer
+    from workshop.deepspeed.plan import prepare
     from workshop.train import drop_last_train_batch, training_arguments
 
     model, tokenizer, examples = tiny
     rows = tokenize(examples, tokenizer, TINY_LENGTH, pad=True)  # 12
     cfg = parse_args(["--profile", "tiny", "--per-device-train-batch-size", "4", "--per-device-eval-batch-size", "4",
                       "--output-dir", str(tmp_path)])
-    trainer = Trainer(model=model, args=training_arguments(cfg), train_dataset=rows[:10], eval_dataset=rows[2:],
+    plan = prepare(cfg)
+    trainer = Trainer(model=model, args=training_arguments(cfg, plan), train_dataset=rows[:10], eval_dataset=rows[2:],
                       data_collator=collator(tokenizer, "max"))
     assert len(trainer.get_train_dataloader()) == 3  # 4 + 4 + 2
     drop_last_train_batch(trainer)
     assert len(trainer.get_train_dataloader()) == 2 and not trainer.args.dataloader_drop_last
     assert len(trainer.get_eval_dataloader()) == 3  # all 10 examples: 4 + 4 + 2
-    fits = Trainer(model=model, args=training_arguments(cfg), train_dataset=rows[:3], eval_dataset=rows[3:],
+    fits = Trainer(model=model, args=training_arguments(cfg, plan), train_dataset=rows[:3], eval_dataset=rows[3:],
                    data_collator=collator(tokenizer, "max"))
     drop_last_train_batch(fits)  # fewer rows than a batch: nothing would be left to train on, so none is dropped
     assert len(fits.get_train_dataloader()) == 1

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import made_once
 from workshop import fill_tables, plots
-from workshop.estimate import estimate_table
+from workshop.deepspeed.estimate import estimate_table
 from workshop.fill_tables import build_tables, render
 from workshop.logparse import final_summary, is_summary
 from workshop.monitor_logs import read_gpu_csv, read_psrecord

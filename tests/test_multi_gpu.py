@@ -116,6 +116,26 @@ def test_lesson_refuses_before_loading(flags, message):
     assert run.stderr.startswith("error: ") and message in run.stderr, run.stderr
 
 
+def test_lesson_flags_are_parsed_with_the_trainings_in_one_pass(capsys):
+    """--samples-per-gpu and --global-batch-size belong to the training's one parser: they set the data size and the
+    accumulation from WORLD_SIZE, on top of the lesson's recipe and --profile, and --help lists them."""
+    import importlib.util
+
+    from workshop.config import parse_args
+
+    spec = importlib.util.spec_from_file_location("lesson3_entry", REPO / "deepspeed_multi_gpu" / "train.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    cfg = parse_args(["--profile", "tiny", "--samples-per-gpu", "10", "--global-batch-size", "16"],
+                     lesson="deepspeed_multi_gpu", lesson_flags=entry.WeakScaling(world_size=2))
+    assert (cfg.subset_size, cfg.gradient_accumulation_steps, cfg.model) == (20, 2, "bloom-tiny")
+    assert Path(cfg.deepspeed).resolve() == REPO / "deepspeed_single_gpu" / "configs" / "stage0.json"
+    with pytest.raises(SystemExit):
+        parse_args(["--help"], lesson="deepspeed_multi_gpu", lesson_flags=entry.WeakScaling(world_size=2))
+    shown = capsys.readouterr().out
+    assert "--samples-per-gpu" in shown and "--per-device-train-batch-size" in shown
+
+
 def copy_lesson(copy):
     return copy_deepspeed_lesson(copy, prefixes=LESSON_FILES)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workshop.prebuild_ops import extensions_dir, fix_arch_list, setup_build_env
+from workshop.deepspeed.ops import extensions_dir, fix_arch_list, setup_build_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def test_setup_build_env_points_builds_at_the_folder_and_fixes_the_arch_list(mon
 LOAD_ONCE = """
 import time
 from deepspeed.ops.op_builder.all_ops import ALL_OPS
-from workshop.prebuild_ops import setup_build_env
+from workshop.deepspeed.ops import setup_build_env
 setup_build_env()  # as the training entry does before DeepSpeed loads an op
 start = time.perf_counter()
 ALL_OPS["cpu_adam"].load(verbose=False)

@@ -22,8 +22,8 @@ from workshop.fill_tables import build_tables, main as fill_tables_main
 from workshop.report.speed_cells import STEADY_TOKENS
 from workshop.report.spread import Spread
 from workshop.logparse import read_answer_quality
-from workshop.ds_config import load_ds_config, match_precision
-from workshop.deepspeed_setup import load_deepspeed_config
+from workshop.deepspeed.config import load_ds_config, match_precision
+from workshop.deepspeed.plan import prepare
 from workshop.train import main, training_arguments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,12 +147,12 @@ def test_trainer_and_deepspeed_config_agree(precision, tmp_path):
     # What this CPU can build for real: the TrainingArguments, with the DeepSpeed config the Trainer resolves.
     cfg = parse_args(["--profile", "tiny", "--precision", precision, "--ds-config", STAGE2,
                       "--output-dir", str(tmp_path)])
-    args = training_arguments(cfg, load_deepspeed_config(cfg))
+    args = training_arguments(cfg, prepare(cfg))
     resolved = args.hf_deepspeed_config.config
     assert (args.fp16, args.bf16) == (False, precision == "bf16")
     assert (resolved["fp16"]["enabled"], resolved["bf16"]["enabled"]) == (False, precision == "bf16")
-    plain = training_arguments(parse_args(["--profile", "tiny", "--precision", precision, "--output-dir",
-                                           str(tmp_path)]))
+    plain_cfg = parse_args(["--profile", "tiny", "--precision", precision, "--output-dir", str(tmp_path)])
+    plain = training_arguments(plain_cfg, prepare(plain_cfg))
     assert (plain.fp16, plain.bf16, plain.use_cpu) == (False, precision == "bf16", precision == "bf16")
 
 

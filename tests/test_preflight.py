@@ -13,9 +13,9 @@ import pytest
 from test_deepspeed_lesson import OFFLINE, copy_lesson, free_port
 from test_slurm import job_env
 from workshop.config import WorkshopError, parse_args
-from workshop.ds_config import ConfigError, load_ds_config, needed_ops
-from workshop.estimate import GIB, bloom_params, bloom_shape
-from workshop.preflight import PROCESS_GIB, PROCESS_GIB_CPU, check_async_io, emulated_card, host_limit, preflight
+from workshop.deepspeed.config import ConfigError, load_ds_config, needed_ops
+from workshop.deepspeed.estimate import GIB, bloom_params, bloom_shape
+from workshop.deepspeed.preflight import PROCESS_GIB, PROCESS_GIB_CPU, check_async_io, emulated_card, host_limit, preflight
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "deepspeed_single_gpu" / "configs"
@@ -72,7 +72,7 @@ def test_zenflow_host_need_counts_its_buffers_beside_classic_offload(monkeypatch
 
 def test_zenflow_update_interval_follows_the_runs_gradient_accumulation(capsys):
     """ZenFlow makes update_interval DeepSpeed's gradient accumulation, which scales each micro-batch's loss."""
-    from workshop.deepspeed_setup import load_deepspeed_config
+    from workshop.deepspeed.setup import load_deepspeed_config
 
     zenflow = load_deepspeed_config(lesson_cfg("stage2_zenflow"))["zero_optimization"]["zenflow"]
     assert zenflow["update_interval"] == 4 and "zenflow" not in capsys.readouterr().out  # the lesson's own
@@ -161,7 +161,7 @@ def test_gpu_memory_limit_parsing_and_the_cards_it_emulates():
 def test_a_cpu_run_ignores_the_gpu_cap_with_a_notice(capsys):
     import torch
 
-    from workshop.deepspeed_setup import cap_gpu_memory
+    from workshop.deepspeed.setup import cap_gpu_memory
 
     if torch.cuda.is_available():
         pytest.skip("this checks the machine without a GPU")
@@ -217,7 +217,7 @@ def test_an_aio_typo_is_refused(tmp_path):
 
 
 def test_nvme_path_flag_replaces_the_configs_path(tmp_path):
-    from workshop.deepspeed_setup import load_deepspeed_config
+    from workshop.deepspeed.setup import load_deepspeed_config
 
     cfg = lesson_cfg("stage3_offload_nvme", "--nvme-path", str(tmp_path), "--model", "3b")
     zero = load_deepspeed_config(cfg)["zero_optimization"]

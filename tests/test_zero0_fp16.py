@@ -27,7 +27,7 @@ def train(stage):
     import deepspeed
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from workshop.ds_config import load_ds_config
+    from workshop.deepspeed.config import load_ds_config
 
     config = load_ds_config(REPO / "deepspeed_single_gpu" / "configs" / f"stage{stage}.json")
     config.update(train_batch_size=4, train_micro_batch_size_per_gpu=4, gradient_accumulation_steps=1,
@@ -92,7 +92,7 @@ if __name__ == "__main__":
     from deepspeed.accelerator import get_accelerator
 
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
-    from workshop.prebuild_ops import setup_build_env
+    from workshop.deepspeed.ops import setup_build_env
 
     setup_build_env()  # the ops' one shared build folder, as the training entry uses (not torch's default one)
     get_accelerator().is_fp16_supported = lambda: True  # DeepSpeed's CPU accelerator refuses fp16 otherwise

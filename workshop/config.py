@@ -1,28 +1,37 @@
 """The lesson's settings in one place, each overridable from the command line.
 
-Precedence: the lesson's defaults < `--profile` < flags given on the command line.
-Everything is validated once, here; later code trusts a `RunConfig`.
+Precedence: RunConfig's defaults < the lesson's recipe (RECIPES) < `--profile` < flags given on the command line.
+Everything is validated once, here, without torch or transformers (a bad flag fails in a second); later code
+trusts a `RunConfig`. How the run trains in fp16, bf16 or fp32 is resolve_precision's rule, applied once by
+workshop.deepspeed.plan.prepare.
 """
 import argparse
 import dataclasses
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from workshop.errors import WorkshopError  # noqa: F401  (re-exported: `from workshop.config import WorkshopError`)
 
 
+# The settings in five sections, each a dataclass of its own; RunConfig is all of them, read flat (cfg.max_length),
+# so the command line, the manifest's `settings` and every reader keep one name per setting.
 @dataclass
-class RunConfig:
-    # what to train
+class ModelData:
+    """What to train, on what."""
     model: str = "bigscience/bloom-560m"
     init: str = "pretrained"          # "random": same shapes, random weights (memory and speed real, loss not)
     data: str = "hub"                 # "hub" (squad), "embedded", or a path to a SQuAD v1.1 JSON file
     subset_size: int = 500
     max_length: int = 512
     eval_fraction: float = 0.1        # the subset is split 90/10 into train and eval
-    # the lesson's TrainingArguments
+
+
+@dataclass
+class Trainer:
+    """The lesson's TrainingArguments, under their own names: workshop.train passes them through as they are."""
     output_dir: str = "./bloom-qa-finetuned"
     num_train_epochs: float = 3
     max_steps: int = -1
@@ -32,24 +41,29 @@ class RunConfig:
     learning_rate: float = 5e-5
     warmup_steps: int = 0             # the learning rate rises linearly over these first optimizer steps
     weight_decay: float = 0.01
+    eval_strategy: str = "epoch"
+    save_strategy: str = "epoch"
+    save_steps: int = 500             # with --save-strategy steps: a checkpoint every N optimizer steps
+    logging_steps: int = 10
+    seed: int = 42
+
+
+@dataclass
+class DeepSpeedMemory:
+    """DeepSpeed, precision and memory (lessons 2 and 5 at their real sizes)."""
+    deepspeed: Optional[str] = None   # path to a DeepSpeed JSON config
     fp16: Optional[bool] = None       # None: on unless --bf16; falls back to fp32 without a CUDA GPU
     bf16: bool = False
     precision: Optional[str] = None   # fp32|fp16|bf16: --fp16/--bf16 in one flag (PRECISIONS); None: as those say
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
-    eval_strategy: str = "epoch"
-    save_strategy: str = "epoch"
-    save_steps: int = 500             # with --save-strategy steps: a checkpoint every N optimizer steps
-    save_final: bool = True           # the trained model in <output-dir>/final (--no-save-final: sweeps)
-    score_answers: Optional[bool] = None  # EM/F1 of the saved model at the end; None: on with a CUDA GPU only
-    score_limit: Optional[int] = None     # --score-answers on the first N held-out examples only
-    logging_steps: int = 10
-    seed: int = 42
-    # [failures] how long a rank waits in a collective for the others before it gives up (a rank or node died):
-    # bounded, so survivors exit in minutes instead of the 30-minute default
-    dist_timeout: int = 300
-    diverge_patience: int = 3          # logged NaN/inf losses (or fp16 steps skipped at the minimum scale) in a row
-    deepspeed: Optional[str] = None   # path to a DeepSpeed JSON config
-    # "make it fast" (notebooks/04): each off by default, so the lesson's run stays the seed configuration
+    gpu_memory_limit: Optional[float] = None  # GiB a process may allocate per GPU: 80 makes an H200 an H100 80GB
+    host_memory_gib: Optional[float] = None   # the node's usable RAM for the preflight, when it is read wrongly
+    nvme_path: Optional[str] = None           # where NVMe offload (stage3_offload_nvme) keeps its swap files
+
+
+@dataclass
+class Speed:
+    """"Make it fast" (notebooks/04): each off by default, so the lesson's run stays the seed configuration."""
     padding: str = "max"              # "max": pad to max_length; "longest": to the batch's longest; "packed"
     optim: Optional[str] = None       # the Trainer's optimizer name (None: its default), e.g. adamw_torch_fused
     torch_compile: bool = False
@@ -58,15 +72,33 @@ class RunConfig:
     attention: str = "eager"          # "sdpa": BLOOM's attention core through PyTorch's fused kernels
     fewer_syncs: bool = False         # real tokens counted on the device, read back once per log (fewer_syncs.py)
     torch_profiler: bool = False      # profile_top.txt and profile_trace.json.gz of a few steady steps (profiling.py)
-    # memory (lesson 2 at its real sizes)
-    gpu_memory_limit: Optional[float] = None  # GiB a process may allocate per GPU: 80 makes an H200 an H100 80GB
-    host_memory_gib: Optional[float] = None   # the node's usable RAM for the preflight, when it is read wrongly
-    nvme_path: Optional[str] = None           # where NVMe offload (stage3_offload_nvme) keeps its swap files
-    # bookkeeping
+
+
+@dataclass
+class Bookkeeping:
+    """Where the run is filed, what it keeps at the end, and how it stops when something fails."""
     profile: str = "lesson"
     lesson: str = "baseline"
     config_name: Optional[str] = None  # names the run folder; defaults to the lesson or DeepSpeed config name
     run_dir: Optional[str] = None      # defaults to logs/<config_name>-local<time>-<pid>
+    save_final: bool = True           # the trained model in <output-dir>/final (--no-save-final: sweeps)
+    score_answers: Optional[bool] = None  # EM/F1 of the saved model at the end; None: on with a CUDA GPU only
+    score_limit: Optional[int] = None     # --score-answers on the first N held-out examples only
+    # [failures] how long a rank waits in a collective for the others before it gives up (a rank or node died):
+    # bounded, so survivors exit in minutes instead of the 30-minute default
+    dist_timeout: int = 300
+    diverge_patience: int = 3          # logged NaN/inf losses (or fp16 steps skipped at the minimum scale) in a row
+
+
+SECTIONS = {"model and data": ModelData, "trainer": Trainer, "deepspeed and memory": DeepSpeedMemory,
+            "speed": Speed, "bookkeeping": Bookkeeping}
+
+
+@dataclass
+class RunConfig(Bookkeeping, Speed, DeepSpeedMemory, Trainer, ModelData):  # fields in SECTIONS' order
+    def section(self, section: type) -> dict:
+        """One section's settings by name, e.g. cfg.section(Trainer): the Trainer's own arguments."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(section)}
 
 
 # `--profile tiny`: the embedded model and data at sizes a laptop or CI trains in a minute or two.
@@ -108,22 +140,28 @@ HELP = {
 }
 
 
+# A lesson's defaults: what its entry changes about the baseline, named once by the lesson's name (as --profile
+# names a size). Precedence: RunConfig's defaults < the lesson's recipe < --profile < the command line.
+@dataclass(frozen=True)
+class Recipe:
+    defaults: dict = dataclasses.field(default_factory=dict)  # paths relative to the repository
+    require_deepspeed: bool = False  # the lesson is about DeepSpeed: a run without a config is a mistake
+
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = {
+    "deepspeed_single_gpu": Recipe(require_deepspeed=True),
+    # lesson 3: lesson 2's configs, stage 0 unless --ds-config says otherwise, on the model that fills a GPU
+    "deepspeed_multi_gpu": Recipe(dict(model="bigscience/bloom-1b7",
+                                       deepspeed="deepspeed_single_gpu/configs/stage0.json"), require_deepspeed=True),
+}
+
+
 def _add_flags(parser):
-    for field in dataclasses.fields(RunConfig):
-        flag = "--" + field.name.replace("_", "-")
-        default = field.default
-        if field.name in BOOLEAN_FLAGS:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=HELP.get(field.name))
-            continue
-        kind = {int: int, float: float}.get(type(default), str)
-        if field.name in ("num_train_epochs", "gpu_memory_limit", "host_memory_gib"):
-            kind = float
-        if field.name == "score_limit":
-            kind = int
-        parser.add_argument(flag, type=kind, choices=CHOICES.get(field.name), default=argparse.SUPPRESS,
-                            metavar=None if field.name in CHOICES else field.name.upper(),
-                            help=HELP.get(field.name, f"default: {default}"))
+    for title, section in SECTIONS.items():
+        group = parser.add_argument_group(title, section.__doc__)
+        for field in dataclasses.fields(section):
+            _add_flag(group, field)
     parser.add_argument("--ds-config", dest="deepspeed", default=argparse.SUPPRESS, help="same as --deepspeed")
     parser.add_argument("--subset", dest="subset_size", type=int, default=argparse.SUPPRESS,
                         help="same as --subset-size")
@@ -133,18 +171,47 @@ def _add_flags(parser):
                         help=argparse.SUPPRESS)
 
 
-def parse_args(argv=None, lesson="baseline", require_deepspeed=False, **lesson_defaults):
-    """Build a validated RunConfig from the command line (sys.argv by default)."""
+def _add_flag(group, field):
+    flag = "--" + field.name.replace("_", "-")
+    if field.name in BOOLEAN_FLAGS:
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=HELP.get(field.name))
+        return
+    kind = {int: int, float: float}.get(type(field.default), str)
+    if field.name in ("num_train_epochs", "gpu_memory_limit", "host_memory_gib"):
+        kind = float
+    if field.name == "score_limit":
+        kind = int
+    group.add_argument(flag, type=kind, choices=CHOICES.get(field.name), default=argparse.SUPPRESS,
+                       metavar=None if field.name in CHOICES else field.name.upper(),
+                       help=HELP.get(field.name, f"default: {field.default}"))
+
+
+def parse_args(argv=None, lesson="baseline", require_deepspeed=False, lesson_flags=None, **lesson_defaults):
+    """Build a validated RunConfig from the command line (sys.argv by default), the lesson's recipe and --profile.
+
+    lesson_flags: a lesson's own flags, parsed in the same pass: an object with add_to(parser) and
+    apply(settings, given) -> settings (deepspeed_multi_gpu/train.py's weak scaling)."""
+    recipe = RECIPES.get(lesson, Recipe())
     parser = argparse.ArgumentParser(
         prog=f"{lesson}/train.py", description="Fine-tune BLOOM on SQuAD with the Hugging Face Trainer.")
     _add_flags(parser)
+    if lesson_flags is not None:
+        lesson_flags.add_to(parser)
     given = vars(parser.parse_args(sys.argv[1:] if argv is None else argv))
     given.pop("local_rank", None)
-    profile = given.get("profile", "lesson")
-    settings = use_precision({"lesson": lesson, **lesson_defaults, **PROFILES[profile], **given}, given)
+    ours = {name: given.pop(name) for name in list(given) if name not in RunConfig.__dataclass_fields__}
+    defaults = {**recipe.defaults, **lesson_defaults}
+    if "deepspeed" in recipe.defaults and "deepspeed" not in lesson_defaults:
+        defaults["deepspeed"] = os.path.relpath(REPO / recipe.defaults["deepspeed"])  # from wherever it runs
+    settings = {**vars(RunConfig()), "lesson": lesson, **defaults, **PROFILES[given.get("profile", "lesson")],
+                **given}
+    settings = use_precision(settings, given)
+    if lesson_flags is not None:
+        settings = lesson_flags.apply(settings, {**given, **ours})
     cfg = RunConfig(**settings)
     validate(cfg)
-    if require_deepspeed and cfg.deepspeed is None:
+    if (require_deepspeed or recipe.require_deepspeed) and cfg.deepspeed is None:
         raise WorkshopError(f"the {lesson} lesson needs a DeepSpeed config: --ds-config "
                             f"{lesson}/configs/<stage>.json")
     return cfg
@@ -166,7 +233,7 @@ def use_precision(settings: dict, given: dict) -> dict:
 
 
 def validate(cfg: RunConfig):
-    from workshop.model import resolve_model  # raises WorkshopError for an unknown name
+    from workshop.names import resolve_model  # raises WorkshopError for an unknown name
 
     resolve_model(cfg.model)
     if cfg.subset_size < 2:

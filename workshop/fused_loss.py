@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import CausalLMOutput
 
 from workshop.errors import WorkshopError
-from workshop.ds_config import zero_stage
+from workshop.deepspeed.config import zero_stage
 
 
 def liger_loss_fn():

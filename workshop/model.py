@@ -7,8 +7,6 @@ The shapes come from workshop/shapes.py (BLOOM and one member of each family, no
 `bloom-tiny` and `<family>-tiny` (`llama-tiny`, ...) need no network at all: their tokenizer ships in the package.
 """
 import json
-import os
-import re
 from pathlib import Path
 
 import torch
@@ -18,49 +16,14 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from workshop.errors import WorkshopError
-from workshop.shapes import BLOOM_SHAPES as SHORT_SHAPES, BLOOM_VOCAB, FAMILIES
+from workshop.names import BLOOM_SHAPES, FAMILY_IDS, TINY, TINY_FAMILIES, resolve_model  # noqa: F401 (re-exported)
+from workshop.shapes import BLOOM_VOCAB, FAMILIES
 
 TINY_DIR = Path(__file__).parent / "assets" / "bloom-tiny"
 
-# Hub id -> shape of the published checkpoint, so random-weight runs need no download.
-BLOOM_SHAPES = {f"bigscience/{name}": shape for name, shape in SHORT_SHAPES.items()}
-TINY = "bloom-tiny"
-TINY_FAMILIES = {f"{family}-tiny": family for family in FAMILIES}
-FAMILY_IDS = {spec["hub_id"]: family for family, spec in FAMILIES.items()}
 # The embedded tokenizer's vocabulary and special ids: a config built for it carries them.
 _TINY_CONFIG = json.loads((TINY_DIR / "config.json").read_text())
 EMBEDDED_IDS = {key: _TINY_CONFIG[key] for key in ("bos_token_id", "eos_token_id", "pad_token_id")}
-
-
-LEGACY_HUB_ID = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
-BLOOM_LIKE = re.compile(r"(bloom.*|\d[\d.]*[a-z]?\d*)", re.IGNORECASE)  # bloom-650m, 650m, 7b: a size, not an id
-
-
-def known_names() -> str:
-    return ", ".join([TINY, *(k.removeprefix("bigscience/") for k in BLOOM_SHAPES), *TINY_FAMILIES,
-                      *(f"{family} ({spec['hub_id']})" for family, spec in FAMILIES.items())])
-
-
-def resolve_model(name: str) -> str:
-    """Map `560m`, `bloom-560m` or `bigscience/bloom-560m` to the Hub id; `tiny` to `bloom-tiny`; a family name
-    (`llama`) to its published member's Hub id; `llama-tiny` stays; a Hub id (`org/name`, or one of the Hub's
-    oldest without an organisation, `gpt2`) or local folder stays."""
-    if name in TINY_FAMILIES or name in FAMILY_IDS or os.path.isdir(name):
-        return name
-    if name in FAMILIES:
-        return FAMILIES[name]["hub_id"]
-    short = name.removeprefix("bigscience/").removeprefix("bloom-")
-    if short == "tiny":
-        return TINY
-    hub_id = f"bigscience/bloom-{short}"
-    if hub_id in BLOOM_SHAPES:
-        return hub_id
-    if name.count("/") == 1 and not name.startswith(("bigscience/bloom-", "/", ".")):
-        return name  # any other Hub id: the cache or the Hub decides at load time
-    if LEGACY_HUB_ID.fullmatch(name) and not BLOOM_LIKE.fullmatch(name):
-        return name  # the Hub's oldest ids have no organisation (gpt2, distilgpt2); a misspelt size is refused
-    raise WorkshopError(f"unknown model {name!r}; choose one of {known_names()}, a Hub id (org/name) "
-                        "or a local checkpoint folder")
 
 
 def is_tiny(model_id: str) -> bool:

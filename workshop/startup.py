@@ -4,7 +4,7 @@ Marks, in the order a run passes them (seconds since the first one present):
     launched          WORKSHOP_LAUNCHED_AT, set by slurm/common.sh when a script starts (or by benchmarks/bench.py)
     command_started   WORKSHOP_COMMAND_AT, set by common.sh just before it starts the command (bash, psrecord lookup)
     process_start     this interpreter started (after the `deepspeed` launcher's own interpreters, if any)
-    imports_done      workshop.train's imports (torch, transformers) are done: main() begins
+    imports_done      the flags are checked and workshop.train imported (torch, transformers): the run begins
     ops_loaded        DeepSpeed's ops loaded (DeepSpeed configs only)
     arguments_ready   TrainingArguments built (with DeepSpeed: the distributed set-up and DeepSpeed's import)
     model_built       the model exists (random init, a checkpoint read, or ZeRO-3's partitioned build)
@@ -49,7 +49,8 @@ class Startup:
         self.marks["process_start"] = process_start()
 
     def begin(self):
-        """workshop.train's main() begins: imports are done. A second run in the same process starts afresh."""
+        """The flags are checked and the training imported (workshop.entry). A second run in the same process starts
+        afresh."""
         self.marks = {name: t for name, t in self.marks.items() if ORDER.index(name) <= ORDER.index("process_start")}
         self.mark("imports_done")
 
@@ -86,4 +87,4 @@ class StartupCallback(TrainerCallback):
             self.run.update(startup=self.startup.summary())
 
 
-STARTUP = Startup()  # at import: workshop.train imports this first of its own modules
+STARTUP = Startup()  # one per process: workshop.entry, workshop.train and the DeepSpeed plan mark it

@@ -191,7 +191,7 @@ def zero_stage(cfg) -> int:
 
 
 def needed_ops(cfg) -> list:
-    """The DeepSpeed ops this config JIT-builds: its optimizer's, and async_io for NVMe offload (workshop.prebuild_ops)."""
+    """The DeepSpeed ops this config JIT-builds: its optimizer's, and async_io for NVMe offload (ops.py)."""
     _, optimizer, param = _offloads(cfg)
     nvme = ["async_io"] if "nvme" in {getattr(o.device, "value", o.device) for o in (optimizer, param) if o} else []
     if not _adam(cfg):

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 from workshop.config import RunConfig
-from workshop.ds_config import load_ds_config, needed_ops, zero_stage
+from workshop.deepspeed.config import load_ds_config, needed_ops, zero_stage
 from workshop.errors import WorkshopError
-from workshop.prebuild_ops import build, setup_build_env
-from workshop.preflight import emulated_card
+from workshop.deepspeed.ops import build, setup_build_env
+from workshop.deepspeed.preflight import emulated_card
 
 
 def load_deepspeed_config(cfg: RunConfig):
@@ -67,7 +67,7 @@ def use_nvme_path(cfg: RunConfig, ds_config: dict):
 
 
 def largest_tensor(model: str) -> int | None:
-    from workshop.estimate import param_counts
+    from workshop.deepspeed.estimate import param_counts
 
     try:
         return param_counts(model)[1]

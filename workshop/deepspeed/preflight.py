@@ -1,6 +1,6 @@
 """Will this run fit? Printed before anything is loaded, from DeepSpeed's estimators and the node's facts.
 
-Per GPU: the model states of DeepSpeed's estimate for this ZeRO stage and offload choice (workshop.estimate),
+Per GPU: the model states of DeepSpeed's estimate for this ZeRO stage and offload choice (estimate.py),
 plus the activations of one micro-batch (the formula of Korthikanti et al. 2022, "Reducing Activation
 Recomputation in Large Transformer Models", without recomputation, and the logits: 250,880-way for BLOOM), from
 the model's config (hidden size, layers, heads, vocabulary), so any family the workshop builds is estimated.
@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from workshop.errors import WorkshopError
-from workshop.estimate import GIB, estimate_table
+from workshop.deepspeed.estimate import GIB, estimate_table
 
 # Host RSS of one training process besides its model states: with CUDA its libraries and context (3.6 GiB measured
 # on an H200); on a CPU the interpreter, torch and the tiny model (642 MiB peak, tiny baseline on a 2-core CPU box,
@@ -56,7 +56,7 @@ def _offload_row(table, ds_config):
     offload = {("none", "none"): "none", ("cpu", "none"): "optimizer", ("nvme", "none"): "optimizer",
                ("cpu", "cpu"): "optimizer+params", ("nvme", "nvme"): "optimizer+params",
                ("nvme", "cpu"): "optimizer+params", ("cpu", "nvme"): "optimizer+params"}[tuple(devices)]
-    if zero.get("zenflow") is not None:  # ZeRO-2 offload plus ZenFlow's own buffers (workshop.estimate)
+    if zero.get("zenflow") is not None:  # ZeRO-2 offload plus ZenFlow's own buffers (estimate.py)
         offload += "+zenflow"
     if "nvme" in devices:  # the GPU side is that of CPU offload; the host keeps only buffers (below)
         offload_host = "none"
@@ -123,7 +123,7 @@ def nvme_buffers_gib(ds_config, params: float) -> float:
 
 def check_async_io() -> str | None:
     """None when DeepSpeed's async_io op (NVMe offload) can be built or loaded here, else what is missing."""
-    from workshop.ds_config import quiet_deepspeed
+    from workshop.deepspeed.config import quiet_deepspeed
     with quiet_deepspeed():
         from deepspeed.ops.op_builder.all_ops import ALL_OPS
     builder = ALL_OPS.get("async_io")
@@ -135,11 +135,12 @@ def check_async_io() -> str | None:
     return None
 
 
-def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None):
+def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None, precision="fp16"):
     """Print the expected needs. Returns (the manifest record, None or why the run cannot fit this node).
 
     gpu_total_gib: what one GPU offers (the card, or --gpu-memory-limit); None without a GPU (a CPU run, which
-    also needs less host memory per process).
+    also needs less host memory per process). precision: the run's, as workshop.deepspeed.plan decided it (the
+    default is the lesson's on a GPU); it sizes the activations.
     """
     from workshop.model import resolve_model
 
@@ -156,8 +157,8 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None):
         print(f"[workshop] preflight: no estimate for {cfg.model} ({str(err).split(':')[0]}); skipped", flush=True)
         return None, None
     gpu_row, host_row, nvme = _offload_row(table, ds_config)
-    half = cfg.bf16 or cfg.fp16 is not False
-    activations = activation_gib(model, cfg.per_device_train_batch_size, cfg.max_length, 2 if half else 4)
+    bytes_per_value = 4 if precision == "fp32" else 2
+    activations = activation_gib(model, cfg.per_device_train_batch_size, cfg.max_length, bytes_per_value)
     gpu_gib = gpu_row.gpu_gib_per_gpu + activations + CUDA_CONTEXT_GIB
     params = table.iloc[0].params_m * 1e6
     process = (PROCESS_GIB if gpu_total_gib is not None else PROCESS_GIB_CPU) * gpus

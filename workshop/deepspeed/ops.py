@@ -1,0 +1,143 @@
+"""Build DeepSpeed's C++/CUDA ops once, before training, into a shared folder.
+
+DeepSpeed compiles an op (fused_adam, cpu_adam, ...) the first time a job uses it: 40-70 s of a
+GPU allocation spent compiling. Building them once on the node kind you train on, into a folder
+every job reuses, takes that out of the jobs:
+
+    python -m workshop.prebuild_ops                          # the ops this machine's lessons need
+    python -m workshop.prebuild_ops --ops cpu_adam --dir /scratch/$USER/torch_extensions
+
+Jobs find the builds through TORCH_EXTENSIONS_DIR; `setup_build_env()` sets it (and fixes
+TORCH_CUDA_ARCH_LIST) for the training entry. CPU ops are compiled with -march=native, so build
+on the same CPU kind that runs the jobs.
+"""
+
+import argparse
+import hashlib
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from workshop.deepspeed.config import quiet_deepspeed
+
+def extensions_dir() -> Path:
+    """The folder DeepSpeed's JIT builds go to (and are loaded from)."""
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):  # the user's (or a parent process's) choice wins
+        return Path(os.environ["TORCH_EXTENSIONS_DIR"])
+    base = os.environ.get("WORKSHOP_EXTENSIONS_DIR") or Path.home() / ".cache/workshop/torch_extensions"
+    # torch only hashes sources and flags, so a build made against another torch, Python or CUDA
+    # would be loaded as if it were current; one subfolder per combination keeps them apart. The
+    # environment's path is in the key too: two venvs compile with different include paths, and sharing
+    # one folder made each rebuild what the other had just built.
+    cuda = f"cu{torch.version.cuda.replace('.', '')}" if torch.version.cuda else "cpu"
+    torch_version = torch.__version__.split("+")[0]
+    env = hashlib.sha1(sys.prefix.encode()).hexdigest()[:8]
+    return Path(base) / f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch_version}_{cuda}_{env}"
+
+
+def fix_arch_list(env=os.environ):
+    """Rewrite TORCH_CUDA_ARCH_LIST into the form DeepSpeed's builder parses; returns the new value.
+
+    DeepSpeed 0.19 reads each entry as int(major).int(minor), so the arch-specific suffixes newer
+    CUDA images set (9.0a, 10.0f) fail with "invalid literal for int() with base 10: '0a'".
+    "9.0a" -> "9.0"; "+PTX" is understood and kept.
+    """
+    value = env.get("TORCH_CUDA_ARCH_LIST")
+    if value is None:
+        return None
+    fixed = []
+    for entry in re.split(r"[;\s]+", value.strip()):
+        match = re.fullmatch(r"(\d+)\.(\d+)[a-zA-Z]*(\+PTX)?", entry)
+        if not match:
+            if entry:
+                fixed.append(entry)  # not ours to judge: leave it for torch to report
+            continue
+        entry = f"{match[1]}.{match[2]}{match[3] or ''}"
+        if entry not in fixed:
+            fixed.append(entry)
+    env["TORCH_CUDA_ARCH_LIST"] = ";".join(fixed)
+    return env["TORCH_CUDA_ARCH_LIST"]
+
+
+def pin_ninja(env=os.environ):
+    """Put this interpreter's bin folder first on PATH when it holds a `ninja` (pip's, a DeepSpeed dependency).
+
+    torch builds with the first ninja on PATH, and a machine often has two: the venv's and the system's
+    (/usr/bin/ninja, 1.11 beside pip's 1.13 here). Each reads the other's build log as foreign and compiles every
+    object again, so an op built by a process with one PATH was rebuilt by the next process with the other (CI
+    compiled fused_adam and the shm collectives three times). With the one ninja, a built op is a load."""
+    bin_dir = str(Path(sys.executable).parent)
+    if (Path(bin_dir) / "ninja").exists():
+        rest = [part for part in env.get("PATH", "").split(os.pathsep) if part and part != bin_dir]
+        env["PATH"] = os.pathsep.join([bin_dir, *rest])
+
+
+def setup_build_env(env=os.environ) -> Path:
+    """Point DeepSpeed's JIT builds at the shared folder, build them with one ninja and fix the arch list (call
+    before deepspeed builds)."""
+    path = extensions_dir()
+    env["TORCH_EXTENSIONS_DIR"] = str(path)
+    fix_arch_list(env)
+    pin_ninja(env)
+    return path
+
+
+def default_ops():
+    """The ops the workshop's configs need on this machine's DeepSpeed accelerator.
+
+    The Trainer's AdamW becomes DeepSpeed's FusedAdam (fused_adam) without offload and
+    DeepSpeedCPUAdam (cpu_adam) with optimizer offload. On the CPU accelerator DeepSpeed's
+    communication backend also JIT-builds its shared-memory collectives (deepspeed_shm_comm)
+    inside deepspeed.init_distributed().
+    """
+    from deepspeed.accelerator import get_accelerator
+
+    ops = ["fused_adam", "cpu_adam"]
+    if get_accelerator().device_name() == "cpu" and sys.platform == "linux":
+        ops.append("deepspeed_shm_comm")
+    return ops
+
+
+def build(op_name):
+    """JIT-build (or load the cached build of) one op; returns the seconds it took."""
+    from deepspeed.ops.op_builder.all_ops import ALL_OPS  # the builders of the current accelerator
+
+    if op_name not in ALL_OPS:
+        raise SystemExit(f"unknown op {op_name!r}; this accelerator has: {', '.join(sorted(ALL_OPS))}")
+    start = time.perf_counter()
+    ALL_OPS[op_name].load(verbose=False)
+    return time.perf_counter() - start
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", nargs="+", help="op names (default: what this machine's lessons need)")
+    parser.add_argument("--dir", help="build folder (default: $TORCH_EXTENSIONS_DIR, else "
+                        "$WORKSHOP_EXTENSIONS_DIR/<python_torch_cuda>, else ~/.cache/workshop/torch_extensions/...)")
+    args = parser.parse_args(argv)
+
+    if args.dir:
+        os.environ["TORCH_EXTENSIONS_DIR"] = str(Path(args.dir).resolve())
+    path = setup_build_env()
+    with quiet_deepspeed():  # its "Setting accelerator to CPU" warning: we say it below
+        from deepspeed.accelerator import get_accelerator
+
+        accelerator = get_accelerator().device_name()
+    ops = args.ops or default_ops()
+    if torch.version.cuda and accelerator == "cpu":
+        print("warning: CUDA torch but no GPU visible, so these are the CPU builds; "
+              "build on a GPU node for GPU jobs", file=sys.stderr)
+    print(f"building {', '.join(ops)} for DeepSpeed's {accelerator} accelerator into {path}", flush=True)
+    for op_name in ops:
+        print(f"  {op_name} ...", end=" ", flush=True)
+        seconds = build(op_name)
+        print(f"ready in {seconds:.1f} s", flush=True)
+    print(f"jobs reuse these builds with: export TORCH_EXTENSIONS_DIR={path}")
+
+
+if __name__ == "__main__":
+    main()

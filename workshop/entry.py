@@ -1,0 +1,84 @@
+"""The training's command line: each lesson's train.py (and `python -m workshop.train`) calls main() here.
+
+The flags are read and checked first, before torch and transformers load: a mistake is one `error:` line and exit
+status 2 within a second. Only then does main() import the training (workshop.train), run its train() in a run
+folder, and record how the run ended, whatever happens.
+"""
+import os
+import signal
+import sys
+from pathlib import Path
+
+from workshop.config import RunConfig, parse_args
+from workshop.errors import WorkshopError
+from workshop.names import resolve_model
+
+
+def fail(message, code=2):
+    """An expected mistake: one line on stderr, no traceback, a distinct exit status."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def main(argv=None, lesson="baseline", require_deepspeed=False, lesson_flags=None, **lesson_defaults):
+    try:
+        cfg = parse_args(argv, lesson=lesson, require_deepspeed=require_deepspeed, lesson_flags=lesson_flags,
+                         **lesson_defaults)
+    except WorkshopError as err:
+        fail(err)
+    run_training(cfg)
+
+
+def run_training(cfg: RunConfig):
+    """train(cfg) in its run folder; the manifest says how it ended (completed, failed, oom, cancelled, ...)."""
+    import torch
+
+    import workshop.train as training  # torch and transformers: only once the flags are known to be good
+    from workshop.guards import RunStopped
+    from workshop.runlog import RunLog, default_run_dir
+    from workshop.startup import STARTUP
+
+    STARTUP.begin()
+    config_name = cfg.config_name or (Path(cfg.deepspeed).stem if cfg.deepspeed else cfg.lesson)
+    run = RunLog(cfg.run_dir or default_run_dir(config_name), {
+        "config_name": config_name, "lesson": cfg.lesson, "settings": vars(cfg).copy(),
+        "model": resolve_model(cfg.model), "init": cfg.init, "profile": cfg.profile, "data_source": cfg.data,
+        "subset_size": cfg.subset_size, "deepspeed_config": cfg.deepspeed})
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        training.train(cfg, run)
+    except RunStopped as stop:
+        run.finish(stop.status, stop.code, str(stop), **stop.fields)
+        fail(stop, code=stop.code)
+    except WorkshopError as err:
+        run.finish("failed", 2, str(err))
+        fail(err)
+    except torch.OutOfMemoryError as err:
+        fail(_out_of_memory(run, err), code=3)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+        run.finish("cancelled" if code == 128 + signal.SIGTERM else "failed", code)
+        raise
+    except BaseException as err:
+        run.finish("failed", 1, f"{type(err).__name__}: {err}")
+        raise
+    run.finish("completed", 0)
+    print(f"[workshop] done; run folder {run.dir}", flush=True)
+
+
+def _out_of_memory(run, err) -> str:
+    """Record a CUDA out-of-memory error with the allocator's figures; returns the error line for the student."""
+    from workshop.runlog import cuda_memory_now, describe_cuda_memory, fragmentation_hint
+
+    memory = cuda_memory_now()  # the failed step's tensors are still alive: the figures at the time
+    run.finish("oom", 3, str(err).splitlines()[0], oom_memory=memory)
+    cap = run.manifest.get("gpu_memory_limit")
+    capped = f", capped at {cap['gib']:g} GiB to emulate {cap['emulates']}" if cap else ""
+    hint = fragmentation_hint(memory, cap["gib"] * 1024 if cap else None, os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""))
+    return (f"out of GPU memory ({describe_cuda_memory(memory)}{capped}{hint}); lower --per-device-train-batch-size "
+            f"or use DeepSpeed; figures in {run.dir}/manifest.json")
+
+
+def _exit_on_sigterm(signum, frame):
+    # scancel and SLURM's time limit send SIGTERM: turn it into an exception so the manifest is finished.
+    raise SystemExit(128 + signum)
