@@ -12,6 +12,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from workshop.bloom_attention import use_attention
+from workshop.checkpoint_seal import SealCallback, check_trusted
 from workshop.config import RunConfig, Trainer as TrainerSection
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
 from workshop.deepspeed.plan import Plan, prepare, stop_if_refused
@@ -53,7 +54,7 @@ def train(cfg: RunConfig, run: RunLog):
     trainer_class = FewerSyncsTrainer if cfg.fewer_syncs else Trainer
     trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                             data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
-                            callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run)])
+                            callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run), SealCallback()])
     if cfg.torch_compile:
         drop_last_train_batch(trainer)
     STARTUP.mark("trainer_built")
@@ -147,6 +148,7 @@ def resume_point(cfg: RunConfig, run: RunLog) -> str | None:
         print(f"[workshop] removed half-written {', '.join(partial)} (an earlier attempt's write failed)", flush=True)
     resume = last_whole_checkpoint(cfg.output_dir) if earlier else None
     if resume:
+        check_trusted(resume)  # resuming unpickles it
         print(f"[workshop] resuming from {resume} (attempt {len(run.manifest['attempts'])})", flush=True)
         run.update(resumed_from=resume)
     return resume
