@@ -107,7 +107,10 @@ plan() {
         # FlexAttention at the ladder's best flags beside the plain loop with the same flags (2 alternating repeats),
         # the sdpa row it replaces, start-up to the first step of every lesson-2 config with --launcher python (ops
         # built meanwhile, behind the untimed check), and ZenFlow at bloom-560m in bf16 beside classic offload.
-        # RUN_LIMIT=900 (the flex pair is 4 compiled runs in one line). Results under logs/bench/
+        # RUN_LIMIT=900 (the flex pair is 4 compiled runs in one line). Results under logs/bench/. Run on 2026-12-06
+        # (docs/results/make_it_fast_h100-2026-12-06): a helper's checkout travels as a carried folder; a later call
+        # that did not carry it found it deleted, the running sweep's logs with it, and carrying it replaces it.
+        # From such a folder, run the plan inside one call, or write logs/ outside the carried folder.
         echo "prebuild_background fused_adam cpu_adam"
         echo "importtime"
         echo "pytest tests/test_attention.py -m gpu -q -s -p no:cacheprovider"
