@@ -25,21 +25,35 @@ from transformers.models.bloom.modeling_bloom import BloomAttention, dropout_add
 from workshop.errors import WorkshopError
 
 
-class SdpaBloomAttention(BloomAttention):
+class FusedBloomAttention(BloomAttention):
+    """The stock module's projections, cache update, output projection and dropout; only the core differs."""
+
+    def stock_only(self, layer_past, output_attentions):
+        return output_attentions or (self.pretraining_tp > 1 and self.slow_but_exact)
+
     def forward(self, hidden_states, residual, alibi, attention_mask, layer_past=None, use_cache=False,
                 output_attentions=False, **kwargs):
-        if output_attentions or (self.pretraining_tp > 1 and self.slow_but_exact):
+        if self.stock_only(layer_past, output_attentions):
             return super().forward(hidden_states, residual, alibi, attention_mask, layer_past=layer_past,
                                    use_cache=use_cache, output_attentions=output_attentions, **kwargs)
         batch_size, q_length, _ = hidden_states.shape
         query, key, value = self._reshape(self.query_key_value(hidden_states))  # [batch, heads, length, head_dim]
         if layer_past is not None:
             key, value = layer_past.update(key, value, self.layer_idx)
-        kv_length = key.shape[2]
-        # alibi: [batch * heads, 1, kv_length]; the mask: [batch, 1, q_length, kv_length] of 0 / dtype-min (as in
-        # the stock module, None means no mask at all). Summed in their own dtype (fp32 under autocast), then
-        # clamped: fp32's minimum rounds to -inf in bf16/fp16, and a row that is all -inf is NaN.
-        bias = alibi.view(batch_size, self.num_heads, 1, kv_length) * self.beta
+        # alibi: [batch * heads, 1, kv_length], slope x key position; the mask: [batch, 1, q_length, kv_length] of
+        # 0 / dtype-min (as in the stock module, None means no mask at all)
+        bias = alibi.view(batch_size, self.num_heads, key.shape[2]) * self.beta
+        context = self.core(query, key, value, bias, attention_mask)
+        context = context.transpose(1, 2).reshape(batch_size, q_length, self.hidden_size)
+        output = dropout_add(self.dense(context), residual, self.hidden_dropout, self.training)
+        return output, None
+
+
+class SdpaBloomAttention(FusedBloomAttention):
+    def core(self, query, key, value, bias, attention_mask):
+        # ALiBi and the mask summed in their own dtype (fp32 under autocast), then clamped: fp32's minimum rounds to
+        # -inf in bf16/fp16, and a row that is all -inf is NaN.
+        bias = bias[:, :, None, :]
         if attention_mask is not None:
             bias = bias + attention_mask
         bias = bias.clamp(min=torch.finfo(query.dtype).min).to(query.dtype)
@@ -47,32 +61,20 @@ class SdpaBloomAttention(BloomAttention):
         # output does feed the loss: it predicts the first real token) different from the stock module; the
         # math kernel agrees with it exactly. The speed is on the GPU, where the memory-efficient kernel runs.
         with sdpa_kernel(SDPBackend.MATH) if query.device.type == "cpu" else nullcontext():
-            context = F.scaled_dot_product_attention(
+            return F.scaled_dot_product_attention(
                 query, key, value, attn_mask=bias, scale=self.inv_norm_factor,
                 dropout_p=self.attention_dropout.p if self.training else 0.0)
-        context = context.transpose(1, 2).reshape(batch_size, q_length, self.hidden_size)
-        output = dropout_add(self.dense(context), residual, self.hidden_dropout, self.training)
-        return output, None
 
 
-class FlexBloomAttention(BloomAttention):
-    def forward(self, hidden_states, residual, alibi, attention_mask, layer_past=None, use_cache=False,
-                output_attentions=False, **kwargs):
+class FlexBloomAttention(FusedBloomAttention):
+    def stock_only(self, layer_past, output_attentions):
         # Decoding one token after another (a filled cache) is generation, not the training this is for.
         decoding = layer_past is not None and layer_past.get_seq_length(self.layer_idx) > 0
-        if (output_attentions or decoding or (self.pretraining_tp > 1 and self.slow_but_exact)
-                or (self.training and self.attention_dropout.p > 0)):  # FlexAttention has no dropout
-            return super().forward(hidden_states, residual, alibi, attention_mask, layer_past=layer_past,
-                                   use_cache=use_cache, output_attentions=output_attentions, **kwargs)
-        batch_size, q_length, _ = hidden_states.shape
-        query, key, value = self._reshape(self.query_key_value(hidden_states))  # [batch, heads, length, head_dim]
-        if layer_past is not None:
-            key, value = layer_past.update(key, value, self.layer_idx)
-        bias = alibi.view(batch_size, self.num_heads, key.shape[2]) * self.beta  # slope x key position
-        context = flex_call(query.device)(query, key, value, bias, attention_mask, self.inv_norm_factor)
-        context = context.transpose(1, 2).reshape(batch_size, q_length, self.hidden_size)
-        output = dropout_add(self.dense(context), residual, self.hidden_dropout, self.training)
-        return output, None
+        return (super().stock_only(layer_past, output_attentions) or decoding
+                or (self.training and self.attention_dropout.p > 0))  # FlexAttention has no dropout
+
+    def core(self, query, key, value, bias, attention_mask):
+        return flex_call(query.device)(query, key, value, bias, attention_mask, self.inv_norm_factor)
 
 
 def alibi_mods(bias, attention_mask, q_length, kv_length):
