@@ -8,7 +8,8 @@ No Trainer: the lesson's BloomForCausalLM, data, tokenisation, packing and colla
 autocast (bf16, or fp16 with a gradient scaler) on a GPU, AdamW (fused with `--optim adamw_torch_fused` on a
 GPU), the Trainer's defaults that change the maths (weight decay off for biases and LayerNorms, gradient
 clipping at 1.0, linear learning-rate decay after `--warmup-steps`), and `torch.compile(model)` with
-`--torch-compile`. It takes the same flags as `python -m workshop.train` (those it has no use for are ignored)
+`--torch-compile`, and the loss of `--chunked-loss` or `--fused-loss` (workshop.fused_loss). It takes the same
+flags as `python -m workshop.train` (those it has no use for are ignored)
 and writes the same run folder: the speed figures come from workshop.speed's own SpeedCallback and the log
 from workshop.runlog, driven at the points the Trainer would call them, so the rows compare like for like.
 """
@@ -26,6 +27,7 @@ from workshop.bloom_attention import use_attention  # noqa: E402
 from workshop.config import WorkshopError, parse_args, resolve_precision  # noqa: E402
 from workshop.deepspeed.config import check_gpu_precision  # noqa: E402
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize  # noqa: E402
+from workshop.fused_loss import use_fused_loss  # noqa: E402
 from workshop.model import load_model, parameter_count  # noqa: E402
 from workshop.runlog import RunLog, default_run_dir  # noqa: E402
 from workshop.speed import SpeedCallback, flops_per_token  # noqa: E402
@@ -47,6 +49,8 @@ def train(cfg, run: RunLog):
     model, tokenizer = load_model(cfg.model, init=cfg.init, seed=cfg.seed, device="cuda" if cuda else None)
     model.to(device).train()
     use_attention(model, cfg.attention)
+    if cfg.fused_loss or cfg.chunked_loss:  # the Trainer's rows with these flags compare with the same loss here
+        use_fused_loss(model, on_gpu=cuda, chunked=cfg.chunked_loss)
     rows = tokenize(load_squad(cfg.subset_size, source=cfg.data), tokenizer, cfg.max_length,
                     pad=cfg.padding == "max")
     train_set, eval_set = split(rows, cfg.eval_fraction, cfg.seed)

@@ -286,7 +286,8 @@ def test_bench_reference_loop_row_beside_the_trainer_row(tmp_path):
     assert 0 < reference["final_eval_loss"] < 20
     made = {"make_it_fast": [v["name"] for v in tomllib.loads((REPO / "benchmarks/make_it_fast.toml").read_text())
                              ["variant"] if v.get("runner") == "reference"]}
-    assert made["make_it_fast"] == ["reference loop (eager)", "reference loop (compiled)"]
+    assert made["make_it_fast"] == ["reference loop (eager)", "reference loop (compiled)",
+                                    "reference loop (flex attention)"]
     assert "| reference loop" in Path(f"{out}.md").read_text()
 
 

@@ -15,7 +15,7 @@
 # `offload` (issue 28: bloom-1b7 resident vs offload vs ZenFlow, then lesson 2's owed bloom-560m rows),
 # `families` (a non-BLOOM architecture at ~1B: TinyLlama
 # 1.1B's shape, LLaMA with GQA and untied embeddings, built from workshop/shapes.py, through the baseline and
-# ZeRO-2, 20 steps each) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
+# ZeRO-2, 20 steps each), `fast28` (issue 28: FlexAttention beside the loop, start-up, ZenFlow at 560m) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
 # the start-up breakdown of both launch paths, the logger overhead with its spread, and the GPU check of
 # --attention sdpa against the stock module; results under logs/bench/). A `bench` line is `python3
 # benchmarks/bench.py ARGS`, a `pytest` line `python3 -m pytest ARGS`, others a slurm script. Each run has a time
@@ -103,6 +103,27 @@ plan() {
             "--work logs/bench-runs --only 'packed (no loggers),packed + loggers (slurm/fast.slurm)'"
         echo "bench benchmarks/logger_overhead.toml --repeats 2 --out logs/bench/logger_overhead_seed_h200" \
             "--work logs/bench-runs --only 'no loggers,loggers (slurm/baseline.slurm)'" ;;
+    fast28)  # issue 28 on one GPU: the GPU attention check (sdpa and flex, left-padded batch), the imports, then
+        # FlexAttention at the ladder's best flags beside the plain loop with the same flags (2 alternating repeats),
+        # the sdpa row it replaces, start-up to the first step of every lesson-2 config with --launcher python (ops
+        # built meanwhile, behind the untimed check), and ZenFlow at bloom-560m in bf16 beside classic offload.
+        # RUN_LIMIT=900 (the flex pair is 4 compiled runs in one line). Results under logs/bench/. Run on 2026-12-06
+        # (docs/results/make_it_fast_h100-2026-12-06): a helper's checkout travels as a carried folder; a later call
+        # that did not carry it found it deleted, the running sweep's logs with it, and carrying it replaces it.
+        # From such a folder, run the plan inside one call, or write logs/ outside the carried folder.
+        echo "prebuild_background fused_adam cpu_adam"
+        echo "importtime"
+        echo "pytest tests/test_attention.py -m gpu -q -s -p no:cacheprovider"
+        echo "wait_background"
+        echo "bench benchmarks/make_it_fast.toml --repeats 2 --steps 60 --out logs/bench/make_it_fast_flex" \
+            "--work logs/bench-runs --only 'flex attention,reference loop (flex attention)'"
+        echo "bench benchmarks/make_it_fast.toml --steps 60 --out logs/bench/make_it_fast_sdpa --work logs/bench-runs" \
+            "--only 'micro-batch 32'"
+        echo "bench benchmarks/deepspeed_startup.toml --out logs/bench/deepspeed_startup_python --work logs/bench-runs" \
+            "--only 'stage0 (python),stage1 (python),stage2 (python),stage3 (python),stage1_offload (python)," \
+            "stage2_offload (python),stage2_offload_nopin (python),stage3_offload (python),stage3_offload_nopin (python)'"
+        for c in stage2_zenflow stage2_offload stage2; do
+            echo "$c --model 560m --precision bf16 --subset 10000 --max-steps 20 $SHORT"; done ;;
     precision)  # lesson 5: bloom-560m, the plain Trainer and ZeRO 0-3, each in fp32, fp16 and bf16 (eval at the end)
         for s in none stage0 stage1 stage2 stage3; do
             for p in fp32 fp16 bf16; do echo "precision $s $p --model 560m --subset 10000 --max-steps 40 $P5"; done

@@ -116,7 +116,7 @@ CHOICES = {
     "profile": tuple(PROFILES),
     "padding": ("max", "longest", "packed"),
     "optim": ("adamw_torch", "adamw_torch_fused"),
-    "attention": ("eager", "sdpa"),
+    "attention": ("eager", "sdpa", "flex"),
     "precision": ("fp32", "fp16", "bf16"),
 }
 PRECISIONS = {"fp32": (False, False), "fp16": (True, False), "bf16": (False, True)}  # -> (fp16, bf16)

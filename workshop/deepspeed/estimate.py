@@ -130,14 +130,18 @@ def _deepspeed_rows(total, largest, gpus):
     return rows
 
 
-def estimate_table(model="bloom-560m", gpus=(1,)) -> pd.DataFrame:
-    """One row per (GPU count, ZeRO stage, offload choice); memory in GiB (DeepSpeed's "GB")."""
+def estimate_table(model="bloom-560m", gpus=(1,), deepspeed=True) -> pd.DataFrame:
+    """One row per (GPU count, ZeRO stage, offload choice); memory in GiB (DeepSpeed's "GB").
+    deepspeed=False: the formula's rows (ZeRO 0 and 1) alone, without importing DeepSpeed (seconds that a run
+    without ZeRO 2-3 need not pay before its first step)."""
     total, largest = param_counts(model)
     rows = []
     for n in [gpus] if isinstance(gpus, int) else gpus:
-        for source, found in (("formula", _formula_rows(total, n)),
-                              ("deepspeed", _deepspeed_rows(total, largest, n)),
-                              ("deepspeed+zenflow", _zenflow_rows(total, n))):
+        sources = [("formula", _formula_rows(total, n))]
+        if deepspeed:
+            sources += [("deepspeed", _deepspeed_rows(total, largest, n)),
+                        ("deepspeed+zenflow", _zenflow_rows(total, n))]
+        for source, found in sources:
             for stage, offload, zero_init, configs, gpu, cpu in found:
                 rows.append({"model": model, "params_m": total / 1e6, "largest_layer_m": largest / 1e6,
                              "gpus": n, "stage": stage, "offload": offload, "zero_init": zero_init,

@@ -148,8 +148,9 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None, precision="fp16"):
     if not gpus:  # this node's processes: the host memory asked for is per node, not for the whole job
         from workshop.runlog import node_count
         gpus = max(1, int(os.environ.get("WORLD_SIZE", "1")) // node_count())
+    stage = ((ds_config or {}).get("zero_optimization") or {}).get("stage", 0)
     try:
-        table = estimate_table(model, gpus)
+        table = estimate_table(model, gpus, deepspeed=stage >= 2)  # ZeRO 0-1 rows are the formula's
     except ImportError as err:  # the estimators are DeepSpeed's: a lesson-1 environment may lack it
         print(f"[workshop] preflight skipped: {err}", flush=True)
         return None, None

@@ -1,0 +1,78 @@
+"""What the plain baseline imports: a real tiny run in its own process, then its sys.modules.
+
+`python -X importtime -c "import workshop.train"` (docs/results/startup_imports-2026-12-06/) puts nearly all of
+the start-up's imports in torch and in what transformers imports itself (its model-loading and fp8 modules,
+its dependency check, and peft, scikit-learn and scipy where installed); accelerate imports DeepSpeed when the
+Trainer is built if it is installed. Those are theirs. These tests keep ours out: the modules that only other
+runs use are imported where they are used.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+# module -> the run that uses it; all installed in CI (liger_kernel only on GPU machines)
+UNUSED_BY_BASELINE = {
+    "evaluate": "--score-answers",
+    "workshop.answer_quality": "--score-answers",
+    "liger_kernel": "--fused-loss",
+    "matplotlib": "the notebooks' plots",
+    "workshop.report": "fill_tables and the notebooks",
+    "workshop.lessons.baseline": "the notebooks' tables and plots",
+}
+RUN = """
+import json, sys
+from workshop.train import main
+main(sys.argv[2:])
+json.dump(sorted(sys.modules), open(sys.argv[1], "w"))
+"""
+
+
+def test_the_plain_baseline_imports_no_module_only_other_runs_use(tmp_path):
+    modules_file = tmp_path / "modules.json"
+    result = subprocess.run(
+        [sys.executable, "-c", RUN, str(modules_file), "--profile", "tiny", "--max-steps", "1", "--save-strategy",
+         "no", "--no-save-final", "--eval-strategy", "no", "--no-score-answers", "--run-dir", str(tmp_path / "run"),
+         "--output-dir", str(tmp_path / "out")],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    modules = set(json.loads(modules_file.read_text()))
+    assert {"workshop.train", "transformers.trainer", "workshop.data"} <= modules  # it did run the lesson
+    imported = {name: why for name, why in UNUSED_BY_BASELINE.items() if name in modules}
+    assert not imported, f"the plain baseline imported modules only other runs use: {imported}"
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["versions"]["deepspeed"]
+
+
+PREPARE = """
+import json, sys
+from workshop.config import parse_args
+from workshop.deepspeed.preflight import preflight
+from workshop.runlog import RunLog
+cfg = parse_args(sys.argv[2:])
+run = RunLog(cfg.run_dir, {"config_name": "imports"})  # records the versions, DeepSpeed's too
+preflight(cfg, None)
+before = "deepspeed" in sys.modules
+from workshop.deepspeed.setup import load_deepspeed_config
+preflight(cfg, load_deepspeed_config(cfg) or {"zero_optimization": {"stage": 2}})
+json.dump({"before": before, "after": "deepspeed" in sys.modules, "versions": run.manifest["versions"]},
+          open(sys.argv[1], "w"))
+"""
+
+
+def test_deepspeed_is_imported_only_by_what_uses_it(tmp_path):
+    """Our code up to the Trainer (arguments, the run log, the preflight of a run without ZeRO 2-3) imports no
+    DeepSpeed, which costs 1.6-2.0 s on the CI machine: a plain PyTorch loop (benchmarks/reference_loop.py) that
+    builds no Trainer never pays it. A ZeRO-2 preflight does import it (DeepSpeed's own estimator)."""
+    out = tmp_path / "out.json"
+    result = subprocess.run(
+        [sys.executable, "-c", PREPARE, str(out), "--profile", "tiny", "--run-dir", str(tmp_path / "run")],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(out.read_text())
+    assert found["before"] is False, "DeepSpeed was imported before a ZeRO 2-3 config asked for it"
+    assert found["after"] is True  # the check sees an import
+    assert found["versions"]["deepspeed"]  # read from the installed package's metadata
