@@ -18,13 +18,14 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from workshop.errors import WorkshopError
-from workshop.shapes import BLOOM_SHAPES as SHORT_SHAPES, BLOOM_VOCAB, FAMILIES
+from workshop.shapes import BLOOM_LAPTOP, BLOOM_SHAPES as SHORT_SHAPES, BLOOM_VOCAB, FAMILIES
 
 TINY_DIR = Path(__file__).parent / "assets" / "bloom-tiny"
 
 # Hub id -> shape of the published checkpoint, so random-weight runs need no download.
 BLOOM_SHAPES = {f"bigscience/{name}": shape for name, shape in SHORT_SHAPES.items()}
 TINY = "bloom-tiny"
+LAPTOP = "bloom-laptop"  # --profile laptop: ~100M parameters, embedded tokenizer, seeded random weights
 TINY_FAMILIES = {f"{family}-tiny": family for family in FAMILIES}
 FAMILY_IDS = {spec["hub_id"]: family for family, spec in FAMILIES.items()}
 # The embedded tokenizer's vocabulary and special ids: a config built for it carries them.
@@ -37,7 +38,7 @@ BLOOM_LIKE = re.compile(r"(bloom.*|\d[\d.]*[a-z]?\d*)", re.IGNORECASE)  # bloom-
 
 
 def known_names() -> str:
-    return ", ".join([TINY, *(k.removeprefix("bigscience/") for k in BLOOM_SHAPES), *TINY_FAMILIES,
+    return ", ".join([TINY, LAPTOP, *(k.removeprefix("bigscience/") for k in BLOOM_SHAPES), *TINY_FAMILIES,
                       *(f"{family} ({spec['hub_id']})" for family, spec in FAMILIES.items())])
 
 
@@ -45,7 +46,7 @@ def resolve_model(name: str) -> str:
     """Map `560m`, `bloom-560m` or `bigscience/bloom-560m` to the Hub id; `tiny` to `bloom-tiny`; a family name
     (`llama`) to its published member's Hub id; `llama-tiny` stays; a Hub id (`org/name`, or one of the Hub's
     oldest without an organisation, `gpt2`) or local folder stays."""
-    if name in TINY_FAMILIES or name in FAMILY_IDS or os.path.isdir(name):
+    if name in TINY_FAMILIES or name in FAMILY_IDS or name == LAPTOP or os.path.isdir(name):
         return name
     if name in FAMILIES:
         return FAMILIES[name]["hub_id"]
@@ -65,7 +66,7 @@ def resolve_model(name: str) -> str:
 
 def is_tiny(model_id: str) -> bool:
     """The embedded models: seeded random weights whatever --init says, nothing to download."""
-    return model_id == TINY or model_id in TINY_FAMILIES
+    return model_id in (TINY, LAPTOP) or model_id in TINY_FAMILIES
 
 
 def load_model(name: str, init: str = "pretrained", seed: int = 0, device: str | None = None):
@@ -108,6 +109,8 @@ def model_config(model_id: str, **overrides):
     Hugging Face cache or the Hub (a config.json of a few KB), else a local folder."""
     if model_id == TINY:
         return BloomConfig.from_pretrained(TINY_DIR, **overrides)
+    if model_id == LAPTOP:
+        return BloomConfig.from_pretrained(TINY_DIR, **{**BLOOM_LAPTOP, **overrides})
     if model_id in BLOOM_SHAPES:
         # overrides win (the embedded tokenizer's special-token ids, with --init random and no Hub tokenizer)
         return BloomConfig(**{"vocab_size": BLOOM_VOCAB, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3,

@@ -18,19 +18,21 @@ from workshop.config import RunConfig, parse_args, precision_name, resolve_preci
 from workshop.errors import WorkshopError
 from workshop.fewer_syncs import FewerSyncsTrainer
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
-from workshop.deepspeed_setup import (build_device, cap_gpu_memory, cpu_deepspeed_state, load_deepspeed_config,
-                                      load_ops)
+from workshop.deepspeed_setup import build_device, cap_gpu_memory, cpu_deepspeed_state, load_deepspeed_config
 from workshop.ds_config import check_gpu_precision, match_precision, zero_stage
 from workshop.guards import (DivergenceCallback, RunStopped, diverged_stop, disk_full_stop, is_disk_full,
                              is_lost_rank, last_whole_checkpoint, lost_rank_stop, set_aside_partial)
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
 from workshop.model import load_model, parameter_count, resolve_model, save_model, tokenizer_record
+from workshop.model_states import ModelStatesCallback
 from workshop.preflight import preflight
 from workshop.profiling import ProfilerCallback
 from workshop.runlog import (RunLog, StepsCallback, cuda_memory_now, default_run_dir, describe_cuda_memory,
                              fragmentation_hint)
 from workshop.speed import SpeedCallback, flops_per_token, matmul_parameters
 from workshop.startup import STARTUP
+from workshop.step_times import StepTimesCallback
+from workshop.windows import WindowsCallback, load_ops_outside_training
 
 
 # transformers 5 renamed the Trainer's gradient_checkpointing (a deprecated alias now) to activation_checkpointing
@@ -104,7 +106,7 @@ def train(cfg: RunConfig, run: RunLog):
     if refusal:
         raise WorkshopError(refusal)
     if ds_config is not None:
-        load_ops(ds_config)
+        load_ops_outside_training(run, ds_config)
         STARTUP.mark("ops_loaded")
     # The arguments come before the model: with a ZeRO-3 config they make the model be built partitioned
     # (deepspeed.zero.Init, in from_pretrained and in workshop.model.build) for as long as they exist.
@@ -133,7 +135,9 @@ def train(cfg: RunConfig, run: RunLog):
     trainer_class = FewerSyncsTrainer if cfg.fewer_syncs else Trainer
     trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                             data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
-                            callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run)])
+                            callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run),
+                                       StepTimesCallback(run.dir / "steps.jsonl", run.enabled), WindowsCallback(run)])
+    trainer.add_callback(ModelStatesCallback(run, trainer))
     if cfg.torch_compile:
         drop_last_train_batch(trainer)
     STARTUP.mark("trainer_built")
