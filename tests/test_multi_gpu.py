@@ -151,7 +151,8 @@ def check_two_process_run(run_dir, samples_per_gpu=20):
 # once per session in one lesson copy: the tests below and notebooks/03_multi_gpu.ipynb's test
 # (tests/test_notebooks.py) read their logs.
 SHORT = [*TINY, "--max-steps", "2"]
-JOBS = [("weak_scaling", ["slurm/multi_gpu_weak_scaling.slurm"])] + \
+JOBS = [("weak_scaling", ["slurm/multi_gpu_weak_scaling.slurm"]),
+        ("weak_scaling_1", ["slurm/multi_gpu_weak_scaling.slurm", "--gpus", "1"])] + \
        [(config, ["slurm/multi_gpu_zero.slurm", config]) for config in ZERO_2GPU]
 def two_process_logs(tmp_path_factory):
     """logs/ of a lesson copy holding a complete 2-process run of each job in JOBS (made once per session)."""
@@ -179,10 +180,16 @@ def test_weak_scaling_two_cpu_processes(lesson_logs):
     filled = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "--by-run", str(lesson_logs), "--format", "json"],
                             cwd=REPO, capture_output=True, text=True)
     assert filled.returncode == 0, filled.stderr
-    [row] = json.loads(filled.stdout)["deepspeed_multi_gpu_weak_scaling"]["rows"]  # the ZeRO runs are not in it
-    assert (row["run"], row["GPUs (processes)"], row["samples per GPU"]) == (run_dir.name, 2, 20)
-    assert row["total runtime s (train_runtime)"] > 0 and row["train samples/s"] > 0
-    assert row["efficiency (fewest-GPU runtime / runtime)"] == 1.0  # the only run is its own baseline
+    # 1 and 2 processes (`--gpus 1` overrides GPUS=2); the ZeRO runs are not in it
+    rows = json.loads(filled.stdout)["deepspeed_multi_gpu_weak_scaling"]["rows"]
+    one, two = sorted(rows, key=lambda row: row["GPUs (processes)"])
+    [single] = lesson_logs.glob("weak_scaling_1gpu-local*")
+    assert json.loads((single / "manifest.json").read_text())["world_size"] == 1
+    assert (one["run"], one["GPUs (processes)"], one["samples per GPU"]) == (single.name, 1, 20)
+    assert (two["run"], two["GPUs (processes)"], two["samples per GPU"]) == (run_dir.name, 2, 20)
+    for row in (one, two):
+        assert row["total runtime s (train_runtime)"] > 0 and row["train samples/s"] > 0
+    assert one["efficiency (fewest-GPU runtime / runtime)"] == 1.0  # the fewest-process run is the baseline
 
 
 @pytest.mark.slow
@@ -192,6 +199,11 @@ def test_zero_config_on_two_cpu_processes(lesson_logs, config):
     manifest = check_two_process_run(run_dir)
     assert manifest["deepspeed_config"] == f"deepspeed_single_gpu/configs/{config}.json"
     assert manifest["config_name"] == config and manifest["settings"]["max_steps"] == 2
+    # each process holds the model states its stage leaves it: every parameter (stages 1-2) or half (stage 3)
+    states, whole = manifest["model_states"], 4 * manifest["parameters"]
+    assert (states["world_size"], states["zero_stage"]) == (2, int(config[len("stage")]))
+    shown = states["bytes_per_process"]["parameters"]
+    assert shown == pytest.approx(whole / 2 if config.startswith("stage3") else whole, rel=0.01)
 
 
 @pytest.mark.slow

@@ -14,9 +14,9 @@ gradients: the gradients this process keeps through a backward pass, in the para
     (no DeepSpeed, stages 0 and 1: ZeRO 1 keeps whole gradients until the step reduces them) or its partition
     (stages 2 and 3: DeepSpeed reduces them bucket by bucket as they are made). They live only inside a step, so
     they are counted from the layout the engine chose, not from tensors alive when this is read.
-optimizer: the optimizer's own copies of the weights (DeepSpeed's fp32 master partitions, where they are not the
-    parameters themselves: ZeRO 3 in fp32 updates the partitions in place) and its per-parameter states (Adam's two
-    moments; scalar step counters left out).
+optimizer: the optimizer's own copies of the weights (DeepSpeed's fp32 master partitions: ZeRO 1-3 keep them even
+    for fp32 weights, sharing them only under torch autocast) and its per-parameter states (Adam's two moments;
+    scalar step counters left out).
 A tensor that shares memory with one counted before is counted once. On NVMe the bytes are those of the swap files.
 """
 import torch

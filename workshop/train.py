@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
+from workshop.activations import ActivationsCallback
 from workshop.bloom_attention import use_attention
 from workshop.config import RunConfig, parse_args, precision_name, resolve_precision
 from workshop.errors import WorkshopError
@@ -138,6 +139,7 @@ def train(cfg: RunConfig, run: RunLog):
                             callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run),
                                        StepTimesCallback(run.dir / "steps.jsonl", run.enabled), WindowsCallback(run)])
     trainer.add_callback(ModelStatesCallback(run, trainer))
+    trainer.add_callback(ActivationsCallback(run, model))
     if cfg.torch_compile:
         drop_last_train_batch(trainer)
     STARTUP.mark("trainer_built")
