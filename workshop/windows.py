@@ -10,14 +10,13 @@ host memory that are not the training's: `compiled` says whether that happened (
 which the walk-through runs at set-up, makes it a load of a second or two).
 """
 import os
-import resource
 import time
 from contextlib import contextmanager
 
 from transformers import TrainerCallback
 
 from workshop.deepspeed_setup import load_ops
-from workshop.prebuild_ops import build
+from workshop.prebuild_ops import build, extensions_dir
 
 
 def add_window(run, what: str, start: float, end: float, why: str, **fields):
@@ -28,14 +27,17 @@ def add_window(run, what: str, start: float, end: float, why: str, **fields):
 
 @contextmanager
 def excluded_window(run, what: str, why: str):
-    start, children = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    start, built = time.time(), _built_ops()
     try:
         yield
     finally:
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        # a compile runs ninja and the compiler as children; a load of a built op starts none
-        compiled = after.ru_utime + after.ru_stime > children.ru_utime + children.ru_stime
-        add_window(run, what, start, time.time(), why, compiled=compiled)
+        # a compile writes a new shared library into the build folder; loading a built op writes none (its ninja
+        # check runs as a child too, so the children's CPU time cannot tell them apart)
+        add_window(run, what, start, time.time(), why, compiled=_built_ops() != built)
+
+
+def _built_ops() -> dict:
+    return {str(path): path.stat().st_mtime_ns for path in extensions_dir().rglob("*.so")}
 
 
 def load_ops_outside_training(run, ds_config: dict):
