@@ -4,8 +4,8 @@
 
 step: the Trainer's global step; seconds: wall time since the previous step ended (the first: since training
 began); samples: rows of this optimizer step over all processes (left out on an epoch's last step when the epoch
-does not divide into whole steps: that step holds fewer rows, or rows repeated to fill it); tokens: real (unpadded) tokens of this step over
-all processes. An evaluation or checkpoint save between two steps is not the next step's time: the clock starts
+does not divide into whole steps: that step holds fewer rows, or rows repeated to fill it); tokens: real
+(unpadded) tokens of this step over all processes. An evaluation or checkpoint save between two steps is not the next step's time: the clock starts
 again when it ends. A job that dies keeps every line written before it died, so its steady state can still be read.
 Only the main process writes (as for manifest.json).
 """
