@@ -60,10 +60,10 @@ LESSONS = (
     Lesson("deepspeed_single_gpu", folder="deepspeed_single_gpu", notebook="02_zero_single_gpu.ipynb",
            tables="workshop.lessons.deepspeed_single_gpu", configs=ZERO_CONFIGS,
            scripts=tuple(f"slurm/{c}.slurm" for c in ZERO_CONFIGS),
-           # the laptop model: its fp32 Adam states are what ZeRO partitions and offload moves; 21 steps a run
+           # the laptop model: its fp32 Adam states are what ZeRO partitions and offload moves; 14 steps a run
            walkthrough=tuple((f"slurm/{c}.slurm",) for c in ZERO_WALKTHROUGH), walkthrough_profile="laptop"),
-    # without GPUs: the laptop model on the CPU, weak scaling on 1 and 2 processes and ZeRO on 2, 16 examples a
-    # process, one row an optimizer step: 14 steps each
+    # without GPUs: the laptop model on the CPU, weak scaling on 1 and 2 processes and ZeRO on 2, 12 examples a
+    # process, one row an optimizer step: 10-11 steps each (the walk-through's 20 minutes allow no more)
     Lesson("deepspeed_multi_gpu", folder="deepspeed_multi_gpu", notebook="03_multi_gpu.ipynb",
            tables="workshop.lessons.deepspeed_multi_gpu", configs=ZERO_2GPU, multi_process=True,
            scripts=("slurm/multi_gpu_weak_scaling.slurm", "slurm/submit_zero_2gpu.sh", "slurm/multi_gpu_zero.slurm",
@@ -71,7 +71,7 @@ LESSONS = (
            walkthrough=(("slurm/multi_gpu_weak_scaling.slurm", "--gpus", "1"),
                         ("slurm/multi_gpu_weak_scaling.slurm", "--gpus", "2"),
                         *(("slurm/multi_gpu_zero.slurm", c) for c in ZERO_2GPU)),
-           walkthrough_profile="laptop", walkthrough_args=("--samples-per-gpu", "16", "--num-train-epochs", "1")),
+           walkthrough_profile="laptop", walkthrough_args=("--samples-per-gpu", "12", "--num-train-epochs", "1")),
     Lesson("make_it_fast", folder="make_it_fast", notebook="04_make_it_fast.ipynb",
            tables="workshop.lessons.make_it_fast", scripts=("slurm/fast.slurm",),
            walkthrough=(("slurm/fast.slurm",),)),
