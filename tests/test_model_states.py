@@ -36,6 +36,7 @@ def probe(model_name, config_name, out):
     sys.path.insert(0, str(REPO))
     import torch
 
+    from workshop.deepspeed_setup import remove_shm_buffers
     from workshop.model import load_model
     from workshop.model_states import engine_model_states
     from workshop.prebuild_ops import setup_build_env
@@ -56,6 +57,9 @@ def probe(model_name, config_name, out):
     states = engine_model_states(engine)
     if int(os.environ.get("RANK", "0")) == 0:
         Path(out).write_text(json.dumps({"states": states, "numels": numels}))
+    # DeepSpeed's CPU backend leaves a 66 MiB buffer a rank in /dev/shm (RAM); workshop.train removes its own
+    deepspeed.comm.barrier()
+    remove_shm_buffers()
 
 
 def closed_form(stage, numels, world):
@@ -72,16 +76,17 @@ def run_probe(model, config, processes, out):
     from workshop.launch import free_port
 
     env = {**os.environ, **OFFLINE, "PYTHONPATH": str(REPO)}
-    script = str(Path(__file__).resolve())
+    script, port = str(Path(__file__).resolve()), free_port()
     if processes == 1:  # what DeepSpeed's launcher sets for one process
         env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(free_port()))
+                   MASTER_PORT=str(port))
         command = [sys.executable, script, model, config, str(out)]
     else:
         command = [sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={processes}",
-                   f"--master_port={free_port()}", script, model, config, str(out)]
+                   f"--master_port={port}", script, model, config, str(out)]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))  # no RAM left behind
     return json.loads(out.read_text())
 
 
