@@ -83,7 +83,23 @@ def check_deepspeed_run(run_dir, name):
 
     record = check_loggers_stopped(run_dir)  # both loggers stopped, nothing of the run left running
     assert record["training"]["exit_status"] == 0
+    check_evidence(run_dir, manifest)
     return manifest
+
+
+def check_evidence(run_dir, manifest):
+    """steps.jsonl times every step; the ops were loaded (or built) in an excluded window before the training began;
+    the engine's model states: one process holds every parameter (4 bytes each in fp32, 2 in bf16)."""
+    steps = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+    assert [step["step"] for step in steps] == list(range(1, manifest["steps_done"] + 1))
+    [ops] = [window for window in manifest["excluded_windows"] if window["what"] == "deepspeed_ops"]
+    assert ops["start"] <= ops["end"] <= manifest["training_window"]["start"] < manifest["training_window"]["end"]
+    states = manifest["model_states"]
+    assert (states["world_size"], states["zero_stage"]) == (1, manifest["zero_stage"])
+    element = 2 if manifest["precision"] == "bf16" else 4
+    assert states["bytes_per_process"]["parameters"] == element * manifest["parameters"]
+    nvme = "nvme" in manifest["config_name"]
+    assert states["device"]["optimizer"] == ("nvme" if nvme else "cpu")
 
 
 # ---------------------------------------------------------------------------------- every config, end to end
@@ -150,6 +166,7 @@ def test_both_launch_paths_and_their_startup(lesson_copy):
         assert startup["launcher"] == launcher and startup["origin"] == "launched"
         assert {"ops_loaded", "engine_ready", "first_step_done"} <= set(startup["marks_s"])
         gaps[launcher] = startup["marks_s"]["process_start"] - startup["marks_s"]["command_started"]
+        check_evidence(run_dir, manifest)
     # The launcher's interpreters start before the training's: seconds, where plain python starts at once.
     assert gaps["python"] < 0.5 < gaps["deepspeed"], gaps
 

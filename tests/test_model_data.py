@@ -102,3 +102,19 @@ def test_local_squad_json_and_split(tmp_path):
 def test_subset_larger_than_dataset():
     with pytest.raises(WorkshopError, match="larger than the dataset"):
         load_squad(50_000, source="embedded")  # the embedded sample grows to about 13,000
+
+
+def test_the_laptop_model_is_a_100m_bloom_built_offline_whose_adam_states_dominate():
+    """--profile laptop: BLOOM's architecture at ~100M parameters on the embedded tokenizer, seeded random weights
+    (no Hub); its fp32 model states with Adam (16 bytes a parameter) are well over a CPU process's ~0.6 GiB of
+    libraries."""
+    from workshop.config import parse_args
+
+    cfg = parse_args(["--profile", "laptop"])
+    assert (cfg.model, cfg.data, resolve_model(cfg.model)) == ("bloom-laptop", "embedded", "bloom-laptop")
+    model, tokenizer = load_model("bloom-laptop", init="pretrained", seed=3)
+    again, _ = load_model("bloom-laptop", seed=3)
+    assert isinstance(model, BloomForCausalLM) and model.config.vocab_size == len(tokenizer) == 2048
+    total = sum(p.numel() for p in model.parameters())
+    assert 95e6 < total < 105e6 and 16 * total / 2**30 > 1.4
+    assert torch.equal(model.transformer.h[0].mlp.dense_4h_to_h.weight, again.transformer.h[0].mlp.dense_4h_to_h.weight)

@@ -189,10 +189,16 @@ def test_weak_scaling_two_cpu_processes(lesson_logs):
     filled = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "--by-run", str(lesson_logs), "--format", "json"],
                             cwd=REPO, capture_output=True, text=True)
     assert filled.returncode == 0, filled.stderr
-    [row] = json.loads(filled.stdout)["deepspeed_multi_gpu_weak_scaling"]["rows"]  # the ZeRO runs are not in it
-    assert (row["run"], row["GPUs (processes)"], row["samples per GPU"]) == (run_dir.name, 2, 20)
-    assert row["total runtime s (train_runtime)"] > 0 and row["train samples/s"] > 0
-    assert row["efficiency (fewest-GPU runtime / runtime)"] == 1.0  # the only run is its own baseline
+    # 1 and 2 processes (`--gpus 1` overrides GPUS=2); the ZeRO runs are not in it
+    rows = json.loads(filled.stdout)["deepspeed_multi_gpu_weak_scaling"]["rows"]
+    one, two = sorted(rows, key=lambda row: row["GPUs (processes)"])
+    [single] = lesson_logs.glob("weak_scaling_1gpu-local*")
+    assert json.loads((single / "manifest.json").read_text())["world_size"] == 1
+    assert (one["run"], one["GPUs (processes)"], one["samples per GPU"]) == (single.name, 1, 20)
+    assert (two["run"], two["GPUs (processes)"], two["samples per GPU"]) == (run_dir.name, 2, 20)
+    for row in (one, two):
+        assert row["total runtime s (train_runtime)"] > 0 and row["train samples/s"] > 0
+    assert one["efficiency (fewest-GPU runtime / runtime)"] == 1.0  # the fewest-process run is the baseline
 
 
 @pytest.mark.slow
@@ -204,6 +210,11 @@ def test_zero_config_on_two_cpu_processes(lesson_logs, config):
     assert manifest["config_name"] == config and manifest["settings"]["num_train_epochs"] == 1  # the script's flag
     events = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
     assert max(event["step"] for event in events) == 2  # one epoch of 20 examples a process: two optimizer steps
+    # each process holds the model states its stage leaves it: every parameter (stages 1-2) or half (stage 3)
+    states, whole = manifest["model_states"], 4 * manifest["parameters"]
+    assert (states["world_size"], states["zero_stage"]) == (2, int(config[len("stage")]))
+    shown = states["bytes_per_process"]["parameters"]
+    assert shown == pytest.approx(whole / 2 if config.startswith("stage3") else whole, rel=0.01)
 
 
 @pytest.mark.slow

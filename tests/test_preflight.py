@@ -239,3 +239,15 @@ def test_nvme_offload_trains_tiny_where_async_io_builds(tmp_path):
     # DeepSpeed's swappers made their folders there (they remove the swap files themselves at exit)
     assert (tmp_path / "nvme" / "zero_stage_3" / "optimizer" / "rank0").is_dir()
     assert any(path.name.endswith("params") for path in (tmp_path / "nvme" / "zero_stage_3").iterdir())
+
+
+def test_without_a_gpu_the_line_speaks_of_host_memory(monkeypatch, capsys):
+    """On a CPU the model states and activations live in host memory: the line says so and counts them there (the
+    laptop model's fp32 states are ~1.5 GiB), and names no GPU."""
+    monkeypatch.delenv("WORKSHOP_HOST_MEMORY_GIB", raising=False)
+    cfg = parse_args(["--profile", "laptop"], lesson="baseline")
+    record, refusal = preflight(cfg, None, gpu_total_gib=None, gpus=1)
+    out = capsys.readouterr().out
+    assert "1 process(es) on the CPU (no GPU)" in out and "GiB host memory per node" in out
+    assert "GPU(s)" not in out and "per GPU" not in out
+    assert record["host_gib"] > PROCESS_GIB_CPU + 1.4 and refusal is None

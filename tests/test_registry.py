@@ -121,3 +121,13 @@ def test_the_report_engine_imports_no_lesson():
     loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip() == "[]"
+
+
+def test_the_walk_through_shows_zero_on_the_laptop_model_and_weak_scaling_at_two_points():
+    by_name = {lesson.name: lesson for lesson in LESSONS}
+    assert by_name["deepspeed_single_gpu"].walkthrough_profile == "laptop"
+    multi = by_name["deepspeed_multi_gpu"]
+    assert multi.walkthrough_profile == "laptop"
+    weak = [run for run in multi.walkthrough if run[0] == "slurm/multi_gpu_weak_scaling.slurm"]
+    assert weak == [("slurm/multi_gpu_weak_scaling.slurm", "--gpus", "1"),
+                    ("slurm/multi_gpu_weak_scaling.slurm", "--gpus", "2")]

@@ -107,6 +107,13 @@ PROFILES = {
     "lesson": {},
     "tiny": dict(model="bloom-tiny", data="embedded", subset_size=200, max_length=160,
                  learning_rate=3e-3, logging_steps=2),
+    # `--profile laptop`: a ~100M-parameter BLOOM (workshop/shapes.py) whose fp32 Adam states (1.6 GB) outweigh the
+    # process's libraries, so ZeRO and offload show in a laptop's host memory. Short rows, one row an optimizer step
+    # (a step's Adam update costs about as much as its 32 tokens), no checkpoints (1.2 GB each): 14 steps, estimated
+    # (not measured: the dev machine's cores were shared) at well under a minute on 2 idle cores
+    "laptop": dict(model="bloom-laptop", data="embedded", subset_size=16, max_length=32, num_train_epochs=1,
+                   per_device_train_batch_size=1, per_device_eval_batch_size=4, gradient_accumulation_steps=1,
+                   learning_rate=3e-4, logging_steps=2, save_strategy="no", save_final=False),
 }
 
 CHOICES = {

@@ -16,8 +16,8 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from workshop.errors import WorkshopError
-from workshop.names import BLOOM_SHAPES, FAMILY_IDS, TINY, TINY_FAMILIES, resolve_model  # noqa: F401 (re-exported)
-from workshop.shapes import BLOOM_VOCAB, FAMILIES
+from workshop.names import BLOOM_SHAPES, FAMILY_IDS, LAPTOP, TINY, TINY_FAMILIES, resolve_model  # noqa: F401
+from workshop.shapes import BLOOM_LAPTOP, BLOOM_VOCAB, FAMILIES
 
 TINY_DIR = Path(__file__).parent / "assets" / "bloom-tiny"
 
@@ -28,7 +28,7 @@ EMBEDDED_IDS = {key: _TINY_CONFIG[key] for key in ("bos_token_id", "eos_token_id
 
 def is_tiny(model_id: str) -> bool:
     """The embedded models: seeded random weights whatever --init says, nothing to download."""
-    return model_id == TINY or model_id in TINY_FAMILIES
+    return model_id in (TINY, LAPTOP) or model_id in TINY_FAMILIES
 
 
 def load_model(name: str, init: str = "pretrained", seed: int = 0, device: str | None = None):
@@ -71,6 +71,8 @@ def model_config(model_id: str, **overrides):
     Hugging Face cache or the Hub (a config.json of a few KB), else a local folder."""
     if model_id == TINY:
         return BloomConfig.from_pretrained(TINY_DIR, **overrides)
+    if model_id == LAPTOP:
+        return BloomConfig.from_pretrained(TINY_DIR, **{**BLOOM_LAPTOP, **overrides})
     if model_id in BLOOM_SHAPES:
         # overrides win (the embedded tokenizer's special-token ids, with --init random and no Hub tokenizer)
         return BloomConfig(**{"vocab_size": BLOOM_VOCAB, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3,

@@ -9,6 +9,7 @@ from workshop.shapes import BLOOM_SHAPES as SHORT_SHAPES, FAMILIES
 # Hub id -> shape of the published checkpoint, so random-weight runs need no download.
 BLOOM_SHAPES = {f"bigscience/{name}": shape for name, shape in SHORT_SHAPES.items()}
 TINY = "bloom-tiny"
+LAPTOP = "bloom-laptop"  # --profile laptop: ~100M parameters, embedded tokenizer, seeded random weights
 TINY_FAMILIES = {f"{family}-tiny": family for family in FAMILIES}
 FAMILY_IDS = {spec["hub_id"]: family for family, spec in FAMILIES.items()}
 LEGACY_HUB_ID = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
@@ -16,7 +17,7 @@ BLOOM_LIKE = re.compile(r"(bloom.*|\d[\d.]*[a-z]?\d*)", re.IGNORECASE)  # bloom-
 
 
 def known_names() -> str:
-    return ", ".join([TINY, *(k.removeprefix("bigscience/") for k in BLOOM_SHAPES), *TINY_FAMILIES,
+    return ", ".join([TINY, LAPTOP, *(k.removeprefix("bigscience/") for k in BLOOM_SHAPES), *TINY_FAMILIES,
                       *(f"{family} ({spec['hub_id']})" for family, spec in FAMILIES.items())])
 
 
@@ -24,7 +25,7 @@ def resolve_model(name: str) -> str:
     """Map `560m`, `bloom-560m` or `bigscience/bloom-560m` to the Hub id; `tiny` to `bloom-tiny`; a family name
     (`llama`) to its published member's Hub id; `llama-tiny` stays; a Hub id (`org/name`, or one of the Hub's
     oldest without an organisation, `gpt2`) or local folder stays."""
-    if name in TINY_FAMILIES or name in FAMILY_IDS or os.path.isdir(name):
+    if name in TINY_FAMILIES or name in FAMILY_IDS or name == LAPTOP or os.path.isdir(name):
         return name
     if name in FAMILIES:
         return FAMILIES[name]["hub_id"]

@@ -12,6 +12,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from workshop.bloom_attention import use_attention
+from workshop.activations import ActivationsCallback
 from workshop.checkpoint_seal import SealCallback, check_trusted
 from workshop.config import RunConfig, Trainer as TrainerSection
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
@@ -23,10 +24,13 @@ from workshop.fused_loss import check_supported as check_fused_loss, use_fused_l
 from workshop.guards import (DivergenceCallback, diverged_stop, disk_full_stop, is_disk_full, is_lost_rank,
                              last_whole_checkpoint, lost_rank_stop, set_aside_partial)
 from workshop.model import load_model, parameter_count, save_model, tokenizer_record
+from workshop.model_states import ModelStatesCallback
 from workshop.profiling import ProfilerCallback
 from workshop.runlog import RunLog, StepsCallback
 from workshop.speed import SpeedCallback, flops_per_token, matmul_parameters
 from workshop.startup import STARTUP
+from workshop.step_times import StepTimesCallback
+from workshop.windows import WindowsCallback, load_ops_outside_training
 
 
 # transformers 5 renamed the Trainer's gradient_checkpointing (a deprecated alias now) to activation_checkpointing
@@ -35,7 +39,8 @@ CHECKPOINTING = next(name for name in ("activation_checkpointing", "gradient_che
 
 
 def train(cfg: RunConfig, run: RunLog):
-    plan = prepare(cfg)  # DeepSpeed config, precision, GPU cap, preflight, ops: a mistake fails before any loading
+    # DeepSpeed config, precision, GPU cap, preflight, ops (outside the measured window): a mistake fails early
+    plan = prepare(cfg, load=lambda ds_config: load_ops_outside_training(run, ds_config))
     run.update(**plan.record())
     stop_if_refused(plan)
     # The arguments come before the model: with a ZeRO-3 config they make the model be built partitioned
@@ -54,7 +59,8 @@ def train(cfg: RunConfig, run: RunLog):
     trainer_class = FewerSyncsTrainer if cfg.fewer_syncs else Trainer
     trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                             data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
-                            callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run), SealCallback()])
+                            callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run), SealCallback(),
+                                       StepTimesCallback(run.dir / "steps.jsonl", run.enabled), WindowsCallback(run)])
     if cfg.torch_compile:
         drop_last_train_batch(trainer)
     STARTUP.mark("trainer_built")
@@ -130,6 +136,8 @@ def add_callbacks(trainer, cfg: RunConfig, run: RunLog) -> DivergenceCallback:
     steps_per_epoch = math.ceil(len(trainer.get_train_dataloader()) / cfg.gradient_accumulation_steps)
     guard = DivergenceCallback(cfg.diverge_patience)
     trainer.add_callback(guard)
+    trainer.add_callback(ModelStatesCallback(run, trainer))
+    trainer.add_callback(ActivationsCallback(run, model))
     if cfg.torch_profiler:
         trainer.add_callback(ProfilerCallback(run.dir, enabled=run.enabled))
     run.update(train_samples=len(train_set), eval_samples=len(trainer.eval_dataset),

@@ -48,9 +48,10 @@ class Plan:
                 "precision": self.precision, "zero_stage": self.zero_stage}
 
 
-def prepare(cfg: RunConfig) -> Plan:
+def prepare(cfg: RunConfig, load=load_ops) -> Plan:
     """Decide the run's DeepSpeed config, precision and GPU memory, check it fits, and load its ops (unless the
-    preflight refused it: the caller records the plan, then stops on plan.refusal)."""
+    preflight refused it: the caller records the plan, then stops on plan.refusal). `load(ds_config)` loads them
+    (workshop.windows marks that window as left out of the run's figures)."""
     cuda = torch.cuda.is_available()
     ds_config = load_deepspeed_config(cfg)  # first: a typo in the JSON fails before minutes of loading
     check_gpu_precision(cfg, ds_config, cuda)  # and so does fp16 on a machine without a GPU
@@ -62,7 +63,7 @@ def prepare(cfg: RunConfig) -> Plan:
     estimate, refusal = preflight(cfg, ds_config, gpu_gib, precision=precision_name(fp16, bf16))
     plan = Plan(ds_config, fp16, bf16, cuda, limit, gpu_gib, estimate, refusal)
     if ds_config is not None and refusal is None:
-        load_ops(ds_config)
+        load(ds_config)
         plan.ops = needed_ops(ds_config)
         STARTUP.mark("ops_loaded")
     return plan

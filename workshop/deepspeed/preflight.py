@@ -167,11 +167,20 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None, precision="fp16"):
     limit, limit_source = host_limit(cfg.host_memory_gib)
     where = ds_config and f"ZeRO {gpu_row.stage}" + (f" + {gpu_row.offload} offload" if gpu_row.offload != "none"
                                                       else "") + (" to NVMe" if nvme else "")
-    print(f"[workshop] preflight: {model} under {where or 'no DeepSpeed'}, {gpus} GPU(s): about {gpu_gib:.1f} GiB "
-          f"per GPU (model states {gpu_row.gpu_gib_per_gpu:.1f} by {gpu_row.source}'s estimate + activations "
-          f"{activations:.1f} + CUDA context {CUDA_CONTEXT_GIB}), about {host_gib:.1f} GiB host memory per node "
-          f"({host_row.cpu_gib_per_node:.1f} + {process:.1f} for the process(es)); host limit "
-          f"{'unknown' if limit is None else f'{limit:.1f} GiB'} ({limit_source})", flush=True)
+    limit_text = f"host limit {'unknown' if limit is None else f'{limit:.1f} GiB'} ({limit_source})"
+    if gpu_total_gib is None:  # no GPU: what a GPU would hold lives in host memory too
+        host_gib = cpu_host_gib(gpu_row, host_row, activations, gpus) + process
+        print(f"[workshop] preflight: {model} under {where or 'no DeepSpeed'}, {gpus} process(es) on the CPU (no "
+              f"GPU): about {host_gib:.1f} GiB host memory per node (per process: model states "
+              f"{gpu_row.gpu_gib_per_gpu:.2f} GiB by {gpu_row.source}'s estimate + activations {activations:.2f}"
+              f"{' + offloaded states' if gpu_row.offload != 'none' else ''}; {process:.1f} for the process(es)); "
+              f"{limit_text}", flush=True)
+    else:
+        print(f"[workshop] preflight: {model} under {where or 'no DeepSpeed'}, {gpus} GPU(s): about {gpu_gib:.1f} "
+              f"GiB per GPU (model states {gpu_row.gpu_gib_per_gpu:.1f} by {gpu_row.source}'s estimate + "
+              f"activations {activations:.1f} + CUDA context {CUDA_CONTEXT_GIB}), about {host_gib:.1f} GiB host "
+              f"memory per node ({host_row.cpu_gib_per_node:.1f} + {process:.1f} for the process(es)); {limit_text}",
+              flush=True)
     record = {"gpu_gib": round(gpu_gib, 2), "host_gib": round(host_gib, 2),
               "host_limit_gib": None if limit is None else round(limit, 2),
               "source": f"{gpu_row.source} estimator + activations; host limit from {limit_source}"}
@@ -186,6 +195,15 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None, precision="fp16"):
             f"(or use less offload, or stage3_offload_nvme), or pass --host-memory-gib N if that limit is read "
             "wrongly")
     return record, refusal
+
+
+def cpu_host_gib(gpu_row, host_row, activations, processes) -> float:
+    """Host memory of a run without a GPU, besides the processes themselves: each process's model states and
+    activations (a GPU's share), plus what offload keeps on the host, or DeepSpeed's load-time estimate where that
+    is larger."""
+    held = processes * (gpu_row.gpu_gib_per_gpu + activations)
+    offloaded = host_row.cpu_gib_per_node if gpu_row.offload != "none" else 0
+    return max(host_row.cpu_gib_per_node, held + offloaded)
 
 
 def _check_nvme(ds_config, params):

@@ -8,7 +8,7 @@ are first asked for, so a training that reads `LESSONS` for folder names loads n
 
     python -m workshop.lessons configs deepspeed_multi_gpu    # stage1 stage1_offload ... (for shell scripts)
     python -m workshop.lessons entry precision_and_checkpointing   # precision_and_checkpointing/train.py
-    python -m workshop.lessons walkthrough                    # the tiny walk-through, one command a line
+    python -m workshop.lessons walkthrough                    # the walk-through, one command a line
 """
 
 import importlib
@@ -24,10 +24,11 @@ class Lesson:
     notebook: str = ""  # its notebook in notebooks/
     tables: object = ()  # the name of the module whose TABLES it fills (or the Table definitions themselves)
     scripts: tuple = ()  # every file in slurm/ that belongs to it; the empty-folder message names the first
-    # the tiny walk-through (scripts/run_workshop.sh): each run a script with its leading arguments, then
-    # `--profile tiny` and `walkthrough_args`
+    # the walk-through (scripts/run_workshop.sh): each run a script with its leading arguments, then
+    # `--profile <walkthrough_profile>` and `walkthrough_args`
     walkthrough: tuple = ()
     walkthrough_args: tuple = ()
+    walkthrough_profile: str = "tiny"  # "laptop" where the lesson's memory effect needs model states to show
     configs: tuple = ()  # the DeepSpeed config names its runs use, in the order the lesson walks through them
     multi_process: bool = False  # its runs use several processes (a bare DeepSpeed .out of 2+ ranks lands here)
 
@@ -42,7 +43,7 @@ class Lesson:
 
     def walkthrough_commands(self):
         """The walk-through's runs as argument lists: `bash` runs each from the repository root."""
-        return [[*run, "--profile", "tiny", *self.walkthrough_args] for run in self.walkthrough]
+        return [[*run, "--profile", self.walkthrough_profile, *self.walkthrough_args] for run in self.walkthrough]
 
 
 # deepspeed_single_gpu/configs/<name>.json, in the order lesson 2 walks through them; lesson 3 compares six of them
@@ -59,13 +60,16 @@ LESSONS = (
     Lesson("deepspeed_single_gpu", folder="deepspeed_single_gpu", notebook="02_zero_single_gpu.ipynb",
            tables="workshop.lessons.deepspeed_single_gpu", configs=ZERO_CONFIGS,
            scripts=tuple(f"slurm/{c}.slurm" for c in ZERO_CONFIGS),
+           # the tiny model: the laptop profile shows ZeRO in measured host memory, but nine such runs took over
+           # 15 minutes on 2 cores (2026-12-06), past the walk-through's 20; the engine's model-state bytes show it
            walkthrough=tuple((f"slurm/{c}.slurm",) for c in ZERO_WALKTHROUGH)),
-    # without GPUs: two processes on the CPU, 20 examples each, one epoch
+    # without GPUs: two processes on the CPU (and one, for weak scaling's first point), 20 examples each, one epoch
     Lesson("deepspeed_multi_gpu", folder="deepspeed_multi_gpu", notebook="03_multi_gpu.ipynb",
            tables="workshop.lessons.deepspeed_multi_gpu", configs=ZERO_2GPU, multi_process=True,
            scripts=("slurm/multi_gpu_weak_scaling.slurm", "slurm/submit_zero_2gpu.sh", "slurm/multi_gpu_zero.slurm",
                     "slurm/submit_weak_scaling.sh", "slurm/multi_node.slurm"),
-           walkthrough=(("slurm/multi_gpu_weak_scaling.slurm",),
+           walkthrough=(("slurm/multi_gpu_weak_scaling.slurm", "--gpus", "1"),
+                        ("slurm/multi_gpu_weak_scaling.slurm", "--gpus", "2"),
                         *(("slurm/multi_gpu_zero.slurm", c) for c in ZERO_2GPU)),
            walkthrough_args=("--samples-per-gpu", "20", "--num-train-epochs", "1")),
     Lesson("make_it_fast", folder="make_it_fast", notebook="04_make_it_fast.ipynb",

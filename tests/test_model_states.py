@@ -1,0 +1,115 @@
+"""Model-state bytes per process (workshop.model_states) read from real DeepSpeed engines, against the closed form
+of what ZeRO keeps per process, for lesson 2's stage 0-3 configs on 1 and 2 CPU processes, with the tiny and the
+laptop model.
+
+Closed form, fp32 training with Adam, N parameters, w processes (P: this process's share of N):
+    stage 0: parameters 4N, gradients 4N, optimizer 8N (two moments; the weights are the master weights)
+    stage 1: parameters 4N, gradients 4N, optimizer 12P (fp32 master partition + two moments)
+    stage 2: parameters 4N, gradients 4P, optimizer 12P
+    stage 3: parameters 4P, gradients 4P, optimizer 12P
+Stages 1-3 keep an fp32 master copy even of fp32 weights (DeepSpeed shares it with the weights only under torch
+autocast); stage 0 in fp32 updates the weights themselves. So on 2 processes stage 3 holds 10N per process, 5/8 of
+stage 0's 16N, and half of what stage 3 holds on one process (20N); in fp16/bf16 (stage 0: 2N + 2N + 12N) it is
+half of stage 0's as well.
+Stages 1-2 flatten the parameters and pad the flat buffer to 2w elements (and each parameter to 16 bytes), so P
+is N/w up to that padding; stage 3 splits every parameter on its own, so P = the sum of ceil(n_i / w), exactly.
+
+Run as a script (`python tests/test_model_states.py MODEL CONFIG OUT.json`, under DeepSpeed's launcher for two
+processes) this file is the probe: one engine per process, one optimizer step on a random batch, rank 0 writes what
+it holds. One process per engine, because DeepSpeed's global state does not reset within a process.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "deepspeed_single_gpu" / "configs"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def probe(model_name, config_name, out):
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from workshop.deepspeed.setup import remove_shm_buffers
+    from workshop.model import load_model
+    from workshop.model_states import engine_model_states
+    from workshop.deepspeed.ops import setup_build_env
+
+    setup_build_env()  # the ops the workshop's build folder holds
+    import deepspeed
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    config = json.loads((CONFIGS / f"{config_name}.json").read_text())
+    config.update(train_micro_batch_size_per_gpu=1, gradient_accumulation_steps=1, train_batch_size=world,
+                  fp16={"enabled": False}, bf16={"enabled": False})
+    model, _ = load_model(model_name, seed=0)
+    numels = [p.numel() for p in model.parameters()]
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
+    ids = torch.randint(0, 2048, (1, 16))
+    engine.backward(engine(input_ids=ids, labels=ids).loss)
+    engine.step()
+    states = engine_model_states(engine)
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(out).write_text(json.dumps({"states": states, "numels": numels}))
+    # DeepSpeed's CPU backend leaves a 66 MiB buffer a rank in /dev/shm (RAM); workshop.train removes its own
+    deepspeed.comm.barrier()
+    remove_shm_buffers()
+
+
+def closed_form(stage, numels, world):
+    """(parameters, gradients, optimizer) bytes per process, and how far stages 1-2's padding may move them."""
+    n = sum(numels)
+    share = sum(math.ceil(numel / world) for numel in numels) if stage == 3 else n / world
+    slack = 0 if stage in (0, 3) else 2 * world + 4 * len(numels)  # padding elements, at most, in the share
+    form = {0: (4 * n, 4 * n, 8 * n), 1: (4 * n, 4 * n, 12 * share), 2: (4 * n, 4 * share, 12 * share),
+            3: (4 * share, 4 * share, 12 * share)}[stage]
+    return dict(zip(("parameters", "gradients", "optimizer"), form)), 12 * slack
+
+
+def run_probe(model, config, processes, out):
+    from workshop.launch import free_port
+
+    env = {**os.environ, **OFFLINE, "PYTHONPATH": str(REPO)}
+    script, port = str(Path(__file__).resolve()), free_port()
+    if processes == 1:  # what DeepSpeed's launcher sets for one process
+        env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port))
+        command = [sys.executable, script, model, config, str(out)]
+    else:
+        command = [sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={processes}",
+                   f"--master_port={port}", script, model, config, str(out)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))  # no RAM left behind
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["bloom-tiny", "bloom-laptop"])
+@pytest.mark.parametrize("processes", [1, 2])
+def test_bytes_per_process_are_the_closed_form(model, processes, tmp_path):
+    found = {}
+    for stage in (0, 1, 2, 3):
+        probe_out = run_probe(model, f"stage{stage}", processes, tmp_path / f"stage{stage}.json")
+        states, numels = probe_out["states"], probe_out["numels"]
+        assert (states["world_size"], states["zero_stage"]) == (processes, stage)
+        assert states["device"] == dict.fromkeys(("parameters", "gradients", "optimizer"), "cpu")
+        expected, slack = closed_form(stage, numels, processes)
+        for kind, value in expected.items():
+            assert abs(states["bytes_per_process"][kind] - value) <= slack, (stage, kind, states, expected)
+        found[stage] = sum(states["bytes_per_process"].values())
+    if processes == 2:  # 16N, 14N, 12N, 10N: each stage partitions one more kind of state
+        assert found[0] > found[1] > found[2] > found[3]
+        assert found[3] / found[0] == pytest.approx(10 / 16, abs=0.01)
+        one_process = sum(closed_form(3, numels, 1)[0].values())  # 20N, what test (model, 1) reads from an engine
+        assert found[3] / one_process == pytest.approx(0.5, abs=0.01)  # two processes each hold half
+
+
+if __name__ == "__main__":
+    probe(*[arg for arg in sys.argv[1:] if not arg.startswith("--local_rank")])  # DeepSpeed's launcher adds it
