@@ -176,14 +176,25 @@ def test_model_states_stand_in_for_gpu_memory_on_a_cpu(tmp_path):
     assert not [a for a in part2.attrs["answers"] if "unexpected" in a]
 
 
-def test_more_model_states_under_zero3_than_zero0_is_unexpected(tmp_path):
-    for config, stage, size in (("stage0", 0, MIB), ("stage3", 3, 2 * MIB)):
+def test_more_model_states_under_zero3_than_zero1_is_unexpected(tmp_path):
+    for config, stage, size in (("stage1", 1, MIB), ("stage3", 3, 2 * MIB)):
         run = lesson2_run(tmp_path, config)
         no_gpu(run)
         edit_manifest(run, model_states=states(1, stage, size, size, 2 * size))
     answers = build_tables([tmp_path])[PART2].attrs["answers"]
     (unexpected,) = [a for a in answers if "unexpected" in a]
-    assert "Stage 3 higher model states per process than Stage 0" in unexpected and "partitions" in unexpected
+    assert "Stage 3 higher model states per process than Stage 1" in unexpected and "partitions" in unexpected
+
+
+def test_zero3_above_zero0_on_one_process_is_the_fp32_master_not_unexpected(tmp_path):
+    """Real engines on one process: ZeRO 0 in fp32 holds 16 bytes a parameter, ZeRO 1-3 20 (their fp32 master)."""
+    parameters = MIB // 4
+    for config, stage, per_parameter in (("stage0", 0, (4, 4, 8)), ("stage3", 3, (4, 4, 12))):
+        run = lesson2_run(tmp_path, config)
+        no_gpu(run)
+        edit_manifest(run, model_states=states(1, stage, *(parameters * n for n in per_parameter)))
+    answers = build_tables([tmp_path])[PART2].attrs["answers"]
+    assert not [a for a in answers if "unexpected" in a]
 
 
 # ---------------------------------------------------------------------------------------------- weak scaling

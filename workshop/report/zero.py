@@ -105,16 +105,19 @@ def lowest_peak_answers(rows, gpu_column=PEAK_GPU, label=setup_label, prefix="")
     return answers
 
 
-SHARDS = "ZeRO 3 partitions parameters, gradients and optimizer states across the processes (never adds to them)"
+SHARDS = ("ZeRO 3 partitions what ZeRO 1 and 2 hold (parameters, gradients, optimizer states with their fp32 "
+          "master copy) across the processes, never adding to it")
 
 
 def sharding_check(rows):
-    """'unexpected: ...' when a ZeRO 3 run holds more model-state bytes per process than the ZeRO 0 run (or the
-    lowest stage present) of the same model and data; None when the engine's counts agree with the mechanism."""
+    """'unexpected: ...' when a ZeRO 3 run holds more model-state bytes per process than the ZeRO 1 (or 2) run of
+    the same model and data; None when the engine's counts agree with the mechanism. Not against ZeRO 0: ZeRO 1-3
+    keep an fp32 master copy even of fp32 weights and ZeRO 0 does not, so on one process ZeRO 3 holds 20 bytes a
+    parameter to ZeRO 0's 16 (measured on real engines, tests/test_model_states.py)."""
     states = {str(row["config"]): row.get(MODEL_STATES) for row in rows if is_number(row.get(MODEL_STATES))}
-    stage3 = [(name, v) for name, v in states.items() if name.lower().replace(" ", "").startswith("stage3")
-              and "offload" not in name.lower()]
-    lower = sorted((name, v) for name, v in states.items() if name.lower().replace(" ", "")[:6] in ("stage0", "stage1"))
+    plain = {name: v for name, v in states.items() if "offload" not in name.lower() and "zenflow" not in name.lower()}
+    stage3 = [(name, v) for name, v in plain.items() if name.lower().replace(" ", "").startswith("stage3")]
+    lower = sorted((name, v) for name, v in plain.items() if name.lower().replace(" ", "")[:6] in ("stage1", "stage2"))
     if not stage3 or not lower:
         return None
     clause = compare(Side(lower[0][0], lower[0][1], exact=True), Side(stage3[0][0], stage3[0][1], exact=True),
