@@ -123,11 +123,11 @@ def test_the_report_engine_imports_no_lesson():
     assert loaded.stdout.strip() == "[]"
 
 
-def test_the_walk_through_shows_zero_on_the_laptop_model_and_weak_scaling_at_two_points():
-    by_name = {lesson.name: lesson for lesson in LESSONS}
-    assert by_name["deepspeed_single_gpu"].walkthrough_profile == "laptop"
-    multi = by_name["deepspeed_multi_gpu"]
-    assert multi.walkthrough_profile == "laptop"
+def test_the_walk_through_runs_each_lessons_profile_and_weak_scaling_at_two_points():
+    for lesson in LESSONS:
+        for command in lesson.walkthrough_commands():
+            assert command[command.index("--profile") + 1] == lesson.walkthrough_profile
+    multi = {lesson.name: lesson for lesson in LESSONS}["deepspeed_multi_gpu"]
     weak = [run for run in multi.walkthrough if run[0] == "slurm/multi_gpu_weak_scaling.slurm"]
     assert weak == [("slurm/multi_gpu_weak_scaling.slurm", "--gpus", "1"),
                     ("slurm/multi_gpu_weak_scaling.slurm", "--gpus", "2")]

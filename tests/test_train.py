@@ -136,21 +136,21 @@ def test_fewer_syncs_defers_the_count_to_the_next_log(tmp_path):
 def test_steps_jsonl_times_every_optimizer_step(tiny_run):
     """One line per optimizer step: 180 rows in steps of 16 leave a 4-row last step each epoch, which names no
     sample count; the real-token counts add up to the Trainer's own."""
-    tmp, _ = tiny_run
-    steps = [json.loads(line) for line in (tmp / "run" / "steps.jsonl").read_text().splitlines()]
+    run_dir, _, _ = tiny_run
+    steps = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps] == list(range(1, 37))
     assert all(s["seconds"] > 0 for s in steps)
     assert [s["step"] for s in steps if "samples" not in s] == [12, 24, 36]
     assert {s["samples"] for s in steps if "samples" in s} == {16}
-    final = read_events(tmp / "run")[-1]
+    final = read_events(run_dir)[-1]
     assert sum(s["tokens"] for s in steps) == final["num_input_tokens_seen"]
 
 
 def test_manifest_holds_model_states_and_the_training_window(tiny_run):
     """The plain Trainer's model states: fp32 weights and gradients (4 bytes a parameter each) and AdamW's two
     moments (8); three evaluations inside the training window, marked as excluded."""
-    tmp, _ = tiny_run
-    manifest = json.loads((tmp / "run" / "manifest.json").read_text())
+    run_dir, _, _ = tiny_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
     n = manifest["parameters"]
     assert manifest["model_states"] == {
         "world_size": 1, "zero_stage": None,
