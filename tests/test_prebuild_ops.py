@@ -1,6 +1,7 @@
 """workshop.prebuild_ops: arch-list fixing, the extensions folder, and that a prebuilt op loads fast."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,21 @@ def test_prebuilt_cpu_adam_loads_from_the_folder_without_compiling():
     assert load.returncode == 0, load.stderr
     print(f"loaded in {float(load.stdout.split('SECONDS')[1]):.1f} s")
     assert build_files() == built
+
+
+def test_a_build_killed_midway_does_not_hang_the_next_job(tmp_path):
+    """A build killed mid-way leaves torch's `lock` file in the op's folder, and torch waits for it to go, forever:
+    every later job hung at start-up. The next load now clears it and finishes. The op is a copy of the shared
+    folder's cpu_adam (the test above builds it), so this loads without compiling."""
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_EXTENSIONS_DIR"}
+    build = subprocess.run([sys.executable, "-m", "workshop.prebuild_ops", "--ops", "cpu_adam"],
+                           env=env, capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stderr
+    shared = Path(build.stdout.split("export TORCH_EXTENSIONS_DIR=")[1].strip())
+    shutil.copytree(shared / "cpu_adam", tmp_path / "cpu_adam", ignore=shutil.ignore_patterns("lock"))
+    (tmp_path / "cpu_adam" / "lock").touch()  # what the killed build left
+    again = subprocess.run([sys.executable, "-m", "workshop.prebuild_ops", "--ops", "cpu_adam", "--dir",
+                            str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "a build of cpu_adam was killed before it finished" in again.stdout
+    assert "cpu_adam ... " in again.stdout and not (tmp_path / "cpu_adam" / "lock").exists()

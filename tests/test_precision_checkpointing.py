@@ -186,6 +186,19 @@ def test_bf16_trains_on_a_cpu_under_the_trainer_and_zero_2(lesson_logs):
             assert {weights.get_slice(key).get_dtype() for key in weights.keys()} == {dtype}, name
 
 
+@pytest.mark.slow
+def test_one_lessons_tables_take_only_that_lessons_runs(lesson_logs):
+    """The notebook builds lesson 5's tables alone; the fp32 Trainer run of its precision row must still be the
+    lesson's own, not the baseline lesson's fp32 run lying beside it (baseline-scored)."""
+    from workshop.lessons import LESSONS
+
+    [lesson] = [lesson for lesson in LESSONS if lesson.name == "precision_and_checkpointing"]
+    alone, whole = build_tables([lesson_logs[0]], [lesson]), build_tables([lesson_logs[0]])
+    for key, df in alone.items():
+        assert df.attrs["answers"] == whole[key].attrs["answers"] and df.equals(whole[key]), key
+    assert not any("baseline-scored" in str(cell) for cell in alone["precision"]["run"])
+
+
 # ------------------------------------------------------------------------------------------------ checkpointing
 @pytest.mark.slow
 def test_gradient_checkpointing_is_applied_and_changes_no_number(lesson_logs):

@@ -52,7 +52,7 @@ def test_walkthrough_completes_and_fills_the_lessons_tables(lesson_logs, lesson)
             assert any(is_number(value) for value in row.values()), f"{key}: a row without a figure: {row}"
         check_no_broken_cell(key, df)
         if "run" in df:  # the runs behind each row (a comparison's row names several) are the walk-through's
-            named = {name for cell in df["run"] for name in str(cell).split(", ")}
+            named = {name for cell in df["run"] for name in re.split(r", | vs ", str(cell))}
             assert named <= {run.name for run in runs}, (key, named)
 
     # The handout's layout, as the notebook and fill_tables print it: a cell may say why it is empty (a GPU

@@ -15,7 +15,7 @@
 # `offload` (issue 28: bloom-1b7 resident vs offload vs ZenFlow, then lesson 2's owed bloom-560m rows),
 # `families` (a non-BLOOM architecture at ~1B: TinyLlama
 # 1.1B's shape, LLaMA with GQA and untied embeddings, built from workshop/shapes.py, through the baseline and
-# ZeRO-2, 20 steps each), `fast28` (issue 28: FlexAttention beside the loop, start-up, ZenFlow at 560m) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
+# ZeRO-2, 20 steps each), `flexprof` (issue 28: a profile of sdpa and of flex attention), `offload_mb` (issue 28: offload's micro-batch), `fast28` (issue 28: FlexAttention beside the loop, start-up, ZenFlow at 560m) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
 # the start-up breakdown of both launch paths, the logger overhead with its spread, and the GPU check of
 # --attention sdpa against the stock module; results under logs/bench/). A `bench` line is `python3
 # benchmarks/bench.py ARGS`, a `pytest` line `python3 -m pytest ARGS`, others a slurm script. Each run has a time
@@ -124,6 +124,22 @@ plan() {
             "stage2_offload (python),stage2_offload_nopin (python),stage3_offload (python),stage3_offload_nopin (python)'"
         for c in stage2_zenflow stage2_offload stage2; do
             echo "$c --model 560m --precision bf16 --subset 10000 --max-steps 20 $SHORT"; done ;;
+    flexprof)  # issue 28: where flex attention's 16% behind sdpa goes (0.84x on the H100, 2026-12-06): 3 steady steps
+        # of each profiled at the ladder's best flags (profile_top.txt in each run folder)
+        for a in sdpa flex; do
+            echo "fast --model 560m --init random --data embedded --subset 2000 --max-steps 12 --save-strategy no" \
+                "--no-save-final --no-score-answers --eval-strategy no --attention $a --fewer-syncs --chunked-loss" \
+                "--per-device-train-batch-size 32 --torch-profiler"
+        done ;;
+    offload_mb)  # issue 28: ZeRO-2 offload copies every micro-batch's gradients to the host, so accumulation repeats
+        # that cost (gas 16 made offload slower relative to stage2, 2026-12-05) while a larger micro-batch spreads it,
+        # and CPU Adam's step, over more tokens; offload's freed GPU memory is what pays for it. bloom-1b7, bf16
+        echo "stage2 --model 1b7 --precision bf16 --subset 10000 --max-steps 20 $SHORT"  # micro-batch 4 x gas 4
+        for mb in 16 32; do
+            echo "stage2_offload --model 1b7 --precision bf16 --per-device-train-batch-size $mb" \
+                "--gradient-accumulation-steps 1 --subset 10000 --max-steps 20 $SHORT"; done
+        echo "stage2 --model 1b7 --precision bf16 --per-device-train-batch-size 16 --gradient-accumulation-steps 1" \
+            "--subset 10000 --max-steps 20 $SHORT" ;;
     precision)  # lesson 5: bloom-560m, the plain Trainer and ZeRO 0-3, each in fp32, fp16 and bf16 (eval at the end)
         for s in none stage0 stage1 stage2 stage3; do
             for p in fp32 fp16 bf16; do echo "precision $s $p --model 560m --subset 10000 --max-steps 40 $P5"; done

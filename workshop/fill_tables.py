@@ -29,7 +29,10 @@ from workshop.report.select import config_of, latest_runs, setup_label, setup_of
 
 
 def build_tables(paths, tables=LESSONS, by_run=False, runs=None):
-    """{key: DataFrame} of the tables of `tables` (the registry's lessons) filled from the runs under `paths`."""
+    """{key: DataFrame} of the tables of `tables` (the registry's lessons) filled from the runs under `paths`.
+    Runs are filed by the whole registry even when `tables` names one lesson: filed by that lesson alone, another
+    lesson's run (a baseline run beside lesson 5's) would be taken for one of its own."""
+    runs = load_runs(paths) if runs is None else runs
     return engine.build_tables(paths, tables, by_run=by_run, runs=runs)
 
 

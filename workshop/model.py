@@ -31,6 +31,14 @@ def is_tiny(model_id: str) -> bool:
     return model_id in (TINY, LAPTOP) or model_id in TINY_FAMILIES
 
 
+def check_reachable(name: str, init: str = "pretrained"):
+    """Fail in seconds, before the preflight and minutes of loading, when pretrained weights can be neither read
+    from the cache nor downloaded (a compute node without internet): the fix is a prefetch, whatever else is wrong."""
+    model_id = resolve_model(name)
+    if init != "random" and not is_tiny(model_id) and not Path(model_id).is_dir():
+        _hub_config(model_id)
+
+
 def load_model(name: str, init: str = "pretrained", seed: int = 0, device: str | None = None):
     """Return (model, tokenizer) for a model name (see resolve_model); `device` builds random weights there."""
     model_id = resolve_model(name)

@@ -168,5 +168,7 @@ def show(tables, lesson, root=RESULTS, by_run=False):
     for ref in references:
         display(Markdown(describe(ref) if ref.runs else f"{describe(ref)} *Its globs match no run folder.*"))
     combined = beside(tables, lesson, root, by_run)
-    for key in combined:
-        show_table(combined, key)
+    for key, table in combined.items():
+        # Run folder names (several per row in a comparison) would push the table past the notebook's panel; the
+        # notes and the reference's folder line above name them.
+        show_table(combined, key, columns=[column for column in table.columns if column != "run"])

@@ -13,11 +13,13 @@ on the same CPU kind that runs the jobs.
 """
 
 import argparse
+import fcntl
 import hashlib
 import os
 import re
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -102,6 +104,26 @@ def default_ops():
     return ops
 
 
+@contextmanager
+def build_lock(op_name):
+    """Hold one op's build folder for this process alone, and clear the marker a killed build left there.
+
+    torch marks a build in progress with a `lock` file in the op's folder and waits for it to go, forever, on
+    every later load; a build killed mid-way (a job's time limit, Ctrl-C, the OOM killer) leaves it, and each
+    later job hung at start-up. An flock dies with its holder, so whoever holds this one knows any `lock` file is
+    a dead build's (every workshop process loads its ops through here)."""
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or extensions_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{op_name}.flock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        stale = root / op_name / "lock"
+        if stale.exists():
+            print(f"[workshop] removed {stale}: a build of {op_name} was killed before it finished; "
+                  "building it again", flush=True)
+            stale.unlink(missing_ok=True)
+        yield
+
+
 def build(op_name):
     """JIT-build (or load the cached build of) one op; returns the seconds it took."""
     from deepspeed.ops.op_builder.all_ops import ALL_OPS  # the builders of the current accelerator
@@ -109,7 +131,8 @@ def build(op_name):
     if op_name not in ALL_OPS:
         raise SystemExit(f"unknown op {op_name!r}; this accelerator has: {', '.join(sorted(ALL_OPS))}")
     start = time.perf_counter()
-    ALL_OPS[op_name].load(verbose=False)
+    with build_lock(op_name):
+        ALL_OPS[op_name].load(verbose=False)
     return time.perf_counter() - start
 
 

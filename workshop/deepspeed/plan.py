@@ -14,6 +14,7 @@ from workshop.deepspeed.config import check_gpu_precision, match_precision, need
 from workshop.deepspeed.preflight import preflight
 from workshop.deepspeed.setup import build_device, cap_gpu_memory, load_deepspeed_config, load_ops
 from workshop.errors import WorkshopError
+from workshop.model import check_reachable
 from workshop.startup import STARTUP
 
 
@@ -59,6 +60,7 @@ def prepare(cfg: RunConfig, load=load_ops) -> Plan:
     fp16, bf16 = resolve_precision(cfg, cuda, torch.cuda.is_bf16_supported() if cuda else True)
     if ds_config is not None:
         match_precision(cfg.deepspeed, ds_config, fp16, bf16)
+    check_reachable(cfg.model, cfg.init)  # a missing download is the first thing to fix
     limit, gpu_gib = cap_gpu_memory(cfg)
     estimate, refusal = preflight(cfg, ds_config, gpu_gib, precision=precision_name(fp16, bf16))
     plan = Plan(ds_config, fp16, bf16, cuda, limit, gpu_gib, estimate, refusal)
