@@ -15,7 +15,7 @@
 # `offload` (issue 28: bloom-1b7 resident vs offload vs ZenFlow, then lesson 2's owed bloom-560m rows),
 # `families` (a non-BLOOM architecture at ~1B: TinyLlama
 # 1.1B's shape, LLaMA with GQA and untied embeddings, built from workshop/shapes.py, through the baseline and
-# ZeRO-2, 20 steps each), `flexprof` (issue 28: a profile of sdpa and of flex attention), `offload_mb` (issue 28: offload's micro-batch), `fast28` (issue 28: FlexAttention beside the loop, start-up, ZenFlow at 560m) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
+# ZeRO-2, 20 steps each), `flexprof` (issue 28: a profile of sdpa and of flex attention), `offload_mb` and `offload_gc` (issue 28: offload's micro-batch, flex attention's core), `fast28` (issue 28: FlexAttention beside the loop, start-up, ZenFlow at 560m) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
 # the start-up breakdown of both launch paths, the logger overhead with its spread, and the GPU check of
 # --attention sdpa against the stock module; results under logs/bench/). A `bench` line is `python3
 # benchmarks/bench.py ARGS`, a `pytest` line `python3 -m pytest ARGS`, others a slurm script. Each run has a time
@@ -140,6 +140,13 @@ plan() {
                 "--gradient-accumulation-steps 1 --subset 10000 --max-steps 20 $SHORT"; done
         echo "stage2 --model 1b7 --precision bf16 --per-device-train-batch-size 16 --gradient-accumulation-steps 1" \
             "--subset 10000 --max-steps 20 $SHORT" ;;
+    offload_gc)  # issue 28, after offload_mb (micro-batch 32 ran out of GPU memory): gradient checkpointing buys
+        # the larger micro-batch, for offload and for the resident config alike; then flex attention's core alone
+        echo "bench_flex"
+        echo "stage2_offload --model 1b7 --precision bf16 --per-device-train-batch-size 64 --gradient-accumulation-steps 1" \
+            "--gradient-checkpointing --subset 10000 --max-steps 16 $SHORT"
+        echo "stage2 --model 1b7 --precision bf16 --per-device-train-batch-size 32 --gradient-accumulation-steps 1" \
+            "--gradient-checkpointing --subset 10000 --max-steps 16 $SHORT" ;;
     precision)  # lesson 5: bloom-560m, the plain Trainer and ZeRO 0-3, each in fp32, fp16 and bf16 (eval at the end)
         for s in none stage0 stage1 stage2 stage3; do
             for p in fp32 fp16 bf16; do echo "precision $s $p --model 560m --subset 10000 --max-steps 40 $P5"; done
@@ -201,6 +208,8 @@ _runs)
         prebuild_background) MAX_JOBS=6 setsid -w python3 -m workshop.prebuild_ops --ops $args < /dev/null \
             >> logs/prebuild_ops_background.log 2>&1 &
             echo $! > logs/prebuild_background.pid ;;
+        bench_flex) timeout "${RUN_LIMIT:-300}" python3 benchmarks/flex_variants.py --json logs/flex_variants.json \
+            < /dev/null > logs/flex_variants.md 2>&1 || echo "  exit $?" ;;
         importtime) python3 -X importtime -c "import workshop.train" 2> logs/importtime.txt || echo "  exit $?" ;;
         wait_background) while kill -0 "$(cat logs/prebuild_background.pid)" 2> /dev/null; do sleep 2; done ;;
         prebuild) timeout "${RUN_LIMIT:-300}" python3 -m workshop.prebuild_ops --ops $args < /dev/null \
