@@ -15,7 +15,7 @@
 # `offload` (issue 28: bloom-1b7 resident vs offload vs ZenFlow, then lesson 2's owed bloom-560m rows),
 # `families` (a non-BLOOM architecture at ~1B: TinyLlama
 # 1.1B's shape, LLaMA with GQA and untied embeddings, built from workshop/shapes.py, through the baseline and
-# ZeRO-2, 20 steps each), `flexprof` (issue 28: a profile of sdpa and of flex attention), `offload_mb` and `offload_gc` (issue 28: offload's micro-batch, flex attention's core), `fast28` (issue 28: FlexAttention beside the loop, start-up, ZenFlow at 560m) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
+# ZeRO-2, 20 steps each), `flexprof` (issue 28: a profile of sdpa and of flex attention), `offload_mb`, `offload_gc` and `flexfix` (issue 28: offload's micro-batch, flex attention's core and tiles), `fast28` (issue 28: FlexAttention beside the loop, start-up, ZenFlow at 560m) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
 # the start-up breakdown of both launch paths, the logger overhead with its spread, and the GPU check of
 # --attention sdpa against the stock module; results under logs/bench/). A `bench` line is `python3
 # benchmarks/bench.py ARGS`, a `pytest` line `python3 -m pytest ARGS`, others a slurm script. Each run has a time
@@ -147,6 +147,19 @@ plan() {
             "--gradient-checkpointing --subset 10000 --max-steps 16 $SHORT"
         echo "stage2 --model 1b7 --precision bf16 --per-device-train-batch-size 32 --gradient-accumulation-steps 1" \
             "--gradient-checkpointing --subset 10000 --max-steps 16 $SHORT" ;;
+    flexfix)  # issue 28, after flex_variants: flex attention with its measured tiles beside sdpa in the ladder's best
+        # row (same call, same machine), the GPU attention check again, then offload's micro-batch with checkpointing
+        # and the chunked loss (the 250,880-way logits, not the layers, are what ran out of memory in offload_gc)
+        echo "pytest tests/test_attention.py -m gpu -q -s -p no:cacheprovider"
+        for a in sdpa flex; do
+            echo "fast --model 560m --init random --data embedded --subset 2000 --max-steps 30 --save-strategy no" \
+                "--no-save-final --no-score-answers --eval-strategy no --attention $a --fewer-syncs --chunked-loss" \
+                "--per-device-train-batch-size 32"
+        done
+        for mb in 32 64; do
+            echo "stage2_offload --model 1b7 --precision bf16 --per-device-train-batch-size $mb" \
+                "--gradient-accumulation-steps 1 --gradient-checkpointing --chunked-loss --subset 10000 --max-steps 12 $SHORT"
+        done ;;
     precision)  # lesson 5: bloom-560m, the plain Trainer and ZeRO 0-3, each in fp32, fp16 and bf16 (eval at the end)
         for s in none stage0 stage1 stage2 stage3; do
             for p in fp32 fp16 bf16; do echo "precision $s $p --model 560m --subset 10000 --max-steps 40 $P5"; done

@@ -109,7 +109,14 @@ def flex_alibi(query, key, value, bias, attention_mask, scale):
     score_mod, mask_mod = alibi_mods(bias, attention_mask, q_length, kv_length)
     block_mask = (None if mask_mod is None else  # blocks the mask hides entirely are never computed
                   create_block_mask(mask_mod, batch, None, q_length, kv_length, device=query.device))
-    return flex_attention(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scale)
+    return flex_attention(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scale,
+                          kernel_options=KERNEL_OPTIONS)
+
+
+# The forward kernel's default tiles ran 4x slower with the padding lookups of `visible` (2.10 ms against 0.51 ms,
+# backward 0.37 against 0.61; batch 32 x 16 heads x 512 x 64, bf16, H100: benchmarks/flex_variants.py, results in
+# docs/results/make_it_fast_h100-2026-12-06/flex_variants.md). These tiles give the smallest forward + backward.
+KERNEL_OPTIONS = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8}
 
 
 def dense_alibi(query, key, value, bias, attention_mask, scale):
