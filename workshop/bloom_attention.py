@@ -115,7 +115,7 @@ def flex_alibi(query, key, value, bias, attention_mask, scale):
 
 # The forward kernel's default tiles ran 4x slower with the padding lookups of `visible` (2.10 ms against 0.51 ms,
 # backward 0.37 against 0.61; batch 32 x 16 heads x 512 x 64, bf16, H100: benchmarks/flex_variants.py, results in
-# docs/results/make_it_fast_h100-2026-12-06/flex_variants.md). These tiles give the smallest forward + backward.
+# docs/results/issue28_h100-2026-12-06-b/). These tiles give the smallest forward + backward.
 KERNEL_OPTIONS = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8}
 
 
