@@ -37,10 +37,57 @@ def test_launcher_local_rank_is_accepted():
     (["--data", "/no/such.json"], "does not exist"),
     (["--fp16", "--bf16"], "choose one of --fp16 and --bf16"),
     (["--deepspeed", "/no/such/ds.json"], "no such file"),
+    # each of these once gave a traceback, or trained something the user did not ask for
+    (["--num-train-epochs", "nan"], "--num-train-epochs must be a positive number"),
+    (["--num-train-epochs", "0"], "--num-train-epochs must be a positive number"),
+    (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
+    (["--learning-rate", "-1"], "--learning-rate must be a positive number"),
+    (["--learning-rate", "inf"], "--learning-rate must be a positive number"),
+    (["--logging-steps", "0"], "--logging-steps must be at least 1"),
+    (["--save-steps", "0"], "--save-steps must be at least 1"),
+    (["--warmup-steps", "-1"], "--warmup-steps must be 0 or more"),
+    (["--seed", "-1"], "--seed must be between 0 and 2\\*\\*32 - 1"),
+    (["--max-steps", "0"], "--max-steps must be at least 1, or -1"),
+    (["--max-steps", "-2"], "--max-steps must be at least 1, or -1"),
+    (["--subset-size", "200", "--eval-fraction", "0.999"], "leaves no example to train on"),
+    (["--config-name", "../../x"], "--config-name names a folder under logs/"),
+    (["--config-name", ".hidden"], "--config-name names a folder under logs/"),
+    (["--output-dir", "/etc/hostname"], "--output-dir /etc/hostname is a file, not a folder"),
+    (["--run-dir", "/etc/hostname/run"], "--run-dir /etc/hostname/run: /etc/hostname is not writable"),
 ])
 def test_bad_settings_raise_one_clear_error(flags, message):
     with pytest.raises(WorkshopError, match=message):
         parse_args(flags)
+
+
+@pytest.mark.parametrize("content", ["root:x:0:0:root:/root:/bin/bash\n", "{\"data\": 3}", "[]", "\udcff"])
+def test_a_data_file_that_is_not_squad_json_is_one_clear_error(tmp_path, content):
+    from workshop.data import load_squad
+
+    path = tmp_path / "data.json"
+    path.write_text(content, errors="surrogateescape")
+    with pytest.raises(WorkshopError, match="not a readable SQuAD v1.1 JSON file"):
+        load_squad(10, source=str(path))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--output", "x"], "unrecognized arguments: --output x"),  # no longer taken for --output-dir
+    (["--save-strategy", "best"], "invalid choice: 'best'"),
+])
+def test_abbreviations_and_options_that_cannot_work_are_argparse_errors(capsys, flags, message):
+    with pytest.raises(SystemExit) as stop:
+        parse_args(flags)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_unknown_token_flag_is_refused_without_echoing_the_token(capsys):
+    token = "hf_" + "Ab1" * 12
+    with pytest.raises(SystemExit):
+        parse_args(["--hub-token", token])
+    with pytest.raises(SystemExit):
+        parse_args(["--token=" + token])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --hub-token <redacted>" in err and token not in err
 
 
 @pytest.mark.parametrize("name", ["gpt2", "distilgpt2", "openai-community/gpt2", "Qwen/Qwen2-0.5B"])

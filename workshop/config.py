@@ -7,7 +7,9 @@ workshop.deepspeed.plan.prepare.
 """
 import argparse
 import dataclasses
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +121,7 @@ PROFILES = {
 CHOICES = {
     "init": ("pretrained", "random"),
     "eval_strategy": ("no", "epoch", "steps"),
-    "save_strategy": ("no", "epoch", "steps", "best"),
+    "save_strategy": ("no", "epoch", "steps"),  # the Trainer's "best" needs a metric to rank checkpoints by
     "profile": tuple(PROFILES),
     "padding": ("max", "longest", "packed"),
     "optim": ("adamw_torch", "adamw_torch_fused"),
@@ -164,6 +166,20 @@ RECIPES = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviations (`--output` was taken for --output-dir, and then silently lost to the one a
+    .slurm script appends), whose error line never echoes a token (`unrecognized arguments: --hub-token hf_...`
+    went into train.out and the job's .out)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message):
+        from workshop.redact import redact
+
+        super().error(redact(message))
+
+
 def _add_flags(parser):
     for title, section in SECTIONS.items():
         group = parser.add_argument_group(title, section.__doc__)
@@ -200,8 +216,7 @@ def parse_args(argv=None, lesson="baseline", require_deepspeed=False, lesson_fla
     lesson_flags: a lesson's own flags, parsed in the same pass: an object with add_to(parser) and
     apply(settings, given) -> settings (deepspeed_multi_gpu/train.py's weak scaling)."""
     recipe = RECIPES.get(lesson, Recipe())
-    parser = argparse.ArgumentParser(
-        prog=f"{lesson}/train.py", description="Fine-tune BLOOM on SQuAD with the Hugging Face Trainer.")
+    parser = Parser(prog=f"{lesson}/train.py", description="Fine-tune BLOOM on SQuAD with the Hugging Face Trainer.")
     _add_flags(parser)
     if lesson_flags is not None:
         lesson_flags.add_to(parser)
@@ -247,6 +262,27 @@ def validate(cfg: RunConfig):
         raise WorkshopError(f"--subset-size must be at least 2 (got {cfg.subset_size})")
     if not 0 < cfg.eval_fraction < 1:
         raise WorkshopError(f"--eval-fraction must be between 0 and 1 (got {cfg.eval_fraction})")
+    if max(1, round(cfg.subset_size * cfg.eval_fraction)) >= cfg.subset_size:
+        raise WorkshopError(f"--eval-fraction {cfg.eval_fraction} of --subset-size {cfg.subset_size} leaves no "
+                            "example to train on")
+    for name in ("num_train_epochs", "learning_rate"):
+        if not math.isfinite(getattr(cfg, name)) or getattr(cfg, name) <= 0:
+            raise WorkshopError(f"--{name.replace('_', '-')} must be a positive number (got {getattr(cfg, name)})")
+    if cfg.max_steps == 0 or cfg.max_steps < -1:
+        raise WorkshopError(f"--max-steps must be at least 1, or -1 for the epochs' steps (got {cfg.max_steps})")
+    for name in ("logging_steps", "save_steps"):
+        if getattr(cfg, name) < 1:
+            raise WorkshopError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
+    if cfg.warmup_steps < 0:
+        raise WorkshopError(f"--warmup-steps must be 0 or more (got {cfg.warmup_steps})")
+    if not 0 <= cfg.seed < 2**32:  # numpy's seeds, which the Trainer sets from it
+        raise WorkshopError(f"--seed must be between 0 and 2**32 - 1 (got {cfg.seed})")
+    if cfg.config_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.config_name):
+        raise WorkshopError(f"--config-name names a folder under logs/: letters, digits, '.', '_' and '-' only, "
+                            f"not starting with '.' (got {cfg.config_name!r})")
+    for name in ("output_dir", "run_dir"):
+        if getattr(cfg, name) is not None:
+            check_writable_dir(getattr(cfg, name), f"--{name.replace('_', '-')}")
     if cfg.max_length < 16:
         raise WorkshopError(f"--max-length must be at least 16 (got {cfg.max_length})")
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
@@ -267,6 +303,16 @@ def validate(cfg: RunConfig):
         raise WorkshopError("choose one of --fp16 and --bf16")
     if cfg.fused_loss and cfg.chunked_loss:
         raise WorkshopError("choose one of --fused-loss (Liger's kernel) and --chunked-loss (plain PyTorch)")
+
+
+def check_writable_dir(path, flag):
+    """A folder the run may create or write into: refused up front, not at the first save after every step."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise WorkshopError(f"{flag} {path} is a file, not a folder")
+    existing = next(parent for parent in (target, *target.parents) if parent.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise WorkshopError(f"{flag} {path}: {existing} is not writable by this user")
 
 
 def resolve_precision(cfg: RunConfig, has_cuda: bool, bf16_supported: bool):

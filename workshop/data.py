@@ -33,18 +33,25 @@ def load_squad(subset_size: int = 500, source: str = "hub") -> list[dict]:
     """The first `subset_size` SQuAD training examples from `source` ("hub", "embedded" or a JSON path)."""
     if source == "hub":
         examples = _load_hub_squad(subset_size)
+    elif source == "embedded":
+        from workshop.sample_data import generate_squad, paragraphs_for
+        # grows to the subset asked for
+        examples = squad_json_to_records(generate_squad(n_paragraphs=paragraphs_for(subset_size)))
     else:
-        if source == "embedded":
-            from workshop.sample_data import generate_squad, paragraphs_for
-            squad = generate_squad(n_paragraphs=paragraphs_for(subset_size))  # grows to the subset asked for
-        else:
-            with open(source) as f:
-                squad = json.load(f)
-        examples = squad_json_to_records(squad)
+        examples = _read_squad_file(source)
     if subset_size > len(examples):
         raise WorkshopError(f"--subset-size {subset_size} is larger than the dataset ({len(examples)} examples "
                             f"in {source!r})")
     return examples[:subset_size]
+
+
+def _read_squad_file(source: str) -> list[dict]:
+    try:
+        with open(source) as f:
+            return squad_json_to_records(json.load(f))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise WorkshopError(f"--data {source}: not a readable SQuAD v1.1 JSON file ({type(err).__name__}: "
+                            f"{str(err)[:200]})") from err
 
 
 def _load_hub_squad(subset_size: int) -> list[dict]:

@@ -7,7 +7,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
 import resource
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import torch
 from transformers import TrainerCallback
 
 from workshop.lessons import FOLDERS
+from workshop.redact import redact
 
 
 def utc_now() -> str:
@@ -66,8 +66,6 @@ def versions() -> dict:
 
 CODE_ROOT = Path(__file__).resolve().parents[1]  # the checkout (or submit's snapshot) this code runs from
 TRACKED_DIRS = ("workshop", *FOLDERS, "slurm")
-TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-TOKEN_FLAG = re.compile(r"(--hub[-_]token[= ])\S+")
 
 
 def _git(root: Path, *args) -> subprocess.CompletedProcess:
@@ -100,25 +98,6 @@ def provenance(root: Path = CODE_ROOT) -> dict:
         recorded = json.loads(snapshot.read_text())
         return {**recorded, "source": "snapshot", "root": str(root)}
     return git_provenance(root)
-
-
-def redact(data):
-    """data with every Hugging Face token (from the environment or a --hub-token value) replaced."""
-    if isinstance(data, dict):
-        return {key: redact(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        words = [redact(value) for value in data]
-        for i, word in enumerate(words[:-1]):  # `--hub-token VALUE` as two argv words
-            if isinstance(word, str) and re.fullmatch(r"--hub[-_]token", word):
-                words[i + 1] = "<redacted>"
-        return words
-    if isinstance(data, str):
-        for variable in TOKEN_VARIABLES:
-            secret = os.environ.get(variable)
-            if secret:
-                data = data.replace(secret, "<redacted>")
-        return TOKEN_FLAG.sub(r"\1<redacted>", data)
-    return data
 
 
 def write_json(path: Path, data: dict):
