@@ -144,6 +144,19 @@ def test_an_oom_with_much_cached_free_memory_names_the_allocator_setting():
     assert fragmentation_hint({"device": "cpu"}) == ""  # no CUDA figures
 
 
+@pytest.mark.parametrize("stage, says, never", [(None, "use DeepSpeed", "ZeRO"),
+                                                 (2, "a higher ZeRO stage or offload", "use DeepSpeed"),
+                                                 (3, "offload more", "higher ZeRO stage")])
+def test_the_oom_advice_fits_the_run(stage, says, never):
+    """A run already under DeepSpeed is not told to use DeepSpeed (bloom-1b7's ZeRO-2 offload OOM on the H100
+    was), and every DeepSpeed run hears of the chunked loss: the logits were what did not fit."""
+    from workshop.entry import oom_advice
+
+    advice = oom_advice(stage)
+    assert says in advice and never not in advice
+    assert ("--chunked-loss" in advice) == (stage is not None)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (deselected by scripts/test.sh without one)")
 def test_gpu_oom_is_caught_with_the_memory_figures(repo_copy):  # noqa: F811

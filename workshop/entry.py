@@ -76,7 +76,19 @@ def _out_of_memory(run, err) -> str:
     capped = f", capped at {cap['gib']:g} GiB to emulate {cap['emulates']}" if cap else ""
     hint = fragmentation_hint(memory, cap["gib"] * 1024 if cap else None, os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""))
     return (f"out of GPU memory ({describe_cuda_memory(memory)}{capped}{hint}); lower --per-device-train-batch-size "
-            f"or use DeepSpeed; figures in {run.dir}/manifest.json")
+            f"{oom_advice(run.manifest.get('zero_stage'))}; figures in {run.dir}/manifest.json")
+
+
+def oom_advice(stage: int | None) -> str:
+    """What else frees GPU memory, for a run without DeepSpeed (stage None) or under ZeRO `stage`. BLOOM's
+    250,880-way logits were the tensor that stopped bloom-1b7 at micro-batch 32 under ZeRO-2 offload (15.3 GiB
+    in fp32: docs/results/issue28_h100-2026-12-06-b), so the chunked loss is named besides the stages."""
+    if stage is None:
+        return "or use DeepSpeed"
+    logits = "or --chunked-loss (the logits are often the largest tensor)"
+    if stage == 3:
+        return f"or offload more (the *_offload configs), or --gradient-checkpointing, {logits}"
+    return f"or a higher ZeRO stage or offload, or --gradient-checkpointing, {logits}"
 
 
 def _exit_on_sigterm(signum, frame):
