@@ -40,10 +40,28 @@ LOGGER_GRACE=${LOGGER_GRACE:-5}
 say() { echo "[workshop] $*"; }
 die() { echo "[workshop] error: $*" >&2; exit 1; }
 
+# refuse_flags WHY FLAG... -- ARGS...: exit 2 when ARGS hold a FLAG the script sets itself: argparse keeps the
+# last of two, so one of them would be ignored without a word.
+refuse_flags() {
+    local why=$1 flags=() arg flag
+    shift
+    while [[ $1 != -- ]]; do flags+=("$1"); shift; done
+    shift
+    for arg in "$@"; do
+        for flag in "${flags[@]}"; do
+            if [[ $arg == "$flag" || $arg == "$flag="* ]]; then
+                echo "[workshop] error: $flag is set by this script ($why); leave it out of the arguments" >&2
+                exit 2
+            fi
+        done
+    done
+}
+
 workshop_run() {
     [[ $# -ge 3 && $2 == -- ]] || die "usage: workshop_run NAME -- COMMAND..."
     local name=$1
     shift 2
+    refuse_flags "each job gets its own logs/NAME-JOBID; a requeued job (same id) resumes there" --run-dir -- "$@"
     local cmd=("$@")
 
     command -v "$PYTHON" >/dev/null || die "python '$PYTHON' not found: activate the workshop venv or set WORKSHOP_PYTHON"
@@ -177,6 +195,7 @@ workshop_deepspeed_as() {
         esac
     done
     set -- ${args[@]+"${args[@]}"}
+    refuse_flags "the config named first: $file" --ds-config -- "$@"
     [[ -f $file ]] || die "no DeepSpeed config $file"
     export WORKSHOP_LAUNCHER=$launcher  # recorded in the manifest's startup
     # DeepSpeed's ops are loaded (or built, the first time) by the training itself, before its clock starts.
@@ -198,6 +217,7 @@ workshop_deepspeed_as() {
 workshop_precision() {
     local name=$1 stage=$2 precision=$3 entry
     shift 3
+    refuse_flags "the script's own name and precision: $name, $precision" --precision --config-name -- "$@"
     entry=$(lesson_entry precision_and_checkpointing) || exit 1
     if [[ $stage == none ]]; then
         workshop_run "$name" -- "$PYTHON" "$entry" --precision "$precision" --config-name "$name" "$@"

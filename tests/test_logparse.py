@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from workshop.logparse import (
     Missing,
@@ -203,3 +205,43 @@ def test_parsed_frames_are_plain_pandas():
     # Notebooks use these directly.
     assert isinstance(read_gpu_csv(DATA / "gpu" / "h100_real.csv").data, pd.DataFrame)
     assert isinstance(read_psrecord(RUN / "cpu_memory.log").data, pd.DataFrame)
+
+
+def _smi_log(path, memory_fields):
+    """A real H100 capture's header and first sample, with memory.used replaced line by line."""
+    header, sample = (DATA / "gpu" / "h100_real.csv").read_text().splitlines()[:2]
+    fields = sample.split(", ")
+    lines = [", ".join(fields[:3] + [value] + fields[4:]) for value in memory_fields]
+    path.write_text("\n".join([header, *lines]) + "\n")
+    return read_gpu_csv(path)
+
+
+def test_gpu_csv_reads_each_value_in_its_unit_or_marks_the_line(tmp_path):
+    got = _smi_log(tmp_path / "gpu_memory.csv", [
+        "20 GiB", "1.5e4 MiB", "512 KiB", "-5 MiB", "nan MiB", "inf MiB", "12 W", "lots", "[N/A]", "300"])
+    assert got.data["memory_used_mib"].tolist()[:3] == [20480.0, 15000.0, 0.5]
+    assert math.isnan(got.data["memory_used_mib"].iloc[3])  # [N/A]: a sample without a value, not a bad line
+    assert got.data["memory_used_mib"].iloc[4] == 300.0  # --format=csv,nounits
+    assert got.bad_lines == [5, 6, 7, 8, 9]  # negative, nan, inf, a foreign unit, text: never a number
+
+
+@given(value=st.floats(min_value=0, max_value=1e7), unit=st.sampled_from(["KiB", "MiB", "GiB"]),
+       style=st.sampled_from(["{:g}", "{:.3e}", "{:.1f}", "{}"]))
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_gpu_csv_memory_any_unit_and_notation(tmp_path, value, unit, style):
+    text = style.format(value)
+    got = _smi_log(tmp_path / "gpu_memory.csv", [f"{text} {unit}"])
+    expected = float(text) * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit]
+    assert got.bad_lines == [] and got.data["memory_used_mib"].iloc[0] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad", ["inf", "nan", "-1.0"])
+def test_psrecord_non_finite_or_negative_line_is_bad(tmp_path, bad):
+    lines = (RUN / "cpu_memory.log").read_text().splitlines()
+    fields = lines[2].split()
+    fields[2] = bad
+    path = tmp_path / "cpu_memory.log"
+    path.write_text("\n".join([lines[0], lines[1], "   ".join(fields), *lines[3:]]) + "\n")
+    got = read_psrecord(path)
+    assert got.bad_lines == [3]
+    assert got.data["real_mib"].map(math.isfinite).all() and (got.data["real_mib"] >= 0).all()

@@ -189,3 +189,22 @@ def test_missing_psrecord_is_a_clear_error(repo_copy, tmp_path):
     assert run.returncode == 1
     assert "[workshop] error: psrecord not found" in run.stderr
     assert not (repo_copy / "logs").exists()  # it stopped before starting anything
+
+
+@pytest.mark.parametrize("script, args, flag", [
+    ("baseline.slurm", ["--run-dir", "logs/baseline-1234"], "--run-dir"),
+    ("baseline.slurm", ["--profile", "tiny", "--run-dir=logs/old"], "--run-dir"),
+    ("stage2_offload.slurm", ["--ds-config", "deepspeed_single_gpu/configs/stage3.json"], "--ds-config"),
+    ("multi_gpu_zero.slurm", ["stage1", "--ds-config=x.json"], "--ds-config"),
+    ("precision.slurm", ["stage2", "bf16", "--precision", "fp32"], "--precision"),
+    ("precision.slurm", ["none", "fp32", "--config-name=mine"], "--config-name"),
+])
+def test_arguments_the_script_sets_are_refused_not_overridden(repo_copy, script, args, flag):
+    """argparse keeps the last of two flags: the script's own would silently win over the user's, or the reverse."""
+    if not (repo_copy / "slurm" / script).is_file():
+        pytest.fail(f"slurm/{script} is gone: pick another script that sets {flag}")
+    run = subprocess.run(["bash", f"slurm/{script}", *args], cwd=repo_copy, env=job_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert f"[workshop] error: {flag} is set by this script" in run.stderr
+    assert not (repo_copy / "logs").exists()  # refused before a run folder or a logger

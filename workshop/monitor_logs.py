@@ -62,13 +62,16 @@ def read_gpu_csv(path):
             continue
         fields = [f.strip() for f in line.split(",")]
         index = fields[position["index"]] if len(fields) == len(names) else ""
-        if not (index.isascii() and index.isdigit()):
+        values = [_gpu_value(fields[position[n]], n) if n in position else math.nan for n in numeric] \
+            if index else [None]
+        # A value that cannot be read as what its column holds makes the line bad, never a wrong number.
+        if not (index.isascii() and index.isdigit()) or None in values:
             bad.append(number)
             continue
         indices.append(int(index))
         times.append(fields[position["timestamp"]] if "timestamp" in position else "")
         gpu_names.append(fields[position["name"]] if "name" in position else None)
-        numbers.append([_leading_number(fields[position[n]]) if n in position else math.nan for n in numeric])
+        numbers.append(values)
     if not indices:
         if bad:
             return Missing(f"damaged ({Path(path).name}: no readable rows)",
@@ -92,13 +95,29 @@ def _timestamps(texts):
 
 
 _GPU_NUMBERS = {"memory_used_mib", "memory_total_mib", "util_pct", "power_w", "temp_c"}
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_VALUE = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z%]*)")
+_MIB_PER = {"": 1, "MiB": 1, "KiB": 1 / 1024, "GiB": 1024, "TiB": 1024 ** 2}  # memory columns: a unit converts
+_UNITS = {"util_pct": {"", "%"}, "power_w": {"", "W"}, "temp_c": {"", "C"}}
 
 
-def _leading_number(field):
-    """'20104 MiB' -> 20104.0; '[N/A]', '[Not Supported]' -> NaN (under --format=csv,nounits there is no unit)."""
-    found = _NUMBER.match(field)
-    return float(found.group()) if found else math.nan
+def _gpu_value(field, column):
+    """'20104 MiB' -> 20104.0, '20 GiB' in a MiB column -> 20480.0; '[N/A]', '[Not Supported]' -> NaN (no
+    value); None for a field that is not what its column holds: a foreign unit, a negative, nan or inf, text.
+    Under --format=csv,nounits there is no unit."""
+    if field.startswith("[") and field.endswith("]"):
+        return math.nan
+    found = _VALUE.fullmatch(field)
+    if not found:
+        return None
+    value, unit = float(found.group(1)), found.group(2)
+    if column.startswith("memory_"):
+        scale = _MIB_PER.get(unit)
+        value = value * scale if scale is not None else None
+    elif unit not in _UNITS[column]:
+        value = None
+    if value is None or not math.isfinite(value) or (value < 0 and column != "temp_c"):
+        return None
+    return value
 
 
 PSRECORD_COLUMNS = ["elapsed_s", "cpu_pct", "real_mib", "virtual_mib"]
@@ -132,7 +151,11 @@ def read_psrecord(path):
         try:
             if len(fields) < 4 or (width and len(fields) != width):
                 raise ValueError
-            rows.append([float(fields[i]) for i in pick])
+            row = [float(fields[i]) for i in pick]
+            # float() reads 'inf', 'nan' and negatives, none of which psrecord writes: a damaged line
+            if not all(math.isfinite(value) and value >= 0 for value in row):
+                raise ValueError
+            rows.append(row)
         except ValueError:
             bad.append(number)
     if not rows:

@@ -7,6 +7,7 @@ code and configs into `snapshots/<time>-<script>/` with a `SNAPSHOT.json` (git c
 uncommitted changes), and runs sbatch from there. The job's run folder and checkpoints still land in this
 checkout's logs/ and outputs/, and its manifest's `provenance` says `"source": "snapshot"`.
 """
+import fnmatch
 import json
 import os
 import shutil
@@ -20,6 +21,10 @@ from workshop.runlog import git_provenance, utc_now
 
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ("workshop", *FOLDERS, "slurm", "pyproject.toml")
+# Files that look like credentials (not tokenizer files) stay out of a snapshot: a job needs none of them from the code folder (the
+# Hub token comes from the environment or ~/.cache/huggingface), and snapshots outlive the token's rotation.
+SECRET_LOOKING = (".env", ".env.*", "*.env", "*hf_token*", "token", "*.token", ".netrc", "*.pem", "*.key",
+                  "id_rsa*", "id_ed25519*", "*credentials*", "*secret*")
 
 
 def fail(message):
@@ -27,8 +32,21 @@ def fail(message):
     sys.exit(2)
 
 
-def make_snapshot(script: Path) -> Path:
-    root = REPO / "snapshots"
+def _ignore(repo, left_out):
+    """copytree's ignore: caches, and secret-looking files, whose paths it keeps in left_out."""
+    def ignore(folder, names):
+        skipped = set(shutil.ignore_patterns("__pycache__", "*.pyc")(folder, names))
+        for name in names:
+            if any(fnmatch.fnmatch(name.lower(), pattern) for pattern in SECRET_LOOKING):
+                skipped.add(name)
+                left_out.append(str((Path(folder) / name).relative_to(repo)))
+        return skipped
+    return ignore
+
+
+def make_snapshot(script: Path, repo: Path = REPO) -> tuple[Path, list[str]]:
+    """The snapshot folder, and the secret-looking files it left out (relative to the checkout)."""
+    root = repo / "snapshots"
     root.mkdir(exist_ok=True)
     (root / ".gitignore").write_text("*\n")  # snapshots are copies: git ignores them without a .gitignore edit
     stamp, n = f"{datetime.now():%Y%m%d-%H%M%S}-{script.stem}", 1
@@ -37,15 +55,17 @@ def make_snapshot(script: Path) -> Path:
         n += 1
         snapshot = root / f"{stamp}-{n}"
     snapshot.mkdir()
+    left_out = []
     for name in COPIED:
-        source = REPO / name
+        source = repo / name
         if source.is_dir():
-            shutil.copytree(source, snapshot / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(source, snapshot / name, ignore=_ignore(repo, left_out))
         elif source.is_file():
             shutil.copy2(source, snapshot / name)
-    recorded = {**git_provenance(REPO), "created": utc_now(), "script": str(script.relative_to(REPO))}
+    recorded = {**git_provenance(repo), "created": utc_now(), "script": str(script.relative_to(repo)),
+                "left_out": sorted(left_out)}
     (snapshot / "SNAPSHOT.json").write_text(json.dumps(recorded, indent=2) + "\n")
-    return snapshot
+    return snapshot, sorted(left_out)
 
 
 def main(argv=None):
@@ -63,7 +83,9 @@ def main(argv=None):
     if shutil.which("sbatch") is None:
         fail("sbatch not found: run this on the cluster's login node")
 
-    snapshot = make_snapshot(script)
+    snapshot, left_out = make_snapshot(script)
+    if left_out:
+        print(f"left out of the snapshot (secret-looking): {', '.join(left_out)}")
     (REPO / "logs").mkdir(exist_ok=True)  # the job's --output=logs/%x-%j.out, relative to --chdir
     env = dict(os.environ, WORKSHOP_LOGS_ROOT=str(REPO / "logs"), WORKSHOP_OUTPUTS_ROOT=str(REPO / "outputs"))
     if "WORKSHOP_PYTHON" not in env and (REPO / ".venv/bin/python").is_file():

@@ -14,6 +14,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from workshop.bloom_attention import use_attention
+from workshop.checkpoint_seal import SealCallback, check_trusted
 from workshop.config import RunConfig, parse_args, precision_name, resolve_precision
 from workshop.errors import WorkshopError
 from workshop.fewer_syncs import FewerSyncsTrainer
@@ -133,7 +134,7 @@ def train(cfg: RunConfig, run: RunLog):
     trainer_class = FewerSyncsTrainer if cfg.fewer_syncs else Trainer
     trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                             data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
-                            callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run)])
+                            callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run), SealCallback()])
     if cfg.torch_compile:
         drop_last_train_batch(trainer)
     STARTUP.mark("trainer_built")
@@ -159,6 +160,7 @@ def train(cfg: RunConfig, run: RunLog):
         print(f"[workshop] removed half-written {', '.join(partial)} (an earlier attempt's write failed)", flush=True)
     resume = last_whole_checkpoint(cfg.output_dir) if earlier else None
     if resume:
+        check_trusted(resume)  # resuming unpickles it
         print(f"[workshop] resuming from {resume} (attempt {len(run.manifest['attempts'])})", flush=True)
         run.update(resumed_from=resume)
     print(f"[workshop] rank {os.environ.get('RANK', '0')} of {os.environ.get('WORLD_SIZE', '1')} on "
