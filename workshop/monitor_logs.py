@@ -26,6 +26,13 @@ GPU_COLUMNS = {  # nvidia-smi --query-gpu header -> our column
 }
 
 
+def _no_rows(path, bad):
+    """The marker for a log with a header and no sample that could be read."""
+    if bad:
+        return Missing(f"damaged ({Path(path).name}: no readable rows)", f"{path}: lines {line_spans(bad)} unreadable")
+    return Missing(f"empty ({Path(path).name}: header only)", f"{path} has a header but no samples yet")
+
+
 def _lines_from_header(path):
     """(lines, index of the first non-blank line), or Missing if the file can't be read or is empty."""
     text = read_text(path)
@@ -73,10 +80,7 @@ def read_gpu_csv(path):
         gpu_names.append(fields[position["name"]] if "name" in position else None)
         numbers.append(values)
     if not indices:
-        if bad:
-            return Missing(f"damaged ({Path(path).name}: no readable rows)",
-                           f"{path}: lines {line_spans(bad)} unreadable")
-        return Missing(f"empty ({Path(path).name}: header only)", f"{path} has a header but no samples yet")
+        return _no_rows(path, bad)
 
     df = pd.DataFrame(np.array(numbers), columns=numeric)
     df.insert(0, "timestamp", _timestamps(times))
@@ -159,8 +163,5 @@ def read_psrecord(path):
         except ValueError:
             bad.append(number)
     if not rows:
-        if bad:
-            return Missing(f"damaged ({Path(path).name}: no readable rows)",
-                           f"{path}: lines {line_spans(bad)} unreadable")
-        return Missing(f"empty ({Path(path).name}: header only)", f"{path} has a header but no samples yet")
+        return _no_rows(path, bad)
     return Parsed(pd.DataFrame(rows, columns=PSRECORD_COLUMNS), bad)
