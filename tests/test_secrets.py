@@ -5,7 +5,6 @@ out and says so; a resume refuses a checkpoint another user wrote into or that c
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +53,7 @@ def train_zero2(*args):
     """The tiny model under ZeRO 2 in one process, as `--launcher python` runs it: a checkpoint each step."""
     from test_failures_stop import EACH_STEP
     from test_slurm import job_env
+    from workshop.launch import free_port
 
     env = {**job_env(), "HF_HUB_OFFLINE": "1", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_SIZE": "1",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
@@ -61,11 +61,6 @@ def train_zero2(*args):
                            "deepspeed_single_gpu/configs/stage2.json", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_resume_refuses_a_checkpoint_someone_else_wrote_into(tmp_path):

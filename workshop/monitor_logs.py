@@ -69,10 +69,11 @@ def read_gpu_csv(path):
             continue
         fields = [f.strip() for f in line.split(",")]
         index = fields[position["index"]] if len(fields) == len(names) else ""
-        values = [_gpu_value(fields[position[n]], n) if n in position else math.nan for n in numeric] \
-            if index else [None]
-        # A value that cannot be read as what its column holds makes the line bad, never a wrong number.
-        if not (index.isascii() and index.isdigit()) or None in values:
+        if not (index.isascii() and index.isdigit()):
+            bad.append(number)
+            continue
+        values = [_gpu_value(fields[position[n]], n) if n in position else math.nan for n in numeric]
+        if None in values:  # a value that cannot be read as what its column holds: the line is bad, not a number
             bad.append(number)
             continue
         indices.append(int(index))
