@@ -73,11 +73,16 @@ def test_no_token_in_any_file_of_the_run(repo_copy):  # noqa: F811
     assert manifest["provenance"]["reason"]
 
 
-def test_killed_run_resumes_from_its_checkpoint(repo_copy):  # noqa: F811
-    run_dir, out_dir = repo_copy / "logs" / "baseline-requeue1", repo_copy / "outputs" / "baseline-requeue1"
-    command = [sys.executable, "baseline/train.py", *RESUMABLE, "--run-dir", str(run_dir), "--output-dir",
-               str(out_dir)]
-    first = subprocess.Popen(command, cwd=repo_copy, env=job_env(), stdout=subprocess.DEVNULL,
+def resumable(root, name, *extra):
+    """(command, run folder, output folder) of the tiny run the resume tests stop and go on with."""
+    run_dir, out_dir = root / "logs" / name, root / "outputs" / name
+    return ([sys.executable, "baseline/train.py", *RESUMABLE, *extra, "--run-dir", str(run_dir), "--output-dir",
+             str(out_dir)], run_dir, out_dir)
+
+
+def cancel_after_first_checkpoint(root, command, run_dir, out_dir):
+    """Start `command` and send it SIGTERM (scancel's signal) once checkpoint-9 (the first epoch's) is whole."""
+    first = subprocess.Popen(command, cwd=root, env=job_env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not (out_dir / "checkpoint-9" / "trainer_state.json").is_file():
@@ -88,6 +93,11 @@ def test_killed_run_resumes_from_its_checkpoint(repo_copy):  # noqa: F811
     first.wait(timeout=60)
     assert not (out_dir / "final").exists(), "the first attempt finished before the kill"
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "cancelled"
+
+
+def test_killed_run_resumes_from_its_checkpoint(repo_copy):  # noqa: F811
+    command, run_dir, out_dir = resumable(repo_copy, "baseline-requeue1")
+    cancel_after_first_checkpoint(repo_copy, command, run_dir, out_dir)
 
     second = subprocess.run(command, cwd=repo_copy, env=job_env(), capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr
@@ -108,6 +118,40 @@ def test_killed_run_resumes_from_its_checkpoint(repo_copy):  # noqa: F811
 
     rows = [line for line in fill_tables(repo_copy).splitlines() if "baseline-requeue1" in line]
     assert len(rows) == 2 and all(",completed," in row for row in rows)  # one row in each baseline table
+
+
+def test_a_resubmit_resumes_the_unfinished_run_and_a_rerun_of_a_finished_one_starts_afresh(repo_copy):  # noqa: F811
+    """A new job (new run and output folders) after a cancelled one goes on from its checkpoint by default and
+    says so; once that resubmit completed, the next run of the same config is a new run from step 0."""
+    old, old_run, old_out = resumable(repo_copy, "baseline-job1")
+    cancel_after_first_checkpoint(repo_copy, old, old_run, old_out)
+
+    command, run_dir, _ = resumable(repo_copy, "baseline-job2")
+    resubmit = subprocess.run(command, cwd=repo_copy, env=job_env(), capture_output=True, text=True, timeout=600)
+    assert resubmit.returncode == 0, resubmit.stderr
+    assert f"resuming from {old_out / 'checkpoint-'}" in resubmit.stdout
+    assert "the unfinished run baseline-job1 of the same config" in resubmit.stdout
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["resumed_from"].startswith(str(old_out / "checkpoint-"))
+    steps = [json.loads(line)["step"] for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
+    assert min(steps) > 9 and max(steps) == 20 * 9  # went on from the first epoch's checkpoint
+
+    # the newest run of this config completed: another one is a repeat, not a resubmit (a few steps suffice)
+    again, again_run, _ = resumable(repo_copy, "baseline-job3", "--max-steps", "3")
+    rerun = subprocess.run(again, cwd=repo_copy, env=job_env(), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0 and "resuming" not in rerun.stdout, rerun.stdout[-2000:]
+    assert "resumed_from" not in json.loads((again_run / "manifest.json").read_text())
+
+
+def test_resume_names_a_checkpoint_or_refuses_what_is_none(tmp_path):
+    from workshop.config import WorkshopError, parse_args
+    from workshop.resume import named_checkpoint
+
+    assert parse_args(["--resume", "never"]).resume == "never"
+    with pytest.raises(WorkshopError, match="--resume takes auto, never or a checkpoint folder"):
+        parse_args(["--resume", str(tmp_path / "nowhere")])
+    with pytest.raises(WorkshopError, match="not a whole checkpoint"):
+        named_checkpoint(str(tmp_path))  # a folder, but no trainer_state.json: half-written or no checkpoint
 
 
 def wait_for_events(run_dir, process=None, timeout=300):

@@ -89,6 +89,7 @@ class Bookkeeping:
     # [failures] how long a rank waits in a collective for the others before it gives up (a rank or node died):
     # bounded, so survivors exit in minutes instead of the 30-minute default
     dist_timeout: int = 300
+    resume: str = "auto"               # auto | never | a checkpoint-N folder: where training goes on (resume.py)
     diverge_patience: int = 3          # logged NaN/inf losses (or fp16 steps skipped at the minimum scale) in a row
 
 
@@ -98,6 +99,10 @@ SECTIONS = {"model and data": ModelData, "trainer": Trainer, "deepspeed and memo
 
 @dataclass
 class RunConfig(Bookkeeping, Speed, DeepSpeedMemory, Trainer, ModelData):  # fields in SECTIONS' order
+    def run_name(self) -> str:
+        """The config's name in run folders and manifests: --config-name, else the DeepSpeed config's or lesson's."""
+        return self.config_name or (Path(self.deepspeed).stem if self.deepspeed else self.lesson)
+
     def section(self, section: type) -> dict:
         """One section's settings by name, e.g. cfg.section(Trainer): the Trainer's own arguments."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(section)}
@@ -135,6 +140,9 @@ BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fus
 
 # --help lines for the knobs whose default alone does not say what they do
 HELP = {
+    "resume": "auto (default): go on from this config's latest whole checkpoint, of this run folder (a requeue) "
+              "or of the newest earlier run of the same settings that did not complete (a resubmit); never: "
+              "start from step 0; or the path of a checkpoint-N folder",
     "precision": "fp32, fp16 or bf16 for the Trainer and the DeepSpeed config at once (default: as --fp16/--bf16 "
                  "say; the lesson's fp16, fp32 without a GPU)",
     "gradient_checkpointing": "recompute activations in the backward pass: less memory, more time (default: off)",
@@ -280,6 +288,8 @@ def validate(cfg: RunConfig):
     if cfg.config_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.config_name):
         raise WorkshopError(f"--config-name names a folder under logs/: letters, digits, '.', '_' and '-' only, "
                             f"not starting with '.' (got {cfg.config_name!r})")
+    if cfg.resume not in ("auto", "never") and not os.path.isdir(cfg.resume):
+        raise WorkshopError(f"--resume takes auto, never or a checkpoint folder; {cfg.resume!r} is none of them")
     for name in ("output_dir", "run_dir"):
         if getattr(cfg, name) is not None:
             check_writable_dir(getattr(cfg, name), f"--{name.replace('_', '-')}")

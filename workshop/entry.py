@@ -39,7 +39,7 @@ def run_training(cfg: RunConfig):
     from workshop.startup import STARTUP
 
     STARTUP.begin()
-    config_name = cfg.config_name or (Path(cfg.deepspeed).stem if cfg.deepspeed else cfg.lesson)
+    config_name = cfg.run_name()
     run = RunLog(cfg.run_dir or default_run_dir(config_name), {
         "config_name": config_name, "lesson": cfg.lesson, "settings": vars(cfg).copy(),
         "model": resolve_model(cfg.model), "init": cfg.init, "profile": cfg.profile, "data_source": cfg.data,

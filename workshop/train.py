@@ -26,6 +26,7 @@ from workshop.guards import (DivergenceCallback, diverged_stop, disk_full_stop, 
 from workshop.model import load_model, parameter_count, save_model, tokenizer_record
 from workshop.model_states import ModelStatesCallback
 from workshop.profiling import ProfilerCallback
+from workshop.resume import named_checkpoint, unfinished_run
 from workshop.runlog import RunLog, StepsCallback
 from workshop.speed import SpeedCallback, flops_per_token, matmul_parameters
 from workshop.startup import STARTUP
@@ -148,16 +149,24 @@ def add_callbacks(trainer, cfg: RunConfig, run: RunLog) -> DivergenceCallback:
 
 
 def resume_point(cfg: RunConfig, run: RunLog) -> str | None:
-    """[failures] A requeued job (or a rerun with the same --run-dir) goes on from its latest checkpoint-*.
-    Only then: a fresh run must not pick up an older run's checkpoints from a shared --output-dir.
-    Never from a checkpoint a full disk or a kill left half-written: only one with its trainer_state.json."""
+    """[failures] The checkpoint training goes on from (workshop/resume.py says which), or None for step 0.
+    A fresh run never picks up another run's checkpoints from a shared --output-dir, and never one a full disk or a
+    kill left half-written: only one with its trainer_state.json."""
     earlier = run.manifest["attempts"] and Path(cfg.output_dir).is_dir()
     if earlier and run.enabled and (partial := set_aside_partial(cfg.output_dir)):
         print(f"[workshop] removed half-written {', '.join(partial)} (an earlier attempt's write failed)", flush=True)
-    resume = last_whole_checkpoint(cfg.output_dir) if earlier else None
+    if cfg.resume == "never":
+        return None
+    if cfg.resume != "auto":
+        resume, why = named_checkpoint(cfg.resume), "--resume"
+    elif earlier:
+        resume, why = last_whole_checkpoint(cfg.output_dir), f"attempt {len(run.manifest['attempts'])}"
+    else:
+        resume, source = unfinished_run(cfg, run.dir)
+        why = f"the unfinished run {source} of the same config; --resume never starts from step 0"
     if resume:
         check_trusted(resume)  # resuming unpickles it
-        print(f"[workshop] resuming from {resume} (attempt {len(run.manifest['attempts'])})", flush=True)
+        print(f"[workshop] resuming from {resume} ({why})", flush=True)
         run.update(resumed_from=resume)
     return resume
 
