@@ -143,6 +143,27 @@ def test_a_resubmit_resumes_the_unfinished_run_and_a_rerun_of_a_finished_one_sta
     assert "resumed_from" not in json.loads((again_run / "manifest.json").read_text())
 
 
+def test_a_second_training_into_a_live_run_folder_is_refused(repo_copy):  # noqa: F811
+    """Two runs in one folder would resume from each other's live checkpoints and mix their histories: the second
+    stops with one error line, and the first's manifest is untouched."""
+    command, run_dir, _ = resumable(repo_copy, "baseline-shared")
+    first = subprocess.Popen(command, cwd=repo_copy, env=job_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for_events(run_dir, first)
+        started = json.loads((run_dir / "manifest.json").read_text())["start_time"]
+        second = subprocess.run(command, cwd=repo_copy, env=job_env(), capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-2000:]
+        assert (f"error: the run folder {run_dir} is in use by a running training (pid {first.pid} on "
+                in second.stderr)
+        manifest = json.loads((run_dir / "manifest.json").read_text())  # the first's still: not rewritten
+        assert (manifest["start_time"], manifest["status"], manifest["attempts"]) == (started, "running", [])
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
+    assert json.loads((run_dir / "manifest.json").read_text())["attempts"] == []
+
+
 def test_resume_names_a_checkpoint_or_refuses_what_is_none(tmp_path):
     from workshop.config import WorkshopError, parse_args
     from workshop.resume import named_checkpoint

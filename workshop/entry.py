@@ -40,10 +40,13 @@ def run_training(cfg: RunConfig):
 
     STARTUP.begin()
     config_name = cfg.run_name()
-    run = RunLog(cfg.run_dir or default_run_dir(config_name), {
-        "config_name": config_name, "lesson": cfg.lesson, "settings": vars(cfg).copy(),
-        "model": resolve_model(cfg.model), "init": cfg.init, "profile": cfg.profile, "data_source": cfg.data,
-        "subset_size": cfg.subset_size, "deepspeed_config": cfg.deepspeed})
+    try:  # refused when another training holds the folder: its manifest is left alone
+        run = RunLog(cfg.run_dir or default_run_dir(config_name), {
+            "config_name": config_name, "lesson": cfg.lesson, "settings": vars(cfg).copy(),
+            "model": resolve_model(cfg.model), "init": cfg.init, "profile": cfg.profile, "data_source": cfg.data,
+            "subset_size": cfg.subset_size, "deepspeed_config": cfg.deepspeed})
+    except WorkshopError as err:
+        fail(err)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         training.train(cfg, run)

@@ -2,6 +2,7 @@
 
 Everything is written as it happens and flushed, so a job killed half-way still leaves readable logs.
 """
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -156,6 +157,31 @@ def fragmentation_hint(memory: dict, limit_mib: float | None = None, alloc_conf:
             "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True may let this size fit")
 
 
+def hold_run_folder(run_dir: Path):
+    """Lock `run_dir` for this process's life (the kernel lets go when it exits, however it exits), or raise
+    WorkshopError when another training holds it: two runs in one folder would resume from each other's live
+    checkpoints, write the same files and mix their log histories. Returns the open lock file (keep it)."""
+    from workshop.errors import WorkshopError
+
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise WorkshopError(f"the run folder {run_dir} is in use by a running training ({owner}): give this run "
+                            "another --run-dir, or wait for that one to end") from None
+    except OSError as err:  # a file system without locks (some parallel file systems): run, unguarded
+        print(f"[workshop] notice: cannot lock {run_dir} ({err.strerror}); two runs into it would not be "
+              "refused", flush=True)
+        return handle
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
+
+
 class RunLog:
     """Owns one run folder. Only the main process writes; other ranks get a no-op."""
 
@@ -174,6 +200,7 @@ class RunLog:
         self.earlier_seconds = 0.0
         if self.enabled:
             self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock = hold_run_folder(self.dir)
             self._keep_earlier_attempts()
             self.save()
 
