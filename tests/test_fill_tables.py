@@ -320,3 +320,52 @@ def test_fuzz_wrongly_typed_json_never_crashes(manifest, events):
         tables = build_tables([tmp], by_run=True)
         for fmt in ["markdown", "csv", "json"]:
             fill_tables.render(tables, fmt)
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=3), max_leaves=6)
+MANIFEST_KEYS = ["settings", "speed", "peak_memory", "preflight", "model_states", "startup", "status", "lesson",
+                 "model", "config_name", "steps_per_epoch", "world_size"]
+
+
+@pytest.mark.parametrize("lesson", [lesson.name for lesson in LESSONS])
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from(MANIFEST_KEYS + ["settings", "speed"] * 3),  # the sections lessons read most
+       setting=st.sampled_from(["optim", "deepspeed", "precision", "padding", "attention", "fp16", "max_length",
+                                "per_device_train_batch_size", "torch_compile", "model"]),
+       value=JSON_VALUES, inside=st.booleans())
+def test_fuzz_wrongly_typed_manifests_of_every_lesson_never_crash(lesson, key, setting, value, inside):
+    """A manifest with the right keys and wrong value types, filed under any lesson (a hand edit, another tool's
+    file): no table raises, and a section or setting that is not what the lessons read is named in a note."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        run = tmp / f"{lesson}-1001"
+        shutil.copytree(COMPLETE, run)
+        manifest = json.loads((run / "manifest.json").read_text())
+        manifest["lesson"] = lesson
+        if inside and key == "settings":
+            manifest["settings"][setting] = value
+        else:
+            manifest[key] = value
+        (run / "manifest.json").write_text(json.dumps(manifest))
+        for by_run in (False, True):
+            tables = build_tables([tmp], by_run=by_run)
+            for fmt in ["markdown", "csv", "json"]:
+                fill_tables.render(tables, fmt)
+        if key in ("settings", "speed", "peak_memory") and value is not None and not isinstance(value, dict) \
+                and not inside:
+            [loaded] = fill_tables.load_runs([tmp])
+            assert any(f"`{key}` is {type(value).__name__}" in note for note in loaded.notes), loaded.notes
+
+
+def test_unreadable_out_files_are_named_and_skipped(tmp_path):
+    """A symlink loop or a broken link named *.out: the other runs' tables, and one line saying what was skipped."""
+    copy_run(tmp_path)
+    (tmp_path / "loop.out").symlink_to("loop.out")
+    (tmp_path / "broken.out").symlink_to(tmp_path / "nowhere")
+    result = run_cli(tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    for name in ("loop.out", "broken.out"):
+        assert f"skipped {tmp_path / name}: not a readable file" in result.stderr
+    assert "baseline-1001" in result.stdout

@@ -7,6 +7,7 @@ from its name matched against the lessons it is given (the registry's): this mod
 """
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,11 +56,14 @@ def find_memory_logs(paths):
         for path in candidates:
             kind = sniff(path) if path.suffix != ".out" else None
             if kind:
-                found[path.resolve()] = (path, kind)
+                found[os.path.realpath(path)] = (path, kind)
     return sorted(found.values())
 
 
 MEMORY_LOG_SUFFIXES = (".csv", ".txt", ".log")
+
+
+_SKIPPED = set()
 
 
 def find_runs(paths):
@@ -77,10 +81,14 @@ def find_runs(paths):
                 dirnames.clear()  # checkpoints and the like live below a run folder
                 continue
             outs.update(Path(dirpath, f) for f in filenames if f.endswith(".out"))
-    # A run folder given by a parent and by itself would be listed twice, so compare resolved paths.
-    run_dirs = sorted({d.resolve(): d for d in run_dirs}.values())
+    # A run folder given by a parent and by itself would be listed twice, so compare real paths (os.path's
+    # realpath, which unlike Path.resolve does not raise on a symlink loop).
+    run_dirs = sorted({os.path.realpath(d): d for d in run_dirs}.values())
     covered = {d.name for d in run_dirs}
-    outs = sorted(o for o in {o.resolve(): o for o in outs}.values()
+    for out in sorted(o for o in outs if not o.is_file() and o not in _SKIPPED):  # said once per process
+        _SKIPPED.add(out)
+        print(f"[fill_tables] skipped {out}: not a readable file (a broken link or a symlink loop)", file=sys.stderr)
+    outs = sorted(o for o in {os.path.realpath(o): o for o in outs if o.is_file()}.values()
                   if o.stem not in covered and not any((o.parent / m).is_file() for m in RUN_MARKERS))
     return run_dirs, outs
 
@@ -117,8 +125,49 @@ def _take(run, result, filename):
     return result.data
 
 
+# The manifest's sections that lessons read as mappings: anything else there (a hand edit, another tool's file) is
+# dropped with a note, so one bad manifest cannot stop every table (validated once, here at the edge).
+MAPPINGS = ("settings", "speed", "peak_memory", "preflight", "model_states", "startup", "provenance", "versions",
+            "oom_memory", "gpu_memory_limit", "training_window")
+
+
+def _setting_types():
+    import typing
+
+    from workshop.config import RunConfig
+
+    types = {}
+    for name, hint in typing.get_type_hints(RunConfig).items():
+        allowed = typing.get_args(hint) or (hint,)  # Optional[X] is Union[X, None]
+        types[name] = tuple((int, float) if kind is float else kind for kind in allowed)
+    return types
+
+
+SETTING_TYPES = _setting_types()
+
+
+def check_manifest(manifest):
+    """(manifest with wrongly typed sections and settings left out, [what was left out and why])."""
+    if not isinstance(manifest, dict):
+        return manifest, []
+    manifest, problems = dict(manifest), []
+    for key in MAPPINGS:
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            problems.append(f"`{key}` is {type(manifest[key]).__name__} {str(manifest[key])[:40]!r}, not a mapping")
+            manifest[key] = None
+    settings = manifest.get("settings") or {}
+    for name, value in list(settings.items()):
+        allowed = SETTING_TYPES.get(name)
+        if allowed and not isinstance(value, allowed) or allowed and isinstance(value, bool) and bool not in allowed:
+            problems.append(f"setting `{name}` is {type(value).__name__} {str(value)[:40]!r}")
+            settings = {key: kept for key, kept in settings.items() if key != name}
+    if settings is not (manifest.get("settings") or {}):
+        manifest["settings"] = settings
+    return manifest, problems
+
+
 def load_run_dir(path, lessons):
-    manifest = read_manifest(path)
+    manifest, problems = check_manifest(read_manifest(path))
     name = manifest.get("run_id") if isinstance(manifest, dict) else None
     name = name if isinstance(name, str) and name else path.name
     lesson = manifest.get("lesson") if isinstance(manifest, dict) else None
@@ -126,6 +175,8 @@ def load_run_dir(path, lessons):
         lesson = guess_lesson(name, lessons)
     run = Run(name=name, path=path, lesson=lesson, status="unknown",
               manifest=manifest, events=None, events_file="log_history.jsonl", gpu=None, cpu=None)
+    if problems:
+        run.notes.append(f"{run.name}: manifest.json: {'; '.join(problems)}: left out, as if not recorded")
 
     run.events = _take(run, read_log_history(path / "log_history.jsonl"), "log_history.jsonl")
     if isinstance(run.events, Missing) or not run.events:
