@@ -7,6 +7,7 @@ Expected values are read from the fixture files themselves, never typed in.
 import io
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -369,3 +370,26 @@ def test_unreadable_out_files_are_named_and_skipped(tmp_path):
     for name in ("loop.out", "broken.out"):
         assert f"skipped {tmp_path / name}: not a readable file" in result.stderr
     assert "baseline-1001" in result.stdout
+
+
+def test_reporting_never_reaches_for_the_network(tmp_path):
+    """A lesson-2 run of a Hub model that is not cached: its DeepSpeed estimate cell says it cannot be computed,
+    and no request leaves (the Hub here is a local socket that counts connections; a real one cost 51 s of retries)."""
+    import socket
+
+    run = copy_run(tmp_path, "stage2-1001")
+    edit_manifest(run, lesson="deepspeed_single_gpu", config_name="stage2", run_id="stage2-1001",
+                  model="someorg/not-cached", deepspeed_config="deepspeed_single_gpu/configs/stage2.json")
+    hub = socket.socket()
+    hub.bind(("127.0.0.1", 0))
+    hub.listen(8)
+    hub.settimeout(0.5)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{hub.getsockname()[1]}", HF_HOME=str(tmp_path / "hf"),
+               XDG_CACHE_HOME=str(tmp_path / "cache"))
+    result = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "--by-run", str(tmp_path)], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "stage2-1001" in result.stdout, result.stderr[-2000:]
+    with pytest.raises(TimeoutError):
+        hub.accept()  # nobody called
+    hub.close()

@@ -10,14 +10,19 @@ naming the runs). `--by-run` prints one row per run instead: an instructor compa
 A run is a run folder (`logs/<run_id>/`, see docs/DESIGN.md) or the handout's own logs: a SLURM `.out` with the
 nvidia-smi CSV and psrecord log of the same job beside it (see workshop/report/handout_logs.py). Each lesson's
 tables live in workshop/lessons/<lesson>.py; the engine that fills them in workshop/report/. A cell the logs
-cannot fill holds a short marker such as `n/a (no GPU)`, explained in the notes. Nothing here raises on bad logs.
+cannot fill holds a short marker such as `n/a (no GPU)`, explained in the notes. Nothing here raises on bad logs,
+and nothing reaches for the network (a model outside the shape tables is read from the Hugging Face cache alone).
 
 Notebooks call `build_tables(paths)`: {key: DataFrame}, with df.attrs["title"], ["notes"] and ["answers"].
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+if __name__ == "__main__":  # the CLI never touches the network; huggingface_hub reads this once, when imported
+    os.environ["HF_HUB_OFFLINE"] = "1"
 
 from workshop.lessons import LESSONS, ZERO_2GPU, ZERO_CONFIGS, Lesson  # noqa: F401  (importable from here)
 from workshop.report import engine, runs as report_runs

@@ -74,9 +74,10 @@ def parameter_count(model) -> int:
     return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
 
 
-def model_config(model_id: str, **overrides):
+def model_config(model_id: str, local_only: bool = False, **overrides):
     """The config of a resolved model id, without weights: the shape tables first (no download), else the
-    Hugging Face cache or the Hub (a config.json of a few KB), else a local folder."""
+    Hugging Face cache or the Hub (a config.json of a few KB; the cache alone with `local_only`: reporting never
+    touches the network), else a local folder."""
     if model_id == TINY:
         return BloomConfig.from_pretrained(TINY_DIR, **overrides)
     if model_id == LAPTOP:
@@ -92,7 +93,7 @@ def model_config(model_id: str, **overrides):
     if model_id in FAMILY_IDS:
         spec = FAMILIES[FAMILY_IDS[model_id]]
         return getattr(transformers, spec["config"])(**{**spec["shape"], **overrides})
-    return _hub_config(model_id, **overrides)
+    return _hub_config(model_id, local_files_only=local_only, **overrides)
 
 
 def random_init_config(model_id: str):

@@ -59,14 +59,14 @@ def bloom_params(shape) -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
-def param_counts(model) -> tuple:
+def param_counts(model, local_only=False) -> tuple:
     """(total parameters, parameters of the largest layer) of any model name workshop.model resolves: the model
     built on the meta device from its config. The largest layer is the module with the most parameters of its
     own, as DeepSpeed's ZeRO-3 estimator counts it (ZeRO-3 gathers it whole): the embedding, for every family
     here. Tied input and output embeddings count once. For BLOOM this is bloom_params, the closed form."""
     from workshop.model import MODEL_FOR_CAUSAL_LM_MAPPING, model_config, resolve_model
 
-    config = model_config(resolve_model(model))
+    config = model_config(resolve_model(model), local_only=local_only)
     with torch.device("meta"):
         net = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)](config)
     total = sum(p.numel() for p in net.parameters())
@@ -130,11 +130,11 @@ def _deepspeed_rows(total, largest, gpus):
     return rows
 
 
-def estimate_table(model="bloom-560m", gpus=(1,), deepspeed=True) -> pd.DataFrame:
+def estimate_table(model="bloom-560m", gpus=(1,), deepspeed=True, local_only=False) -> pd.DataFrame:
     """One row per (GPU count, ZeRO stage, offload choice); memory in GiB (DeepSpeed's "GB").
     deepspeed=False: the formula's rows (ZeRO 0 and 1) alone, without importing DeepSpeed (seconds that a run
     without ZeRO 2-3 need not pay before its first step)."""
-    total, largest = param_counts(model)
+    total, largest = param_counts(model, local_only)
     rows = []
     for n in [gpus] if isinstance(gpus, int) else gpus:
         sources = [("formula", _formula_rows(total, n))]
@@ -150,9 +150,10 @@ def estimate_table(model="bloom-560m", gpus=(1,), deepspeed=True) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def cached_estimate_table(model="bloom-560m", gpus=(1,)) -> pd.DataFrame:
+def cached_estimate_table(model="bloom-560m", gpus=(1,), local_only=True) -> pd.DataFrame:
     """estimate_table, kept on disk per model, GPU counts and DeepSpeed version: importing DeepSpeed to compute
-    it takes seconds, which fill_tables would otherwise pay on every call."""
+    it takes seconds, which fill_tables would otherwise pay on every call. A model outside the shape tables is read
+    from the Hugging Face cache alone (local_only): reporting never reaches for the network."""
     counts = [gpus] if isinstance(gpus, int) else list(gpus)
     cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "workshop" / "estimates"
     path = cache_root / (f"{model.replace('/', '--')}-gpus{'_'.join(map(str, counts))}-deepspeed{version('deepspeed')}"
@@ -160,7 +161,7 @@ def cached_estimate_table(model="bloom-560m", gpus=(1,)) -> pd.DataFrame:
     try:
         return pd.read_json(path, orient="records")
     except (OSError, ValueError):
-        table = estimate_table(model, counts)
+        table = estimate_table(model, counts, local_only=local_only)
         try:
             cache_root.mkdir(parents=True, exist_ok=True)
             table.to_json(path, orient="records")
