@@ -197,6 +197,20 @@ def test_nonfinite_losses_render(tmp_path):
     assert "| nan" in text and "| inf" in text
     back = json.loads(fill_tables.render(tables, "json"))
     assert back["baseline_objective_1"]["rows"][0]["train_loss (run mean)"] == "inf"
+    # in csv too: a diverged loss is a value, not an empty cell
+    csv_text = fill_tables.render(tables, "csv")
+    [row] = [line for line in csv_text.splitlines() if line.startswith("baseline-1001,")][:1]
+    assert ",nan," in row and ",inf," in row
+
+
+def test_a_run_id_with_a_line_break_or_pipe_keeps_its_markdown_row(tmp_path):
+    """A run id is whatever the manifest says (a hand edit, a --config-name from before it was checked)."""
+    edit_manifest(copy_run(tmp_path), run_id="odd|name\nsecond line")
+    text = fill_tables.render(build_tables([tmp_path], by_run=True), "markdown")
+    assert "odd\\|name second line" in text
+    for section in text.split("\n## "):  # every row of each table has its header's number of cells
+        table = [line for line in section.splitlines() if line.startswith("|")]
+        assert len({line.count("|") - line.count("\\|") for line in table}) == 1, table
 
 
 def test_lesson_registry(tmp_path):

@@ -8,7 +8,8 @@ def _display(value):
         if not math.isfinite(value) or value == int(value):
             return str(int(value)) if math.isfinite(value) else str(value)
         return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-    return str(value).replace("|", "\\|")  # a pipe would split a Markdown cell
+    # a pipe would split a Markdown cell, a line break the row (a run id may hold either)
+    return str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def _json_safe(value):
@@ -31,7 +32,7 @@ def render(tables, fmt):
             if df.attrs["notes"]:
                 parts.append("Notes:\n" + "\n".join(f"- {note}" for note in df.attrs["notes"]) + "\n")
         elif fmt == "csv":
-            parts.append(f"# {key}\n{df.to_csv(index=False)}")
+            parts.append(f"# {key}\n{df.to_csv(index=False, na_rep='nan')}")  # a diverged loss is data, not blank
     if fmt == "json":
         return json.dumps({key: {"title": df.attrs["title"], "notes": df.attrs["notes"],
                                  "answers": df.attrs.get("answers", []),
