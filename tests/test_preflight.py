@@ -55,6 +55,36 @@ def test_too_little_host_memory_is_refused_with_the_figure_to_ask_for(monkeypatc
     assert f"--mem={math.ceil(record['host_gib'])}G" in refusal and "this job may use 8.0 GiB" in refusal
 
 
+H100_GIB = 79.2  # what torch reports for the H100 80GB HBM3 the runs below used
+
+
+@pytest.mark.parametrize("config, micro_batch, ran_out", [
+    ("stage2", "16", False), ("stage2_offload", "16", False), ("stage2_offload", "32", True)])
+def test_the_gpu_estimate_sides_with_what_an_h100_measured(monkeypatch, config, micro_batch, ran_out):
+    """bloom-1b7, bf16, one micro-batch a step, on an H100 (docs/results/issue28_h100-2026-12-06-b): stage2 at 16
+    peaked at 75,510 MiB reserved, offload at 16 at 54,238, offload at 32 ran out of memory on its fp32 logits."""
+    monkeypatch.setenv("WORKSHOP_HOST_MEMORY_GIB", "400")
+    cfg = lesson_cfg(config, "--model", "1b7", "--per-device-train-batch-size", micro_batch,
+                     "--gradient-accumulation-steps", "1")
+    record, _ = preflight(cfg, load_ds_config(cfg.deepspeed), gpu_total_gib=H100_GIB, gpus=1, precision="bf16")
+    assert (record["gpu_gib"] > H100_GIB) == ran_out, record
+
+
+def test_checkpointing_and_the_chunked_loss_leave_the_estimate(monkeypatch):
+    """The run that ran out on its logits, with the chunked loss (one chunk's logits) and checkpointing (a layer's
+    input kept, one layer rebuilt at a time): the preflight no longer counts what these never hold."""
+    monkeypatch.setenv("WORKSHOP_HOST_MEMORY_GIB", "400")
+    need = {}
+    for extra in ((), ("--gradient-checkpointing",), ("--chunked-loss",), ("--gradient-checkpointing", "--chunked-loss")):
+        cfg = lesson_cfg("stage2_offload", "--model", "1b7", "--per-device-train-batch-size", "32",
+                         "--gradient-accumulation-steps", "1", *extra)
+        need[extra], _ = preflight(cfg, load_ds_config(cfg.deepspeed), gpu_total_gib=H100_GIB, gpus=1,
+                                   precision="bf16")
+    plain, checkpointed, chunked, both = (need[key]["gpu_gib"] for key in need)
+    assert both < min(checkpointed, chunked) <= max(checkpointed, chunked) < plain
+    assert plain - chunked > 30  # 32 x 512 x 250,880 logits with their fp32 copies: the largest tensor
+
+
 def test_zenflow_host_need_counts_its_buffers_beside_classic_offload(monkeypatch):
     """ZenFlow keeps a second gradient buffer, a stale weight copy and a second pair of Adam moments on the host
     (16 bytes a parameter, workshop.estimate): bloom-1b7 needs ~26 GiB more than under stage2_offload."""

@@ -36,16 +36,25 @@ def emulated_card(gib: float) -> str:
     return CARDS.get(round(gib), f"a {gib:g} GiB GPU") if abs(gib - round(gib)) < 1e-9 else f"a {gib:g} GiB GPU"
 
 
-def activation_gib(model: str, micro_batch: int, seq: int, bytes_per_value: int = 2) -> float:
-    """Activations of one micro-batch kept for the backward pass, plus the logits and their fp32 loss copies."""
+def activation_gib(model: str, micro_batch: int, seq: int, bytes_per_value: int = 2, checkpointing=False,
+                   chunked_loss=False) -> float:
+    """Activations of one micro-batch kept for the backward pass, plus the logits and their fp32 loss copies.
+    With gradient checkpointing a layer keeps only its input (and one layer's activations are rebuilt at a time);
+    with the chunked or fused loss only one chunk's logits exist (and the output weights' fp32 gradient), which
+    is what decided bloom-1b7's largest micro-batch (docs/results/issue28_h100-2026-12-06-b)."""
+    from workshop.fused_loss import CHUNK_TOKENS
     from workshop.model import model_config, resolve_model
 
     config = model_config(resolve_model(model))
     h, layers, heads = config.hidden_size, config.num_hidden_layers, config.num_attention_heads
     vocab = config.vocab_size
     per_layer = seq * micro_batch * h * (34 + 5 * heads * seq / h) * bytes_per_value / 2  # the paper counts fp16
-    logits = micro_batch * seq * vocab * (bytes_per_value + 8)  # logits, their fp32 upcast and its gradient
-    return (layers * per_layer + logits) / GIB
+    kept = layers * seq * micro_batch * h * bytes_per_value + per_layer if checkpointing else layers * per_layer
+    tokens = min(micro_batch * seq, CHUNK_TOKENS) if chunked_loss else micro_batch * seq
+    logits = tokens * vocab * (bytes_per_value + 8)  # logits, their fp32 upcast and its gradient
+    if chunked_loss:
+        logits += vocab * h * 4  # the output weights' gradient, summed over the chunks in fp32
+    return (kept + logits) / GIB
 
 
 def _offload_row(table, ds_config):
@@ -159,7 +168,8 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None, precision="fp16"):
         return None, None
     gpu_row, host_row, nvme = _offload_row(table, ds_config)
     bytes_per_value = 4 if precision == "fp32" else 2
-    activations = activation_gib(model, cfg.per_device_train_batch_size, cfg.max_length, bytes_per_value)
+    activations = activation_gib(model, cfg.per_device_train_batch_size, cfg.max_length, bytes_per_value,
+                                 cfg.gradient_checkpointing, cfg.chunked_loss or cfg.fused_loss)
     gpu_gib = gpu_row.gpu_gib_per_gpu + activations + CUDA_CONTEXT_GIB
     params = table.iloc[0].params_m * 1e6
     process = (PROCESS_GIB if gpu_total_gib is not None else PROCESS_GIB_CPU) * gpus
