@@ -105,6 +105,23 @@ def test_a_full_disk_during_a_checkpoint_is_reported_and_the_rerun_resumes(repo_
 
 
 @pytest.mark.slow
+def test_a_full_disk_while_saving_the_final_model_leaves_no_final(repo_copy, small_disk):  # noqa: F811
+    """The training is done; the final save hits the full disk: status `disk full`, exit 6, one error line, and no
+    half-written final/ (scoring and workshop.generate would take it for the model)."""
+    subprocess.run(["mount", "-o", "remount,size=512k", str(small_disk)], check=True)  # under the 1 MiB of weights
+    run_dir = repo_copy / "logs" / "final_disk_full"
+    run = train(repo_copy, "--profile", "tiny", "--max-steps", "2", "--eval-strategy", "no", "--save-strategy", "no",
+                "--run-dir", str(run_dir), "--output-dir", str(small_disk))
+    assert run.returncode == 6 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    [line] = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert f"the disk under {small_disk} is full" in line and "while saving the final model after step 2" in line
+    assert "removed the partial final/" in line and "there is no checkpoint to go on from" in line, line
+    assert not (small_disk / "final").exists()
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "disk full"
+    assert table_status(repo_copy, run_dir) == "disk full"
+
+
+@pytest.mark.slow
 def test_a_partial_checkpoint_is_never_resumed_from(repo_copy):  # noqa: F811
     """A checkpoint without its trainer_state.json (a kill or a full disk mid-write) is removed on the rerun."""
     run_dir, out = repo_copy / "logs" / "partial", repo_copy / "outputs" / "partial"

@@ -198,3 +198,28 @@ def disk_full_stop(err: BaseException, output_dir, is_main: bool) -> RunStopped:
                       f"{'removed the partial ' + ', '.join(removed) + '; ' if removed else ''}{kept}. Free space "
                       "(or point --output-dir at a larger disk) and resubmit",
                       last_good_checkpoint=good, removed_partial=removed)
+
+
+def save_final(trainer, tokenizer, output_dir, is_main: bool):
+    """The trained model in <output_dir>/final, or, on a full disk, no final/ at all: a half-written one would be
+    scored, or loaded by workshop.generate, as if it were the model. The training itself is done by then."""
+    from workshop.model import save_model
+
+    final = Path(output_dir) / "final"
+    try:
+        save_model(trainer.model, tokenizer, final)
+    except Exception as err:
+        if not is_disk_full(err, output_dir):
+            raise
+        if is_main:
+            shutil.rmtree(final, ignore_errors=True)
+        good = last_whole_checkpoint(output_dir)
+        free = shutil.disk_usage(output_dir).free / 2**20
+        then = (f"--resume auto goes on from {good} and saves it" if good else
+                "there is no checkpoint to go on from (--save-strategy no): the training runs again")
+        raise RunStopped("disk full", 6, f"the disk under {output_dir} is full ({free:.0f} MiB free) while saving "
+                         f"the final model after step {trainer.state.global_step} ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200]}); removed the partial final/. Free space (or point "
+                         f"--output-dir at a larger disk) and resubmit: {then}",
+                         last_good_checkpoint=good, removed_partial=["final"] if is_main else []) from err
+

@@ -104,7 +104,11 @@ def provenance(root: Path = CODE_ROOT) -> dict:
 def write_json(path: Path, data: dict):
     """Write atomically: a reader (or a kill) never sees half a file. Tokens never reach the disk."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(redact(json.loads(json.dumps(data, default=str))), indent=2) + "\n")
+    try:
+        tmp.write_text(json.dumps(redact(json.loads(json.dumps(data, default=str))), indent=2) + "\n")
+    except OSError:  # a full disk: leave the last whole file, not an empty .tmp beside it
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

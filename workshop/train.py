@@ -22,8 +22,8 @@ from workshop.entry import fail, main  # noqa: F401 (the entry's names, where th
 from workshop.fewer_syncs import FewerSyncsTrainer
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
 from workshop.guards import (DivergenceCallback, diverged_stop, disk_full_stop, is_disk_full, is_lost_rank,
-                             last_whole_checkpoint, lost_rank_stop, set_aside_partial)
-from workshop.model import load_model, parameter_count, save_model, tokenizer_record
+                             last_whole_checkpoint, lost_rank_stop, save_final, set_aside_partial)
+from workshop.model import load_model, parameter_count, tokenizer_record
 from workshop.model_states import ModelStatesCallback
 from workshop.profiling import ProfilerCallback
 from workshop.resume import named_checkpoint, unfinished_run
@@ -88,7 +88,7 @@ def train(cfg: RunConfig, run: RunLog):
         raise diverged_stop(guard, cfg.output_dir, cfg.learning_rate, run.enabled)
     after_training(trainer, result, cfg, run)
     if cfg.save_final:
-        save_model(trainer.model, tokenizer, f"{cfg.output_dir}/final")
+        save_final(trainer, tokenizer, cfg.output_dir, run.enabled)
     score_answers(cfg, run)
     return trainer
 
