@@ -1,20 +1,19 @@
 """The lesson's settings in one place, each overridable from the command line.
 
 Precedence: RunConfig's defaults < the lesson's recipe (RECIPES) < `--profile` < flags given on the command line.
-Everything is validated once, here, without torch or transformers (a bad flag fails in a second); later code
-trusts a `RunConfig`. How the run trains in fp16, bf16 or fp32 is resolve_precision's rule, applied once by
-workshop.deepspeed.plan.prepare.
+Everything is validated once, as it is made (config_checks.validate), without torch or transformers (a bad flag
+fails in a second); later code trusts a `RunConfig`. How the run trains in fp16, bf16 or fp32 is resolve_precision's
+rule, applied once by workshop.deepspeed.plan.prepare.
 """
 import argparse
 import dataclasses
-import math
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from workshop.config_checks import validate
 from workshop.errors import WorkshopError  # noqa: F401  (re-exported: `from workshop.config import WorkshopError`)
 
 
@@ -260,69 +259,6 @@ def use_precision(settings: dict, given: dict) -> dict:
             spelled = f"--{flag}" if given[flag] else f"--no-{flag}"
             raise WorkshopError(f"--precision {precision} contradicts {spelled}: give only --precision")
     return {**settings, **dict(zip(("fp16", "bf16"), PRECISIONS[precision]))}
-
-
-def validate(cfg: RunConfig):
-    from workshop.names import resolve_model  # raises WorkshopError for an unknown name
-
-    resolve_model(cfg.model)
-    if cfg.subset_size < 2:
-        raise WorkshopError(f"--subset-size must be at least 2 (got {cfg.subset_size})")
-    if not 0 < cfg.eval_fraction < 1:
-        raise WorkshopError(f"--eval-fraction must be between 0 and 1 (got {cfg.eval_fraction})")
-    if max(1, round(cfg.subset_size * cfg.eval_fraction)) >= cfg.subset_size:
-        raise WorkshopError(f"--eval-fraction {cfg.eval_fraction} of --subset-size {cfg.subset_size} leaves no "
-                            "example to train on")
-    for name in ("num_train_epochs", "learning_rate"):
-        if not math.isfinite(getattr(cfg, name)) or getattr(cfg, name) <= 0:
-            raise WorkshopError(f"--{name.replace('_', '-')} must be a positive number (got {getattr(cfg, name)})")
-    if cfg.max_steps == 0 or cfg.max_steps < -1:
-        raise WorkshopError(f"--max-steps must be at least 1, or -1 for the epochs' steps (got {cfg.max_steps})")
-    for name in ("logging_steps", "save_steps"):
-        if getattr(cfg, name) < 1:
-            raise WorkshopError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
-    if cfg.warmup_steps < 0:
-        raise WorkshopError(f"--warmup-steps must be 0 or more (got {cfg.warmup_steps})")
-    if not 0 <= cfg.seed < 2**32:  # numpy's seeds, which the Trainer sets from it
-        raise WorkshopError(f"--seed must be between 0 and 2**32 - 1 (got {cfg.seed})")
-    if cfg.config_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.config_name):
-        raise WorkshopError(f"--config-name names a folder under logs/: letters, digits, '.', '_' and '-' only, "
-                            f"not starting with '.' (got {cfg.config_name!r})")
-    if cfg.resume not in ("auto", "never") and not os.path.isdir(cfg.resume):
-        raise WorkshopError(f"--resume takes auto, never or a checkpoint folder; {cfg.resume!r} is none of them")
-    for name in ("output_dir", "run_dir"):
-        if getattr(cfg, name) is not None:
-            check_writable_dir(getattr(cfg, name), f"--{name.replace('_', '-')}")
-    if cfg.max_length < 16:
-        raise WorkshopError(f"--max-length must be at least 16 (got {cfg.max_length})")
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
-        if getattr(cfg, name) < 1:
-            raise WorkshopError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
-    if cfg.data not in ("hub", "embedded") and not os.path.isfile(cfg.data):
-        raise WorkshopError(f"--data must be 'hub', 'embedded' or a SQuAD JSON file; {cfg.data!r} does not exist")
-    if cfg.deepspeed is not None and not os.path.isfile(cfg.deepspeed):
-        raise WorkshopError(f"--deepspeed: no such file {cfg.deepspeed!r}")
-    for name in ("gpu_memory_limit", "host_memory_gib"):
-        if getattr(cfg, name) is not None and getattr(cfg, name) <= 0:
-            raise WorkshopError(f"--{name.replace('_', '-')} must be a positive number of GiB "
-                                f"(got {getattr(cfg, name)})")
-    for name in ("dist_timeout", "diverge_patience", *(("score_limit",) if cfg.score_limit is not None else ())):
-        if getattr(cfg, name) < 1:
-            raise WorkshopError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(cfg, name)})")
-    if cfg.fp16 and cfg.bf16:
-        raise WorkshopError("choose one of --fp16 and --bf16")
-    if cfg.fused_loss and cfg.chunked_loss:
-        raise WorkshopError("choose one of --fused-loss (Liger's kernel) and --chunked-loss (plain PyTorch)")
-
-
-def check_writable_dir(path, flag):
-    """A folder the run may create or write into: refused up front, not at the first save after every step."""
-    target = Path(path)
-    if target.exists() and not target.is_dir():
-        raise WorkshopError(f"{flag} {path} is a file, not a folder")
-    existing = next(parent for parent in (target, *target.parents) if parent.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise WorkshopError(f"{flag} {path}: {existing} is not writable by this user")
 
 
 def resolve_precision(cfg: RunConfig, has_cuda: bool, bf16_supported: bool):

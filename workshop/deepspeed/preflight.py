@@ -199,14 +199,17 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None, precision="fp16"):
               "available: expect an out-of-memory error (a lower stage or more offload would fit)", flush=True)
     refusal = _check_nvme(ds_config, params) if nvme else None
     if refusal is None and limit is not None and host_gib > limit:
-        # Whole GiB would print "needs about 24 GiB but may use 24 GiB" for 23.8 against 23.5.
-        smaller = ("or use less offload, or stage3_offload_nvme" if ds_config
-                   else "or a smaller --per-device-train-batch-size or --max-length")
-        refusal = (
-            f"{model} under {where or 'no DeepSpeed'} needs about {host_gib:.1f} GiB of host memory per node but "
-            f"this job may use {limit:.1f} GiB ({limit_source}): ask for `#SBATCH --mem={math.ceil(host_gib)}G` "
-            f"({smaller}), or pass --host-memory-gib N if that limit is read wrongly")
+        refusal = _host_refusal(f"{model} under {where or 'no DeepSpeed'}", host_gib, limit, limit_source, ds_config)
     return record, refusal
+
+
+def _host_refusal(what, host_gib, limit, limit_source, ds_config):
+    # Whole GiB would print "needs about 24 GiB but may use 24 GiB" for 23.8 against 23.5.
+    smaller = ("or use less offload, or stage3_offload_nvme" if ds_config
+               else "or a smaller --per-device-train-batch-size or --max-length")
+    return (f"{what} needs about {host_gib:.1f} GiB of host memory per node but this job may use {limit:.1f} GiB "
+            f"({limit_source}): ask for `#SBATCH --mem={math.ceil(host_gib)}G` ({smaller}), or pass "
+            "--host-memory-gib N if that limit is read wrongly")
 
 
 def cpu_host_gib(gpu_row, host_row, activations, processes) -> float:
