@@ -21,6 +21,9 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
+# a requeued job waits this long before it starts again (the default 120 s was most of the requeue test's time);
+# it is also a step's launch credential's lifetime, ample on a local cluster
+AuthInfo=cred_expire=30
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill

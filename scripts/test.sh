@@ -4,8 +4,9 @@
 #   bash scripts/test.sh              everything, as CI runs it
 #   bash scripts/test.sh --quick      a developer's loop: no test marked slow, slurm or browser (no cluster started)
 #   bash scripts/test.sh -k fill      only the tests whose names match
-# WORKSHOP_TEST_WORKERS: how many pytest-xdist workers (default: one per core; 1 runs in this process alone). On
-# 2 cores a third worker made CI no faster (the tests that wait on SLURM or a browser then wait on the CPU too).
+# WORKSHOP_TEST_WORKERS: how many pytest-xdist workers (default: one more than the cores, since a third of the time
+# the tests wait on SLURM, a browser or a subprocess's start; 1 runs in this process alone). On 2 cores, with one
+# torch thread a process, 3 workers ran the suite in 1,150 s where 2 took 1,244 (2026-12-06).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$REPO_ROOT"
@@ -14,13 +15,14 @@ if [[ ${1:-} == --quick ]]; then
     quick=1
     shift
 fi
-# DeepSpeed's ops (fused_adam, cpu_adam, the CPU collectives; async_io for the NVMe config) are compiled into
-# the one build folder every launch path loads them from (workshop/prebuild_ops.py) while packages are installed
-# and the clusters start, instead of inside the first tests that need them, with the others waiting.
+# DeepSpeed's ops (fused_adam, cpu_adam, the CPU collectives) are compiled into the one build folder every launch
+# path loads them from (workshop/prebuild_ops.py) while the clusters start, instead of inside the first tests that
+# need them, with the others waiting (async_io, for the NVMe config: see below).
 prebuild_log=$(mktemp -t workshop-prebuild-ops.XXXXXX)
 prebuild() { "$WORKSHOP_PYTHON" -m workshop.prebuild_ops "$@" >>"$prebuild_log" 2>&1; }
 prebuild &
-builds=($!)
+build=$!
+aio=0
 started=()
 if [[ $quick == 0 && $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     # Debian packages the tests need: Chromium and its driver for the browser tests (Selenium downloads no
@@ -34,8 +36,7 @@ if [[ $quick == 0 && $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
-    prebuild --ops async_io &
-    builds+=($!)
+    aio=1
     bash .ci/start_slurm.sh
     bash .ci/start_slurm_two_node.sh  # beside it: tests/test_two_node.py submits there (docs/two_node_cluster.md)
     started=(.ci/stop_slurm.sh .ci/stop_slurm_two_node.sh)
@@ -43,11 +44,17 @@ elif [[ $quick == 0 ]]; then
     echo "[test] not root on Debian: not starting a local SLURM cluster (SLURM tests use one if sinfo answers)," \
         "not installing chromium (browser tests use /usr/bin/chromium and /usr/bin/chromedriver if there)"
 fi
-for build in "${builds[@]}"; do
-    wait "$build" || echo "[test] prebuilding DeepSpeed's ops failed: the tests that need them build them again"
-done
+wait "$build" || echo "[test] prebuilding DeepSpeed's ops failed: the tests that need them build them again"
 sed 's/^/[test] /' "$prebuild_log"
-rm -f "$prebuild_log"
+: >"$prebuild_log"
+# async_io (only the two NVMe tests load it) compiles beside the first tests rather than before them: built next to
+# the other ops it doubled their time on 2 cores (347 s in all, 2026-12-06), and the tests leave the CPU a third
+# idle (they wait on SLURM). A test that needs it meanwhile waits for this build (workshop/deepspeed/ops.py's lock).
+aio_build=
+if [[ $aio == 1 ]]; then
+    prebuild --ops async_io &
+    aio_build=$!
+fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 # GPU tests only where torch sees a CUDA GPU; elsewhere they are deselected (and counted as such, not as passed).
 skip=()
@@ -62,13 +69,18 @@ if [[ ${#skip[@]} -gt 0 ]]; then
 fi
 # Each test module runs whole on one worker (--dist loadscope): its module-scoped runs are made once; runs that
 # several modules read are made once per session (tests/conftest.py's made_once).
-workers=(-n "${WORKSHOP_TEST_WORKERS:-$(nproc)}" --dist loadscope)
+workers=(-n "${WORKSHOP_TEST_WORKERS:-$(($(nproc) + 1))}" --dist loadscope)
 [[ ${WORKSHOP_TEST_WORKERS:-} != 1 ]] || workers=()
 # One torch thread a process: the workers and the trainings they start share the cores, and torch's default of a
 # thread per core oversubscribed them (two tiny ZeRO runs side by side on 2 cores: 33.6 s with it, 24.6 s without).
 [[ ${#workers[@]} == 0 ]] || export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 status=0
 "$WORKSHOP_PYTHON" -m pytest -q -ra --durations=25 ${workers[@]+"${workers[@]}"} "${filter[@]}" "$@" || status=$?
+if [[ -n $aio_build ]]; then
+    wait "$aio_build" || echo "[test] building async_io beside the tests failed"
+    sed 's/^/[test] /' "$prebuild_log"
+fi
+rm -f "$prebuild_log"
 if [[ ${#started[@]} -gt 0 ]]; then
     echo "[test] left running: the local SLURM clusters (one node, and two nodes in network namespaces) for the" \
         "next run; stop them with: bash ${started[0]} && bash ${started[1]}"

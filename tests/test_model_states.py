@@ -14,9 +14,9 @@ half of stage 0's as well.
 Stages 1-2 flatten the parameters and pad the flat buffer to 2w elements (and each parameter to 16 bytes), so P
 is N/w up to that padding; stage 3 splits every parameter on its own, so P = the sum of ceil(n_i / w), exactly.
 
-Run as a script (`python tests/test_model_states.py MODEL CONFIG OUT.json`, under DeepSpeed's launcher for two
-processes) this file is the probe: one engine per process, one optimizer step on a random batch, rank 0 writes what
-it holds. One process per engine, because DeepSpeed's global state does not reset within a process.
+Run as a script (`python tests/test_model_states.py MODEL CONFIG OUT.json`, once a process with the env:// variables
+set, as run_probe does) this file is the probe: one engine per process, one optimizer step on a random batch, rank 0
+writes what it holds. One process per engine, because DeepSpeed's global state does not reset within a process.
 """
 import json
 import math
@@ -73,19 +73,23 @@ def closed_form(stage, numels, world):
 
 
 def run_probe(model, config, processes, out):
+    """One probe per process, each with the environment DeepSpeed's launcher would give it (torch.distributed's
+    env:// variables), started here: the launcher's own two interpreters added a third of each probe's time."""
     from workshop.launch import free_port
 
-    env = {**os.environ, **OFFLINE, "PYTHONPATH": str(REPO)}
-    script, port = str(Path(__file__).resolve()), free_port()
-    if processes == 1:  # what DeepSpeed's launcher sets for one process
-        env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port))
-        command = [sys.executable, script, model, config, str(out)]
-    else:
-        command = [sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={processes}",
-                   f"--master_port={port}", script, model, config, str(out)]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    port = free_port()
+    env = {**os.environ, **OFFLINE, "PYTHONPATH": str(REPO), "WORLD_SIZE": str(processes),
+           "LOCAL_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    ranks = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), model, config, str(out)], cwd=REPO,
+                              env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for rank in range(processes)]
+    try:
+        outputs = [rank.communicate(timeout=900)[0] for rank in ranks]
+    finally:  # a rank that failed leaves the other waiting in a collective: stop it
+        for rank in ranks:
+            rank.kill()
+    assert all(rank.returncode == 0 for rank in ranks), "\n".join(output[-3000:] for output in outputs)
     assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))  # no RAM left behind
     return json.loads(out.read_text())
 
@@ -112,4 +116,4 @@ def test_bytes_per_process_are_the_closed_form(model, processes, tmp_path):
 
 
 if __name__ == "__main__":
-    probe(*[arg for arg in sys.argv[1:] if not arg.startswith("--local_rank")])  # DeepSpeed's launcher adds it
+    probe(*sys.argv[1:])
