@@ -15,7 +15,7 @@
 # `offload` (issue 28: bloom-1b7 resident vs offload vs ZenFlow, then lesson 2's owed bloom-560m rows),
 # `families` (a non-BLOOM architecture at ~1B: TinyLlama
 # 1.1B's shape, LLaMA with GQA and untied embeddings, built from workshop/shapes.py, through the baseline and
-# ZeRO-2, 20 steps each), `flexprof` (issue 28: a profile of sdpa and of flex attention), `offload_mb`, `offload_gc` and `flexfix` (issue 28: offload's micro-batch, flex attention's core and tiles), `fast28` (issue 28: FlexAttention beside the loop, start-up, ZenFlow at 560m) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
+# ZeRO-2, 20 steps each), `flexprof` (issue 28: a profile of sdpa and of flex attention), `offload_mb`, `offload_gc` and `flexfix` (issue 28: offload's micro-batch, flex attention's core and tiles), `mfu28` and `mfu28b` (issue 28: offload's micro-batch with the chunked loss, micro-batch 64 in the ladder), `fast28` (issue 28: FlexAttention beside the loop, start-up, ZenFlow at 560m) or `fast` (issue 13: the make-it-fast ladder with the reference loop and sdpa attention,
 # the start-up breakdown of both launch paths, the logger overhead with its spread, and the GPU check of
 # --attention sdpa against the stock module; results under logs/bench/). A `bench` line is `python3
 # benchmarks/bench.py ARGS`, a `pytest` line `python3 -m pytest ARGS`, others a slurm script. Each run has a time
@@ -159,6 +159,27 @@ plan() {
         for mb in 32 64; do
             echo "stage2_offload --model 1b7 --precision bf16 --per-device-train-batch-size $mb" \
                 "--gradient-accumulation-steps 1 --gradient-checkpointing --chunked-loss --subset 10000 --max-steps 12 $SHORT"
+        done ;;
+    mfu28)  # issue 28, after flexfix (its offload lines were not reached): offload's micro-batch with checkpointing
+        # and the chunked loss beside the resident config with the same loss, then flex attention at micro-batch 64
+        for mb in 32 64; do
+            echo "stage2_offload --model 1b7 --precision bf16 --per-device-train-batch-size $mb" \
+                "--gradient-accumulation-steps 1 --gradient-checkpointing --chunked-loss --subset 10000 --max-steps 12 $SHORT"
+        done
+        echo "stage2 --model 1b7 --precision bf16 --per-device-train-batch-size 16 --gradient-accumulation-steps 1" \
+            "--chunked-loss --subset 10000 --max-steps 12 $SHORT"
+        for mb in 64 32; do
+            echo "fast --model 560m --init random --data embedded --subset 4000 --max-steps 30 --save-strategy no" \
+                "--no-save-final --no-score-answers --eval-strategy no --attention flex --fewer-syncs --chunked-loss" \
+                "--per-device-train-batch-size $mb"
+        done ;;
+    mfu28b)  # issue 28, after mfu28 (whose last run its call did not finish): on one machine, the resident config's
+        # fastest setting (16 x 1 without the chunked loss), then flex at micro-batch 32 and sdpa at 64 beside mfu28's flex at 64
+        echo "stage2 --model 1b7 --precision bf16 --per-device-train-batch-size 16 --gradient-accumulation-steps 1" \
+            "--subset 10000 --max-steps 12 $SHORT"
+        for a in "flex --per-device-train-batch-size 32" "sdpa --per-device-train-batch-size 64"; do
+            echo "fast --model 560m --init random --data embedded --subset 4000 --max-steps 30 --save-strategy no" \
+                "--no-save-final --no-score-answers --eval-strategy no --fewer-syncs --chunked-loss --attention $a"
         done ;;
     precision)  # lesson 5: bloom-560m, the plain Trainer and ZeRO 0-3, each in fp32, fp16 and bf16 (eval at the end)
         for s in none stage0 stage1 stage2 stage3; do
