@@ -251,3 +251,28 @@ def test_sbatch_weak_scaling_on_two_fake_gpus(slurm_cluster, tmp_path):
     assert (state, exit_code) == ("COMPLETED", "0:0"), job_out.read_text()[-4000:]
     assert "weak scaling on 2 GPU(s)" in job_out.read_text()
     check_two_process_run(lesson / "logs" / f"weak_scaling_2gpu-{job_id}")
+
+
+def test_ranks_on_one_cpu_split_its_cores(monkeypatch):
+    """Two ranks training on one machine's CPU take half its cores each: torch's default of a thread per core gave
+    two ranks on 2 cores 4 threads. A thread count the user set (OMP_NUM_THREADS) is kept."""
+    import torch
+
+    from workshop.entry import share_the_cores
+
+    if torch.cuda.is_available():
+        pytest.skip("with a GPU each rank trains on its own GPU, not on the shared cores")
+    cores, before = len(os.sched_getaffinity(0)), torch.get_num_threads()
+    try:
+        torch.set_num_threads(cores + 1)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setenv("LOCAL_SIZE", "2")  # what DeepSpeed's launcher sets for two processes on this node
+        share_the_cores(torch)
+        assert torch.get_num_threads() == max(1, cores // 2)
+
+        torch.set_num_threads(cores + 1)
+        monkeypatch.setenv("OMP_NUM_THREADS", str(cores + 1))
+        share_the_cores(torch)
+        assert torch.get_num_threads() == cores + 1
+    finally:
+        torch.set_num_threads(before)

@@ -39,12 +39,13 @@ def run_training(cfg: RunConfig):
     from workshop.startup import STARTUP
 
     STARTUP.begin()
+    share_the_cores(torch)
     config_name = cfg.run_name()
     try:  # refused when another training holds the folder: its manifest is left alone
         run = RunLog(cfg.run_dir or default_run_dir(config_name), {
             "config_name": config_name, "lesson": cfg.lesson, "settings": vars(cfg).copy(),
             "model": resolve_model(cfg.model), "init": cfg.init, "profile": cfg.profile, "data_source": cfg.data,
-            "subset_size": cfg.subset_size, "deepspeed_config": cfg.deepspeed})
+            "subset_size": cfg.subset_size, "deepspeed_config": cfg.deepspeed, "cpu_threads": torch.get_num_threads()})
     except WorkshopError as err:
         fail(err)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -67,6 +68,18 @@ def run_training(cfg: RunConfig):
         raise
     run.finish("completed", 0)
     print(f"[workshop] done; run folder {run.dir}", flush=True)
+
+
+def share_the_cores(torch):
+    """Ranks that train on one machine's CPU split its cores. torch gives each process a thread per core, so two
+    ranks on 2 cores ran 4 threads that waited on each other; torchrun sets OMP_NUM_THREADS=1 against it, DeepSpeed's
+    launcher sets nothing. A thread count the user chose (OMP_NUM_THREADS) is kept."""
+    from workshop.runlog import processes_per_node
+
+    local = processes_per_node() or 1
+    if local > 1 and "OMP_NUM_THREADS" not in os.environ and not torch.cuda.is_available():
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS
+        torch.set_num_threads(max(1, cores // local))
 
 
 def _out_of_memory(run, err) -> str:

@@ -35,14 +35,21 @@ def default_run_dir(config_name: str) -> Path:
     return Path("logs") / f"{config_name}-{job_id()}"
 
 
-def node_count() -> int:
-    """Nodes the run spans: world size / processes per node (DeepSpeed's launcher sets LOCAL_SIZE, torchrun
-    LOCAL_WORLD_SIZE, srun SLURM_NTASKS_PER_NODE), else SLURM's node count, else 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def processes_per_node():
+    """This node's processes of the run as its launcher says (DeepSpeed's launcher sets LOCAL_SIZE, torchrun
+    LOCAL_WORLD_SIZE, srun SLURM_NTASKS_PER_NODE), None where none says."""
     for name in ("LOCAL_SIZE", "LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
         local = os.environ.get(name, "")
         if local.isdigit() and int(local) > 0:
-            return max(1, world // int(local))
+            return int(local)
+    return None
+
+
+def node_count() -> int:
+    """Nodes the run spans: world size / processes per node, else SLURM's node count, else 1."""
+    local = processes_per_node()
+    if local:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")) // local)
     nodes = os.environ.get("SLURM_JOB_NUM_NODES", "")
     return int(nodes) if nodes.isdigit() else 1
 
