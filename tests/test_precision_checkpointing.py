@@ -418,3 +418,30 @@ def test_the_knobs_are_in_help_and_checked(capsys):
         assert knob in shown
     with pytest.raises(WorkshopError, match="--score-limit must be at least 1"):
         parse_args(["--score-limit", "0"])
+
+
+@pytest.mark.slow
+def test_a_runs_train_out_alone_gives_its_folders_steps_per_epoch(tmp_path_factory, tmp_path):
+    """The walk-through's --max-steps 10 run: its epoch's batches are no multiple of the accumulation, so its last
+    optimizer step is a partial one, and after 10 steps the Trainer's epoch (counted in batches) makes steps / epoch
+    fall short of a whole number. Its train.out read alone, as the handout's SLURM .out, gives the run folder's
+    steps/epoch, as the folder itself does (issue 24: they said 11 and 12)."""
+    from workshop.lessons import LESSONS
+    from workshop.logparse import final_summary
+    from workshop.report.cells import steps_per_epoch
+    from workshop.report.runs import load_bare_out, load_run_dir
+
+    walked = walkthrough_logs(tmp_path_factory, LESSON, ("slurm/precision.slurm", "stage2", "fp32"))
+    [run_dir] = walked.glob("precision-stage2-fp32-local*")
+    expected = json.loads((run_dir / "manifest.json").read_text())["steps_per_epoch"]
+    shutil.copy(run_dir / "train.out", tmp_path / "stage2-4242.out")
+    bare = load_bare_out(tmp_path / "stage2-4242.out", LESSONS)
+    summary = final_summary(bare.events)
+    assert (10 / summary["epoch"]) % 1 > 0.01, summary  # the case in question: no whole ratio
+    assert steps_per_epoch(bare, summary) == expected
+    copy = shutil.copytree(run_dir, tmp_path / run_dir.name)  # the folder without the manifest's own figure
+    kept = {key: value for key, value in json.loads((copy / "manifest.json").read_text()).items()
+            if key != "steps_per_epoch"}
+    (copy / "manifest.json").write_text(json.dumps(kept))
+    folder = load_run_dir(copy, LESSONS)
+    assert steps_per_epoch(folder, final_summary(folder.events)) == expected

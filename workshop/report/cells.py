@@ -91,14 +91,23 @@ def steps_per_epoch(run, summary):
                and math.isfinite(e["step"]) and math.isfinite(e["epoch"]) and e["epoch"] > 0]
     if stepped:
         last = max(stepped, key=lambda e: e["step"])
-        return round(last["step"] / last["epoch"])
+        return whole_steps(last["step"] / last["epoch"], rounding=1e-9)
     # Stdout has no steps; the training progress bar's total over the final epoch count does.
     final_epoch = summary.get("epoch") if summary else None
     if run.stdout and isinstance(final_epoch, float) and math.isfinite(final_epoch) and final_epoch > 0:
         total = train_bar_total(run.stdout)
         if total:
-            return round(total / final_epoch)
+            return whole_steps(total / final_epoch, rounding=5e-4)  # the epoch printed to 4 significant digits
     return absent(run, "step counts")
+
+
+def whole_steps(ratio, rounding):
+    """Optimizer steps per epoch from steps / epochs. The Trainer's epoch counts batches, so where an epoch's last
+    optimizer step gathers fewer batches the ratio falls short of the whole number (45 batches, accumulation 4: 12
+    steps; after 4 of them the epoch is 16/45 and the ratio 11.25): the ceiling, unless the ratio is a whole number
+    within the epoch's relative `rounding`."""
+    nearest = round(ratio)
+    return nearest if abs(ratio - nearest) <= rounding * ratio else math.ceil(ratio)
 
 
 
