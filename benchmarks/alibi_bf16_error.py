@@ -2,8 +2,9 @@
 bf16, against the dense path that keeps the bias in fp32 (what flex attention's score_mod does). CPU or GPU.
 
 BLOOM's ALiBi bias grows with the key's absolute position (slope x position, up to 0.71 x 511 = 361 at 512
-tokens), where bf16's step is 2 above 256: the bias itself is rounded before the softmax sees it. 2026-12-06 (CPU, batch 2, 16
-heads, 512 tokens, causal mask): sdpa 1.31 off at most, the fp32-bias path 0.019; this prints those figures.
+tokens), where bf16's step is 2 above 256: the bias itself is rounded before the softmax sees it. 2026-12-06
+(CPU, batch 2, 16 heads, 512 tokens, causal mask): sdpa 1.31 off at most, the fp32-bias path 0.019; this prints
+those figures.
 
     python3 benchmarks/alibi_bf16_error.py [--batch 2] [--length 512] [--device cpu]
 """
