@@ -14,9 +14,12 @@ half of stage 0's as well.
 Stages 1-2 flatten the parameters and pad the flat buffer to 2w elements (and each parameter to 16 bytes), so P
 is N/w up to that padding; stage 3 splits every parameter on its own, so P = the sum of ceil(n_i / w), exactly.
 
-Run as a script (`python tests/test_model_states.py MODEL CONFIG OUT.json`, once a process with the env:// variables
-set, as run_probe does) this file is the probe: one engine per process, one optimizer step on a random batch, rank 0
-writes what it holds. One process per engine, because DeepSpeed's global state does not reset within a process.
+Run as a script (`python tests/test_model_states.py MODEL OUT_DIR`, once a process with the env:// variables set, as
+run_probe does) this file is the probe: the four stages' engines one after another, each on a fresh model, one
+optimizer step on a random batch each; rank 0 writes what each holds. One process for the four engines: the figures
+are the same byte for byte as four processes gave (checked on the tiny model, 1 and 2 processes), and the closed-form
+assertions below would catch an engine that saw its predecessor's state; it saves three interpreters' imports and
+process groups per rank.
 """
 import json
 import math
@@ -32,20 +35,29 @@ CONFIGS = REPO / "deepspeed_single_gpu" / "configs"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
-def probe(model_name, config_name, out):
+def probe(model_name, out_dir):
     sys.path.insert(0, str(REPO))
-    import torch
-
     from workshop.deepspeed.setup import remove_shm_buffers
-    from workshop.model import load_model
-    from workshop.model_states import engine_model_states
     from workshop.deepspeed.ops import setup_build_env
 
     setup_build_env()  # the ops the workshop's build folder holds
     import deepspeed
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    config = json.loads((CONFIGS / f"{config_name}.json").read_text())
+    for stage in (0, 1, 2, 3):
+        probe_engine(deepspeed, model_name, stage, world, Path(out_dir) / f"stage{stage}.json")
+    # DeepSpeed's CPU backend leaves a 66 MiB buffer a rank in /dev/shm (RAM); workshop.train removes its own
+    deepspeed.comm.barrier()
+    remove_shm_buffers()
+
+
+def probe_engine(deepspeed, model_name, stage, world, out):
+    import torch
+
+    from workshop.model import load_model
+    from workshop.model_states import engine_model_states
+
+    config = json.loads((CONFIGS / f"stage{stage}.json").read_text())
     config.update(train_micro_batch_size_per_gpu=1, gradient_accumulation_steps=1, train_batch_size=world,
                   fp16={"enabled": False}, bf16={"enabled": False})
     model, _ = load_model(model_name, seed=0)
@@ -56,10 +68,7 @@ def probe(model_name, config_name, out):
     engine.step()
     states = engine_model_states(engine)
     if int(os.environ.get("RANK", "0")) == 0:
-        Path(out).write_text(json.dumps({"states": states, "numels": numels}))
-    # DeepSpeed's CPU backend leaves a 66 MiB buffer a rank in /dev/shm (RAM); workshop.train removes its own
-    deepspeed.comm.barrier()
-    remove_shm_buffers()
+        out.write_text(json.dumps({"states": states, "numels": numels}))
 
 
 def closed_form(stage, numels, world):
@@ -72,7 +81,7 @@ def closed_form(stage, numels, world):
     return dict(zip(("parameters", "gradients", "optimizer"), form)), 12 * slack
 
 
-def run_probe(model, config, processes, out):
+def run_probe(model, processes, out_dir):
     """One probe per process, each with the environment DeepSpeed's launcher would give it (torch.distributed's
     env:// variables), started here: the launcher's own two interpreters added a third of each probe's time."""
     from workshop.launch import free_port
@@ -80,7 +89,7 @@ def run_probe(model, config, processes, out):
     port = free_port()
     env = {**os.environ, **OFFLINE, "PYTHONPATH": str(REPO), "WORLD_SIZE": str(processes),
            "LOCAL_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    ranks = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), model, config, str(out)], cwd=REPO,
+    ranks = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), model, str(out_dir)], cwd=REPO,
                               env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
              for rank in range(processes)]
@@ -91,7 +100,7 @@ def run_probe(model, config, processes, out):
             rank.kill()
     assert all(rank.returncode == 0 for rank in ranks), "\n".join(output[-3000:] for output in outputs)
     assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))  # no RAM left behind
-    return json.loads(out.read_text())
+    return {stage: json.loads((out_dir / f"stage{stage}.json").read_text()) for stage in (0, 1, 2, 3)}
 
 
 @pytest.mark.slow
@@ -99,8 +108,7 @@ def run_probe(model, config, processes, out):
 @pytest.mark.parametrize("processes", [1, 2])
 def test_bytes_per_process_are_the_closed_form(model, processes, tmp_path):
     found = {}
-    for stage in (0, 1, 2, 3):
-        probe_out = run_probe(model, f"stage{stage}", processes, tmp_path / f"stage{stage}.json")
+    for stage, probe_out in run_probe(model, processes, tmp_path).items():
         states, numels = probe_out["states"], probe_out["numels"]
         assert (states["world_size"], states["zero_stage"]) == (processes, stage)
         assert states["device"] == dict.fromkeys(("parameters", "gradients", "optimizer"), "cpu")
