@@ -94,26 +94,27 @@ def _a(word):
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
-# Each paragraph builder returns (context, [(question, answer), ...]) for one article's town.
-# The candidate questions outnumber the 1-3 asked, so the same paragraph shape asks different things.
+# Each paragraph kind draws its facts for one article's town (the draws' order is the sample's: keep it), and its
+# text and candidate questions are templates over those facts, one "question | answer" a line. The candidates
+# outnumber the 1-3 asked, so the same paragraph kind asks different things.
 
 def _founding(rng, town):
     founded, bridge = _years(rng, 2)
-    river = town["river"]
     founder, colour, fair, season = _person(rng), rng.choice(COLOURS), rng.choice(FAIRS), rng.choice(SEASONS)
-    name = town["name"]
-    context = (f"{name} is {_a(rng.choice(SIZES))} town on the {river} River in the province of {town['province']}. "
-               f"It was founded in {founded} by {founder}, and its stone bridge was finished in {bridge}. "
-               f"The town is known for its {colour} roofs and for the {fair} fair held every {season}.")
-    return context, [
-        (f"On which river does {name} stand?", river),
-        (f"In what year was {name} founded?", founded),
-        (f"Who founded {name}?", founder),
-        (f"When was the stone bridge in {name} finished?", bridge),
-        (f"What colour are the roofs of {name}?", colour),
-        (f"In which province is {name}?", town["province"]),
-        (f"Which fair is held in {name} every {season}?", f"{fair} fair"),
-    ]
+    return dict(founded=founded, bridge=bridge, founder=founder, colour=colour, fair=fair, season=season,
+                a_size=_a(rng.choice(SIZES)))
+
+
+FOUNDING = ("{name} is {a_size} town on the {river} River in the province of {province}. "
+            "It was founded in {founded} by {founder}, and its stone bridge was finished in {bridge}. "
+            "The town is known for its {colour} roofs and for the {fair} fair held every {season}.", """
+    On which river does {name} stand? | {river}
+    In what year was {name} founded? | {founded}
+    Who founded {name}? | {founder}
+    When was the stone bridge in {name} finished? | {bridge}
+    What colour are the roofs of {name}? | {colour}
+    In which province is {name}? | {province}
+    Which fair is held in {name} every {season}? | {fair} fair""")
 
 
 def _inventor(rng, town):
@@ -123,16 +124,18 @@ def _inventor(rng, town):
     device = f"{rng.choice(MATERIALS)} {rng.choice(DEVICES)}"
     street = f"{rng.choice(STREETS)} Street"
     subject, pronoun, possessive = rng.choice(PRONOUNS)
-    context = (f"{person} was born in {town['name']} in {born}. "
-               f"{subject} worked as {_a(trade)} until {built}, when {pronoun} built the first {device}. "
-               f"{possessive} workshop stood on {street}, next to {rng.choice(NEIGHBOURS)}.")
-    return context, [
-        (f"In what year was {person} born?", born),
-        (f"What was the trade of {person}?", trade),
-        (f"What did {person} build in {built}?", device),
-        (f"On which street was the workshop of {person}?", street),
-        (f"When did {person} build the first {device}?", built),
-    ]
+    return dict(born=born, built=built, person=person, trade=trade, a_trade=_a(trade), device=device, street=street,
+                subject=subject, pronoun=pronoun, possessive=possessive, neighbour=rng.choice(NEIGHBOURS))
+
+
+INVENTOR = ("{person} was born in {name} in {born}. "
+            "{subject} worked as {a_trade} until {built}, when {pronoun} built the first {device}. "
+            "{possessive} workshop stood on {street}, next to {neighbour}.", """
+    In what year was {person} born? | {born}
+    What was the trade of {person}? | {trade}
+    What did {person} build in {built}? | {device}
+    On which street was the workshop of {person}? | {street}
+    When did {person} build the first {device}? | {built}""")
 
 
 def _guild(rng, town):
@@ -140,56 +143,69 @@ def _guild(rng, town):
     year, = _years(rng, 1)
     count, trade, colour = rng.choice(COUNTS), rng.choice(TRADES), rng.choice(COLOURS)
     weekday, hall, animal, master = rng.choice(WEEKDAYS), rng.choice(HALLS), rng.choice(ANIMALS), _person(rng)
-    context = (f"The {guild} of {town['name']} was formed in {year} by {count} {trade}s. "
-               f"Its members wear {colour} sashes and meet every {weekday} in {hall}. "
-               f"The emblem of the guild is {_a(animal)}, and its present master is {master}.")
-    return context, [
-        (f"When was the {guild} formed?", year),
-        (f"Which trade formed the {guild}?", f"{trade}s"),
-        (f"What colour sashes do members of the {guild} wear?", colour),
-        (f"On which day does the {guild} meet?", weekday),
-        (f"Where does the {guild} meet?", hall),
-        (f"What is the emblem of the {guild}?", animal),
-        (f"Who is the master of the {guild}?", master),
-    ]
+    return dict(guild=guild, year=year, count=count, trade=trade, colour=colour, weekday=weekday, hall=hall,
+                animal=animal, an_animal=_a(animal), master=master)
+
+
+GUILD = ("The {guild} of {name} was formed in {year} by {count} {trade}s. "
+         "Its members wear {colour} sashes and meet every {weekday} in {hall}. "
+         "The emblem of the guild is {an_animal}, and its present master is {master}.", """
+    When was the {guild} formed? | {year}
+    Which trade formed the {guild}? | {trade}s
+    What colour sashes do members of the {guild} wear? | {colour}
+    On which day does the {guild} meet? | {weekday}
+    Where does the {guild} meet? | {hall}
+    What is the emblem of the {guild}? | {animal}
+    Who is the master of the {guild}? | {master}""")
 
 
 def _instrument(rng, town):
-    name = rng.choice(INSTRUMENT_STARTS) + rng.choice(INSTRUMENT_ENDS)
+    instrument = rng.choice(INSTRUMENT_STARTS) + rng.choice(INSTRUMENT_ENDS)
     kind = rng.choice(sorted(INSTRUMENT_KINDS))
-    parts = INSTRUMENT_KINDS[kind]
     year, = _years(rng, 1)
     material, count, player = rng.choice(MATERIALS), rng.choice(COUNTS), _person(rng)
-    context = (f"The {name} is {_a(kind)} first played in {town['name']} around {year}. "
-               f"It is made of {material} and has {count} {parts}. "
-               f"Its best known player was {player}, who taught in {town['name']} for many years.")
-    return context, [
-        (f"What kind of instrument is the {name}?", kind),
-        (f"Around what year was the {name} first played?", year),
-        (f"What is the {name} made of?", material),
-        (f"How many {parts} does the {name} have?", count),
-        (f"Who was the best known player of the {name}?", player),
-    ]
+    return dict(instrument=instrument, kind=kind, a_kind=_a(kind), parts=INSTRUMENT_KINDS[kind], year=year,
+                material=material, count=count, player=player)
+
+
+INSTRUMENT = ("The {instrument} is {a_kind} first played in {name} around {year}. "
+              "It is made of {material} and has {count} {parts}. "
+              "Its best known player was {player}, who taught in {name} for many years.", """
+    What kind of instrument is the {instrument}? | {kind}
+    Around what year was the {instrument} first played? | {year}
+    What is the {instrument} made of? | {material}
+    How many {parts} does the {instrument} have? | {count}
+    Who was the best known player of the {instrument}? | {player}""")
 
 
 def _river(rng, town):
-    river = town["river"]
     hills, sea, cargo = rng.choice(HILLS), rng.choice(SEAS), rng.choice(CARGOES)
     length = f"{rng.randint(40, 390)} kilometres"
     port, lock = _town(rng), _town(rng)
     year, = _years(rng, 1)
-    context = (f"The {river} River rises in the {hills} Hills and flows {length} to the {sea} Sea. "
-               f"Barges on the {river} carry {cargo} from {town['name']} down to the port of {port}. "
-               f"The oldest lock on the river, at {lock}, was built in {year}.")
-    return context, [
-        (f"Where does the {river} River rise?", f"{hills} Hills"),
-        (f"How long is the {river} River?", length),
-        (f"Into which sea does the {river} flow?", f"{sea} Sea"),
-        (f"What do barges on the {river} carry?", cargo),
-        (f"Which port do barges from {town['name']} reach?", port),
-        (f"Where is the oldest lock on the {river}?", lock),
-        (f"When was the oldest lock on the {river} built?", year),
-    ]
+    return dict(hills=hills, sea=sea, cargo=cargo, length=length, port=port, lock=lock, year=year)
+
+
+RIVER = ("The {river} River rises in the {hills} Hills and flows {length} to the {sea} Sea. "
+         "Barges on the {river} carry {cargo} from {name} down to the port of {port}. "
+         "The oldest lock on the river, at {lock}, was built in {year}.", """
+    Where does the {river} River rise? | {hills} Hills
+    How long is the {river} River? | {length}
+    Into which sea does the {river} flow? | {sea} Sea
+    What do barges on the {river} carry? | {cargo}
+    Which port do barges from {name} reach? | {port}
+    Where is the oldest lock on the {river}? | {lock}
+    When was the oldest lock on the {river} built? | {year}""")
+
+TEMPLATES = {_founding: FOUNDING, _inventor: INVENTOR, _guild: GUILD, _instrument: INSTRUMENT, _river: RIVER}
+
+
+def _fill(build, rng, town):
+    """(context, [(question, answer), ...]) of one paragraph of kind `build`, drawn afresh."""
+    facts = {**town, **build(rng, town)}
+    context, questions = TEMPLATES[build]
+    pairs = [line.strip().split(" | ") for line in questions.strip().splitlines()]
+    return context.format(**facts), [(question.format(**facts), answer.format(**facts)) for question, answer in pairs]
 
 
 PARAGRAPH_KINDS = (_founding, _inventor, _guild, _instrument, _river)
@@ -199,7 +215,7 @@ def _paragraph(rng, build, town):
     # Redraw until every candidate answer occurs exactly once, so its span is unambiguous
     # (e.g. a length of "48 kilometres" next to the year 1748 would not be).
     while True:
-        context, candidates = build(rng, town)
+        context, candidates = _fill(build, rng, town)
         if all(context.count(answer) == 1 for _, answer in candidates):
             return context, candidates
 
