@@ -53,7 +53,22 @@ def test_setup_build_env_points_builds_at_the_folder_and_fixes_the_arch_list(mon
     path = setup_build_env(env)
     bin_dir = str(Path(sys.executable).parent)  # this venv's: pip's ninja is there (a DeepSpeed dependency)
     assert env == {"TORCH_EXTENSIONS_DIR": str(path), "TORCH_CUDA_ARCH_LIST": "9.0",
-                   "PATH": os.pathsep.join([bin_dir, "/usr/bin", "/bin"])}
+                   "PATH": os.pathsep.join([bin_dir, "/usr/bin", "/bin"]), "CXX": str(path / "c++-no-debug-info")}
+    chosen = {"CXX": "clang++"}
+    setup_build_env(chosen)
+    assert chosen["CXX"] == "clang++"  # the user's compiler stays
+
+
+def test_ops_compile_without_debug_information(tmp_path):
+    """The compiler setup_build_env names drops DeepSpeed's -g (40% of an op's compile time) and passes the rest."""
+    compiler = setup_build_env({})
+    source = tmp_path / "op.cpp"
+    source.write_text("int scale(int x) { return 2 * x; }\n")
+    for flags, debug in (([], False), (["-g"], False), (["-g3"], True)):  # -g3 is not DeepSpeed's; it passes
+        result = subprocess.run([str(compiler / "c++-no-debug-info"), "-O0", *flags, "-c", str(source), "-o",
+                                 str(tmp_path / "op.o")], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert (b".debug_info" in (tmp_path / "op.o").read_bytes()) is debug, flags
 
 
 LOAD_ONCE = """
