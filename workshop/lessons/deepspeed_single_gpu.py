@@ -154,7 +154,8 @@ def part2_handout(df, runs):
     shaped, _ = layout_frame(runs_in_table_order(df, runs), PART2_LAYOUT, EXTRA)
     shaped = keep_by_run(shaped, df)
     rows, chosen = _answer_rows(df, runs)
-    answers = lowest_peak_answers(rows, label=lambda setup: model_and_data(*setup), prefix="1. ")
+    answers = lowest_peak_answers(rows, label=lambda setup: model_and_data(*setup), prefix="1. ",
+                                  runs={run.name: run for run in chosen})
     for setup in dict.fromkeys(row["label"] for row in rows):
         group = {row["config"]: (row, run) for row, run in zip(rows, chosen) if row["label"] == setup}
         for config, (row, run) in group.items():
