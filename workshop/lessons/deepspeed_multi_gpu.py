@@ -149,8 +149,8 @@ def zero_savings(runs):
                        run=" vs ".join(r["run"] for r in (plain, offload) if r))  # names the run(s) in the notes
             row[SAVING] = relative(plain, offload, PEAK_PER_GPU, stage, saving=True)
             row[SLOWER] = relative(plain, offload, RUNTIME, stage)
-            short = short_clause((name, by_run.get(r["run"])) for name, r in ((stage, plain), (f"{stage}_offload", offload))
-                                 if r)
+            short = short_clause((name, by_run.get(r["run"]))
+                                 for name, r in ((stage, plain), (f"{stage}_offload", offload)) if r)
             if short and is_number(row[SLOWER]):  # the answer refuses this percentage: so does its cell
                 row[SLOWER] = Missing(TOO_SHORT, f"{short}: a whole run of that length is mostly warm-up")
             row[HOST_CHANGE] = relative(plain, offload, HOST_PEAK, stage)

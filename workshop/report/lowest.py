@@ -50,8 +50,8 @@ def _named(measured, value):
     tied = [config for figure, config in measured if figure == value]
     if len(tied) == 1:
         return f"{tied[0]} at {_mib(value)} MiB"
-    every = "all " if len(tied) == len(measured) else ""
-    return f"{every}{len(tied)} configs tie at {_mib(value)} MiB: {', '.join(tied)}"
+    every = ("both" if len(tied) == 2 else f"all {len(tied)}") if len(tied) == len(measured) else len(tied)
+    return f"{every} configs tie at {_mib(value)} MiB: {', '.join(tied)}"
 
 
 def _left_out(left_out):
@@ -88,9 +88,9 @@ def master_copy_note(measured, runs):
     if not all(world_of(run) == 1 and manifest_of(run).get("precision") == "fp32" for run in runs):
         return None
     shown = _mib(min(zero)) if min(zero) == max(zero) else f"{_mib(min(zero))}–{_mib(max(zero))}"
-    return (f"on one process Stages 1-3 hold more than Stage 0 ({shown} vs {_mib(max(stage0))} MiB): under ZeRO 1-3 "
-            "DeepSpeed keeps an fp32 master copy of the weights, which Stage 0 in fp32 does without, and one process "
-            "has nobody to partition it with; ZeRO's saving shows on several processes (lesson 3)")
+    return (f"on one process every Stage 1-3 run holds more than Stage 0 ({shown} vs {_mib(max(stage0))} MiB): under "
+            "ZeRO 1-3 DeepSpeed keeps an fp32 master copy of the weights, which Stage 0 in fp32 does without, and one "
+            "process has nobody to partition it with; ZeRO's saving shows on several processes (lesson 3)")
 
 
 def lowest_peak_answers(rows, gpu_column=PEAK_GPU, label=setup_label, prefix="", runs=None):

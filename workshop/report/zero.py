@@ -193,8 +193,8 @@ def offload_answers(by_config, by_run, label):
         short = short_clause(zip(names, pair))
         if short:  # the cells keep the runtimes; no percentage is made of them
             answers.append(f"{where}: offloading: no measurable difference in time can be stated: {short}; whole "
-                           f"runs {names[1]} {in_seconds(offload[RUNTIME])} vs {names[0]} {in_seconds(plain[RUNTIME])}; "
-                           f"and {memory}.")
+                           f"runs {names[1]} {in_seconds(offload[RUNTIME])} vs {names[0]} "
+                           f"{in_seconds(plain[RUNTIME])}; and {memory}.")
             continue
         note = "".join(f" {note}" for note in [cpu_optimizer_note(*pair)] if note)
         measurable, clause = steady_clause((names[0], plain), (names[1], offload))
