@@ -77,12 +77,13 @@ def test_lowest_memory_ranks_only_runs_that_differ_in_the_zero_setting(tables):
 def test_configs_with_the_same_memory_are_named_as_a_tie(tables):
     assert states_mib("stage2") == states_mib("stage2_offload")  # the engine counts the same bytes wherever they live
     (one_process,) = answers_with(tables[PART2], " lowest ")
-    assert f"(highest: 2 configs tie at {shown(states_mib('stage2'))} MiB: Stage 2, Stage 2 + offload)" in one_process
+    assert f"(highest: Stage 2 at {shown(states_mib('stage2'))} MiB, tied with 1 other config: Stage 2 + offload)" \
+        in one_process
     assert states_mib("stage1_2gpu") == states_mib("stage1_offload_2gpu") > states_mib("stage2_2gpu")
     (two_processes,) = answers_with(tables[ZERO], " lowest ")
     assert (f"lowest model states per process (engine; no GPU was measured): Stage 2 at "
-            f"{shown(states_mib('stage2_2gpu'))} MiB (highest: 2 configs tie at {shown(states_mib('stage1_2gpu'))} "
-            "MiB: Stage 1, Stage 1 + offload)") in two_processes
+            f"{shown(states_mib('stage2_2gpu'))} MiB (highest: Stage 1 at {shown(states_mib('stage1_2gpu'))} MiB, "
+            "tied with 1 other config: Stage 1 + offload)") in two_processes
 
 
 def test_offload_on_a_cpu_compares_the_optimizers_without_a_double_sign(tables, tmp_path):

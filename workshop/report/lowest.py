@@ -46,12 +46,12 @@ def _mib(value):
 
 
 def _named(measured, value):
-    """'Stage 0 at 3.53 MiB', or '8 configs tie at 4.41 MiB: Stage 1, ...' where several hold the same figure."""
+    """'Stage 0 at 3.53 MiB', or where several hold the same figure 'Stage 1 at 4.41 MiB, tied with 7 other configs:
+    Stage 1 + offload, ...' (table order): a tie is named as one, never a config picked out of it."""
     tied = [config for figure, config in measured if figure == value]
-    if len(tied) == 1:
-        return f"{tied[0]} at {_mib(value)} MiB"
-    every = ("both" if len(tied) == 2 else f"all {len(tied)}") if len(tied) == len(measured) else len(tied)
-    return f"{every} configs tie at {_mib(value)} MiB: {', '.join(tied)}"
+    others = len(tied) - 1
+    return f"{tied[0]} at {_mib(value)} MiB" + (
+        f", tied with {others} other config{'s' if others > 1 else ''}: {', '.join(tied[1:])}" if others else "")
 
 
 def _left_out(left_out):
@@ -69,7 +69,8 @@ def _ranking(what, measured):
     figures = [figure for figure, _ in measured]
     low, high = min(figures), max(figures)
     if low == high:
-        return f"lowest {what}: {_named(measured, low)}"
+        return f"lowest {what}: {_named(measured, low)}" + ("; every config holds the same" if len(measured) > 1
+                                                             else "")
     return f"lowest {what}: {_named(measured, low)} (highest: {_named(measured, high)})"
 
 
