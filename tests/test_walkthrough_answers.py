@@ -147,3 +147,22 @@ def test_checkpointing_cell_is_gated_like_its_answer(tables, tmp_path):
     (row,) = table.to_dict("records")
     assert row["time lost %"] == pytest.approx((with_.value - without.value) / without.value * 100)
     assert f"cost {row['time lost %']:.1f}% time per step" in table.attrs["answers"][0]
+
+
+def test_lesson2_runs_with_too_few_timed_steps_state_no_difference(tmp_path):
+    """The same gate on one process: Part 2's offload pair and Part 1's pin pair, each run cut to its first 3 timed
+    steps (a run stopped early with --max-steps 3 times no more), give no verdict and no percentage."""
+    for prefix, name in (("stage2", None), ("stage2_offload", None), ("stage2_offload", "stage2_offload_nopin-9")):
+        run = shutil.copytree(run_dir(prefix), tmp_path / (name or run_dir(prefix).name))
+        steps = (run / "steps.jsonl").read_text().splitlines(keepends=True)
+        (run / "steps.jsonl").write_text("".join(steps[:3]))
+        if name:
+            edit_manifest(run, run_id=name, config_name="stage2_offload_nopin")
+    tables = build_tables([tmp_path])
+    offload = answers_with(tables[PART2], "2. Bloom Tiny, 200 subset: ")  # + offload, + offload (no pin)
+    assert len(offload) == 2 and all(" by " not in answer and "%" not in answer for answer in offload)
+    assert "no measurable difference can be stated: not enough timed steps to compare (Stage 2: 3, Stage 2 + " \
+           "offload: 3 timed steps" in offload[0]
+    (pin,) = tables["deepspeed_single_gpu_part1"].attrs["answers"]
+    assert "Stage 2 + offload? no measurable difference can be stated: not enough timed steps" in pin
+    assert "yes" not in pin and "%" not in pin
