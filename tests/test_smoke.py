@@ -13,6 +13,7 @@ import re
 import pytest
 
 from workshop.fill_tables import LESSONS, build_tables, load_runs
+from workshop.report.spread import Spread
 
 # A cell that says the run's own files were absent, empty or damaged: the run did not leave what the table reads.
 BROKEN = re.compile(r"(missing|empty|damaged|unreadable)\b")
@@ -20,6 +21,13 @@ BROKEN = re.compile(r"(missing|empty|damaged|unreadable)\b")
 
 def is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_figure(value):
+    """A measured figure: a number, or a steady median with its 95% interval (a Spread). A percentage made of two
+    such medians is a marker where their intervals overlap (no measurable difference): the medians are the row's
+    figures then."""
+    return is_number(value) or isinstance(value, Spread)
 
 
 def cells(df):
@@ -49,7 +57,7 @@ def test_walkthrough_completes_and_fills_the_lessons_tables(lesson_logs, lesson)
         df = by_run[key]
         assert len(df) > 0, f"{key}: no rows"
         for row in df.to_dict("records"):
-            assert any(is_number(value) for value in row.values()), f"{key}: a row without a figure: {row}"
+            assert any(is_figure(value) for value in row.values()), f"{key}: a row without a figure: {row}"
         check_no_broken_cell(key, df)
         if "run" in df:  # the runs behind each row (a comparison's row names several) are the walk-through's
             named = {name for cell in df["run"] for name in re.split(r", | vs ", str(cell))}

@@ -18,8 +18,8 @@ from workshop.report.compare import mismatch, refused
 from workshop.report.engine import Table
 from workshop.report.select import by_setup, config_of, latest_runs, setup_of, world_of
 from workshop.report.shapes import NOT_RUN, keep_by_run, metric_columns, model_and_data, sources_note
-from workshop.report.zero import (config_label, lowest_peak_answers, offload_answers, runs_in_table_order,
-                                  steady_clause)
+from workshop.report.zero import (config_label, in_seconds, lowest_peak_answers, offload_answers, runs_in_table_order,
+                                  short_clause, steady_clause)
 
 # Two experiments share the lesson: weak scaling (the same samples per GPU on more GPUs; slurm/
 # multi_gpu_weak_scaling.slurm) and ZeRO on 2 GPUs (stages 1-3 with and without offload; slurm/multi_gpu_zero.slurm).
@@ -72,6 +72,10 @@ def efficiency_answer(label, group, runs):
     differing = mismatch(base_run, last_run, ("processes", "subset_size", "output_dir"))
     if differing:
         return " " + refused("efficiency", names, differing)
+    short = short_clause(zip(names, (base_run, last_run)))
+    if short:
+        return (f" Efficiency: none can be stated: {short}; whole runs {names[1]} {in_seconds(last[RUNTIME])} vs "
+                f"{names[0]} {in_seconds(base[RUNTIME])}.")
     measurable, clause = steady_clause((names[0], base), (names[1], last))
     whole = (f"{names[0]} -> {names[1]} took {change(last[RUNTIME], base[RUNTIME])}; efficiency "
              f"{base[RUNTIME] / last[RUNTIME]:.2f}")
@@ -126,6 +130,7 @@ def zero_2gpu(runs):
 
 
 SAVING = "GPU memory saving % (peak per GPU)"
+TOO_SHORT = "n/a (too few timed steps)"
 SLOWER = "runtime change % (train_runtime)"
 HOST_CHANGE = "host RSS change % (psrecord)"
 
@@ -133,7 +138,7 @@ HOST_CHANGE = "host RSS change % (psrecord)"
 def zero_savings(runs):
     """Per model and data and stage: offload against the same stage without, from the 2-GPU ZeRO table's runs."""
     chosen, notes = zero_2gpu_runs(runs)
-    rows = []
+    rows, by_run = [], {run.name: run for run in chosen}
     for setup, group in by_setup(rows_of(chosen, MULTI_GPU_COLUMNS)).items():
         by_config = {row["config"]: row for row in group}
         for stage in ("stage1", "stage2", "stage3"):
@@ -144,6 +149,10 @@ def zero_savings(runs):
                        run=" vs ".join(r["run"] for r in (plain, offload) if r))  # names the run(s) in the notes
             row[SAVING] = relative(plain, offload, PEAK_PER_GPU, stage, saving=True)
             row[SLOWER] = relative(plain, offload, RUNTIME, stage)
+            short = short_clause((name, by_run.get(r["run"]))
+                                 for name, r in ((stage, plain), (f"{stage}_offload", offload)) if r)
+            if short and is_number(row[SLOWER]):  # the answer refuses this percentage: so does its cell
+                row[SLOWER] = Missing(TOO_SHORT, f"{short}: a whole run of that length is mostly warm-up")
             row[HOST_CHANGE] = relative(plain, offload, HOST_PEAK, stage)
             for which, source in (("no-offload", plain), ("offload", offload)):  # the handout's absolute columns
                 none = Missing(f"n/a (no {stage}{'_offload' if source is offload else ''} run)")
@@ -231,7 +240,7 @@ def zero_handout(df, runs):
         missing = [c for c in ZERO_2GPU if c not in by_config]
         labelled = [dict(row, config=config_label(row["config"])) for _, row in rows.iterrows()]
         answers = offload_answers(by_config, by_run, label) + lowest_peak_answers(
-            labelled, PEAK_PER_GPU, label=lambda setup: label)
+            labelled, PEAK_PER_GPU, label=lambda setup: label, runs=by_run)
         out.append(("deepspeed_multi_gpu_zero_2gpu" + suffix, f"Part 2: ZeRO stages on 2 GPUs, {label}", shaped,
                     answers, [sources_note(picked)] + (
                         [f"`{NOT_RUN}`: `CONFIGS=\"{' '.join(missing)}\" bash slurm/submit_zero_2gpu.sh` runs them"]
@@ -254,7 +263,10 @@ def savings_handout(df, runs):
         shaped.attrs["runs"] = set()  # its cells' markers are the 2-GPU ZeRO table's, explained there
         notes = ["Mem Savings (%) = (GPU Mem No Offload - GPU Mem Offload) / GPU Mem No Offload x 100",
                  "Runtime Δ (%) = (Runtime Offload - Runtime No Offload) / Runtime No Offload x 100"]
-        if any(isinstance(value, str) for value in shaped.iloc[:, 1:].to_numpy().ravel()):
+        if (shaped["Runtime Δ (%)"] == TOO_SHORT).any():  # the by-run notes are not shown here: say why
+            notes.append(f"`{TOO_SHORT}`: the runs timed too few steps for a steady state, so their whole-run "
+                         "runtimes (mostly warm-up) give no percentage; the runtimes are shown as measured")
+        if any(isinstance(value, str) and value != TOO_SHORT for value in shaped.iloc[:, 1:].to_numpy().ravel()):
             notes.append("a cell without a number: a run or a value is missing; the 2-GPU ZeRO table's notes say why")
         out.append(("deepspeed_multi_gpu_zero_savings" + suffix, f"Part 2: what offloading saves and costs, {label}",
                     shaped, [], notes))

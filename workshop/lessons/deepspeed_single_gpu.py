@@ -19,8 +19,8 @@ from workshop.report.engine import Table
 from workshop.report.select import config_of, latest_runs
 from workshop.report.shapes import keep_by_run, model_and_data
 from workshop.report.zero import (CONFIG_LABEL_COL, MODEL_AND_DATA_COL, RUNTIME_CELL_COL, config_label, layout_frame,
-                                  lowest_peak_answers, runs_in_table_order, runtime_cell, steady_clause,
-                                  time_answer)
+                                  lowest_peak_answers, runs_in_table_order, runtime_cell, short_clause,
+                                  steady_clause, time_answer)
 
 
 def _lesson_runs(runs):
@@ -126,8 +126,12 @@ def pin_answer(setup, by_config):
     if differing:
         return refused(setup, (PIN, NOPIN), differing)
     question = f"{setup}: did `pin_memory: true` reduce the runtime of Stage 2 + offload?"
-    measurable, clause = steady_clause(("not pinned", nopin), ("pinned", pin))
     seconds, base = pin[RUNTIME], nopin[RUNTIME]
+    short = short_clause((("not pinned", nopin_run), ("pinned", pin_run)))
+    if short:  # a whole run of a few steps is mostly warm-up: no verdict from it
+        return f"{question} no measurable difference can be stated: {short}; whole runs {seconds:.1f} s pinned vs " \
+               f"{base:.1f} s not."
+    measurable, clause = steady_clause(("not pinned", nopin), ("pinned", pin))
     if measurable is False:
         return f"{question} {clause}; whole runs {seconds:.1f} s pinned vs {base:.1f} s not."
     if measurable:  # the steady state answers; the whole runs (start-up included) are shown beside it
@@ -154,7 +158,8 @@ def part2_handout(df, runs):
     shaped, _ = layout_frame(runs_in_table_order(df, runs), PART2_LAYOUT, EXTRA)
     shaped = keep_by_run(shaped, df)
     rows, chosen = _answer_rows(df, runs)
-    answers = lowest_peak_answers(rows, label=lambda setup: model_and_data(*setup), prefix="1. ")
+    answers = lowest_peak_answers(rows, label=lambda setup: model_and_data(*setup), prefix="1. ",
+                                  runs={run.name: run for run in chosen})
     for setup in dict.fromkeys(row["label"] for row in rows):
         group = {row["config"]: (row, run) for row, run in zip(rows, chosen) if row["label"] == setup}
         for config, (row, run) in group.items():

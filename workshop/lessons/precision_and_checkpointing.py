@@ -183,6 +183,21 @@ def _on_gpu(run):
     return str((manifest_of(run).get("peak_memory") or {}).get("device", "")).startswith("cuda")
 
 
+WITHIN_NOISE = Missing("n/a (no measurable difference)", "the 95% intervals of the steady s/step with and without "
+                       "checkpointing overlap: no difference at this size, so no percentage (the answer says so too)")
+
+
+def time_lost(without, with_):
+    """The time lost per step, % (with - without) / without: gated as the answer is, so where both steady figures'
+    intervals overlap the cell says so instead of a percentage of noise; a missing side's marker where one is."""
+    if all(isinstance(v, Spread) for v in (without, with_)) and not without.separated_from(with_):
+        return WITHIN_NOISE
+    values = [v.value if isinstance(v, Spread) else v for v in (without, with_)]
+    if not all(map(is_number, values)):
+        return next(v for v in (without, with_) if not is_number(v))
+    return (values[1] - values[0]) / values[0] * 100
+
+
 def checkpointing_table(runs):
     found = searches(runs)
     chosen, notes = latest_runs(_training_runs(runs), key=variant)
@@ -207,9 +222,7 @@ def checkpointing_table(runs):
                 row["memory saved MiB"] = without - with_ if is_number(without) and is_number(with_) else \
                     next(v for v in (without, with_) if not is_number(v))
             else:
-                values = [v.value if isinstance(v, Spread) else v for v in (without, with_)]
-                row["time lost %"] = (values[1] - values[0]) / values[0] * 100 if all(map(is_number, values)) \
-                    else next(v for v in (without, with_) if not is_number(v))
+                row["time lost %"] = time_lost(without, with_)
         model = setup[0]
         for checkpointing in (False, True):
             row[f"largest micro-batch {'with' if checkpointing else 'without'}"] = largest_batch(
@@ -227,10 +240,10 @@ def _checkpointing_time(row):
     """The time clause: 'cost 38.1% time per step', 'no measurable difference ...', or 'unexpected: ...' when the
     run with checkpointing was faster (it does more work: the mechanism cannot make it faster)."""
     without, with_, lost = row["s/step without"], row["s/step with"], row["time lost %"]
-    if not is_number(lost):
-        return f"time lost: {lost.cell}"
     clause = compare(Side("checkpointing off", without), Side("checkpointing on", with_), "seconds per step",
                      expect=HIGHER_OR_SAME, why=RECOMPUTES)
+    if clause is None:
+        return f"time lost: {lost.cell}"
     if clause.startswith(("unexpected", "no measurable")):
         return clause
     return f"{'cost' if lost >= 0 else 'saved'} {abs(lost):.1f}% time per step" + \

@@ -58,6 +58,14 @@ def torch_reserved(run):
     return reserved
 
 
+def trained_on_cpu(run):
+    """True when the run's manifest says it trained on the CPU (peak_memory.device, as torch_reserved reads it):
+    no GPU, so nothing was offloaded from one; False when it used a GPU or did not record its device."""
+    device = manifest_of(run).get("peak_memory") if run is not None else None
+    device = device.get("device") if isinstance(device, dict) else None
+    return isinstance(device, str) and not device.startswith("cuda")
+
+
 def cpu_peak(run):
     """psrecord's largest Real (MB) sample: host RSS of the training and its children, MiB."""
     return run.cpu if isinstance(run.cpu, Missing) else float(run.cpu["real_mib"].max())

@@ -76,7 +76,8 @@ def compare(a, b, what, expect=None, why="", rerun=RERUN):
                 f"although {why}; most likely interference from other work on this machine; {rerun}")
     basis = "" if spreads or (a.exact and b.exact) else \
         "; single whole-run figures without per-step times, so no spread to judge this difference against"
-    return f"{b.name} {'higher' if vb > va else 'lower'} {what} than {a.name} by {change} ({shown}{basis})"
+    by = f"{abs(vb - va) / va * 100:.1f}%" if va else "from zero"  # the word says the direction: no sign
+    return f"{b.name} {'higher' if vb > va else 'lower'} {what} than {a.name} by {by} ({shown}{basis})"
 
 
 def _show(figure):

@@ -132,6 +132,15 @@ def steady_seconds(run):
     return steady(read_steps(run.path))
 
 
+def too_few_steps(run):
+    """How many steps the run timed when it timed them (steps.jsonl) but too few for a steady state; None when it has
+    a steady state or never timed its steps (an older run: its whole-run figures are all there is)."""
+    records = read_steps(run.path)
+    if isinstance(records, Missing):
+        return 0 if records.cell == "n/a (no timed steps)" else None
+    return len(records) if len(records) - warmup_of(len(records)) < MIN_STEADY else None
+
+
 def steady_rate(run, per, unit):
     """A run's steady `per` (samples, tokens) per second (Spread) or why not."""
     return steady(read_steps(run.path), per=per, unit=unit)

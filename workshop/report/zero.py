@@ -1,16 +1,18 @@
 """What the ZeRO lessons (2: one GPU, 3: several) share: their per-run columns, configuration labels, the handout's
-cells from a (label, Column) layout, and the answers that compare configurations: lowest memory and time.
+cells from a (label, Column) layout, and the answers that compare configurations in time (lowest memory: lowest.py).
 """
 
 import pandas as pd
 
 from workshop.logparse import Missing
-from workshop.report.cells import change, is_number, manifest_of
-from workshop.report.columns import (HOST_PEAK, MODEL_STATES, PEAK_GPU, PEAK_PER_GPU, RUNTIME, STATES_WHERE,
-                                     STEADY_STEP, TRAIN_RATE, ZERO_COLUMNS, Column, row_of, train_runtime)
+from workshop.report.cells import change, is_number, manifest_of, trained_on_cpu
+from workshop.report.columns import (HOST_PEAK, MODEL_STATES, PEAK_PER_GPU, RUNTIME, STATES_WHERE, STEADY_STEP,
+                                     TRAIN_RATE, ZERO_COLUMNS, Column, row_of, train_runtime)
 from workshop.report.compare import LOWER_OR_SAME, Side, compare, mismatch, refused
-from workshop.report.select import by_setup, config_of, setup_label, setup_of
+from workshop.report.lowest import lowest_peak_answers, memory_basis, sharding_check  # noqa: F401  (the lessons')
+from workshop.report.select import config_of, setup_of
 from workshop.report.shapes import model_and_data
+from workshop.report.spread import MIN_STEADY, too_few_steps
 
 
 def zero_row(run):
@@ -75,61 +77,6 @@ def runs_in_table_order(df, runs):
 
 
 # ---------------------------------------------------------------------------------------------- answers
-def memory_basis(rows, gpu_column):
-    """(column, what it measures) the lowest-memory answer ranks by: the GPU's peak where measured; on a CPU the
-    engine's model states per process (exact: ZeRO's sharding and offload show in it), else host RSS."""
-    if any(is_number(row.get(gpu_column)) for row in rows):
-        return gpu_column, "peak GPU memory"
-    if any(is_number(row.get(MODEL_STATES)) for row in rows):
-        return MODEL_STATES, "model states per process (engine; no GPU was measured)"
-    return HOST_PEAK, "peak CPU memory (no GPU was measured)"
-
-
-def lowest_peak_answers(rows, gpu_column=PEAK_GPU, label=setup_label, prefix=""):
-    """Per model and data, the configuration with the lowest memory (memory_basis says by which measure); only
-    completed runs answer: an OOM or a refused start has a peak too, but not the configuration's."""
-    answers = []
-    for setup, group in by_setup(rows).items():
-        column, what = memory_basis(group, gpu_column)
-        measured = sorted((row[column], row["config"]) for row in group
-                          if is_number(row[column]) and row["status"] == "completed")
-        unfinished = [f"{row['config']} ({row['status']})" for row in group if row["status"] != "completed"]
-        tail = f"; did not complete: {', '.join(unfinished)}." if unfinished else "."
-        if not measured:
-            answers.append(f"{prefix}{label(setup)}: no completed run with its peak memory yet{tail}")
-            continue
-        (low, low_config), (high, high_config) = measured[0], measured[-1]
-        answers.append(f"{prefix}{label(setup)}: lowest {what}: {low_config} at {_mib(low)} MiB"
-                       + (f" (highest: {high_config} at {_mib(high)} MiB)" if len(measured) > 1 else "") + tail)
-        answers += [f"{prefix}{label(setup)}: {clause}." for clause in [sharding_check(group)] if clause]
-    return answers
-
-
-SHARDS = ("ZeRO 3 partitions what ZeRO 1 and 2 hold (parameters, gradients, optimizer states with their fp32 "
-          "master copy) across the processes, never adding to it")
-
-
-def sharding_check(rows):
-    """'unexpected: ...' when a ZeRO 3 run holds more model-state bytes per process than the ZeRO 1 (or 2) run of
-    the same model and data; None when the engine's counts agree with the mechanism. Not against ZeRO 0: ZeRO 1-3
-    keep an fp32 master copy even of fp32 weights and ZeRO 0 does not, so on one process ZeRO 3 holds 20 bytes a
-    parameter to ZeRO 0's 16 (measured on real engines, tests/test_model_states.py)."""
-    states = {str(row["config"]): row.get(MODEL_STATES) for row in rows if is_number(row.get(MODEL_STATES))}
-    plain = {name: v for name, v in states.items() if "offload" not in name.lower() and "zenflow" not in name.lower()}
-    stage3 = [(name, v) for name, v in plain.items() if name.lower().replace(" ", "").startswith("stage3")]
-    lower = sorted((name, v) for name, v in plain.items() if name.lower().replace(" ", "")[:6] in ("stage1", "stage2"))
-    if not stage3 or not lower:
-        return None
-    clause = compare(Side(lower[0][0], lower[0][1], exact=True), Side(stage3[0][0], stage3[0][1], exact=True),
-                     "model states per process", expect=LOWER_OR_SAME, why=SHARDS,
-                     rerun="rerun both with the same flags; if it stays, the engine's record is wrong")
-    return clause if clause and clause.startswith("unexpected") else None
-
-
-def _mib(value):
-    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.3g}"  # bloom-tiny's model states are under 1 MiB
-
-
 def steady_clause(base, other):
     """(measurable, clause) for two (name, row) sides by their steady s/step: measurable False with 'no measurable
     difference ...' when the intervals overlap, True with the gated comparison when they separate, None with a caveat
@@ -144,23 +91,60 @@ def steady_clause(base, other):
     return not steady.startswith("no measurable difference"), steady
 
 
+def short_clause(sides):
+    """'not enough timed steps to compare (Stage 1: 2, Stage 1 + offload: 2 timed steps; ...)' when a run of the
+    (name, run) sides timed its steps but too few for a steady state: its whole-run runtime is then mostly warm-up,
+    so no difference, in seconds or percent, is stated from it. None otherwise (older runs that never timed their
+    steps keep their whole-run comparison, with its caveat)."""
+    short = [(name, count) for name, run in sides if run is not None for count in [too_few_steps(run)]
+             if count is not None]
+    if not short:
+        return None
+    return (f"not enough timed steps to compare ({', '.join(f'{name}: {count}' for name, count in short)} timed "
+            f"steps; a steady state needs {MIN_STEADY} after the warm-up: run more steps, --max-steps)")
+
+
+def in_seconds(value):
+    return f"{value:.1f} s" if value >= 10 else f"{value:.3g} s"
+
+
+CPU_OPTIMIZER = ("On a CPU there is no GPU to offload from: both runs keep every state in host memory, so this "
+                 "compares the optimizer implementation (DeepSpeedCPUAdam with offload, FusedAdam without), not "
+                 "offloading.")
+
+
+def cpu_optimizer_note(run_a, run_b):
+    """CPU_OPTIMIZER where both runs trained on the CPU and one of them offloads (DeepSpeed then swaps FusedAdam for
+    DeepSpeedCPUAdam: tests/test_deepspeed_lesson.py checks it on the engines); None on a GPU or an unknown device."""
+    runs = (run_a, run_b)
+    if None in runs or not all(map(trained_on_cpu, runs)):
+        return None
+    return CPU_OPTIMIZER if ["offload" in config_of(run) for run in runs].count(True) == 1 else None
+
+
 def time_answer(label, base, other, base_run, other_run, compared=("deepspeed",)):
     """How `other` (config name, row) compares with `base` in time: gated by the steady s/step intervals where both
     runs timed their steps, else the whole-run train_runtime with a caveat; refused when the runs differ in more
-    than `compared`; None when a runtime is missing."""
+    than `compared` or timed too few steps; None when a runtime is missing. On a CPU an offload pair says what it
+    really compares (cpu_optimizer_note)."""
     (base_name, base_row), (other_name, other_row) = base, other
-    seconds, base_seconds = other_row[RUNTIME], base_row[RUNTIME]
-    if not (is_number(seconds) and is_number(base_seconds)):
+    took, base_seconds = other_row[RUNTIME], base_row[RUNTIME]
+    if not (is_number(took) and is_number(base_seconds)):
         return None
     differing = mismatch(base_run, other_run, compared)
     if differing:
         return refused(label, (base_name, other_name), differing)
+    short = short_clause(((base_name, base_run), (other_name, other_run)))
+    if short:
+        return (f"{label}: no measurable difference can be stated: {short}; whole runs {other_name} "
+                f"{in_seconds(took)} vs {base_name} {in_seconds(base_seconds)}.")
+    note = "".join(f" {note}" for note in [cpu_optimizer_note(base_run, other_run)] if note)
     measurable, clause = steady_clause(base, other)
     if measurable is None:
-        return (f"{label}: {other_name} took {change(seconds, base_seconds)} than {base_name}: {seconds:.1f} s vs "
-                f"{base_seconds:.1f} s ({clause}).")
+        return (f"{label}: {other_name} took {change(took, base_seconds)} than {base_name}: {took:.1f} s vs "
+                f"{base_seconds:.1f} s ({clause}).{note}")
     # the steady state answers; the whole runs (start-up included) are shown beside it, not compared
-    return f"{label}: {clause}; whole runs {seconds:.1f} s vs {base_seconds:.1f} s."
+    return f"{label}: {clause}; whole runs {took:.1f} s vs {base_seconds:.1f} s.{note}"
 
 
 def percent(new, old):
@@ -205,12 +189,20 @@ def offload_answers(by_config, by_run, label):
             answers.append(refused(where, names, differing))
             continue
         memory = _memory_clause(plain, offload, names)
+        pair = (by_run.get(plain["run"]), by_run.get(offload["run"]))
+        short = short_clause(zip(names, pair))
+        if short:  # the cells keep the runtimes; no percentage is made of them
+            answers.append(f"{where}: offloading: no measurable difference in time can be stated: {short}; whole "
+                           f"runs {names[1]} {in_seconds(offload[RUNTIME])} vs {names[0]} "
+                           f"{in_seconds(plain[RUNTIME])}; and {memory}.")
+            continue
+        note = "".join(f" {note}" for note in [cpu_optimizer_note(*pair)] if note)
         measurable, clause = steady_clause((names[0], plain), (names[1], offload))
         if measurable is None:
             answers.append(f"{where}: offloading changed train runtime by {runtime:+.1f}%, samples/s by {rate:+.1f}% "
-                           f"and {memory} ({clause}).")
+                           f"and {memory} ({clause}).{note}")
             continue
         # the steady state answers; the whole runs (start-up included) are shown beside it, not compared
         answers.append(f"{where}: offloading: {clause}; whole runs: train runtime {runtime:+.1f}%, samples/s "
-                       f"{rate:+.1f}%; and {memory}.")
+                       f"{rate:+.1f}%; and {memory}.{note}")
     return answers
