@@ -46,14 +46,14 @@ def run_training(cfg: RunConfig):
             "config_name": config_name, "lesson": cfg.lesson, "settings": vars(cfg).copy(),
             "model": resolve_model(cfg.model), "init": cfg.init, "profile": cfg.profile, "data_source": cfg.data,
             "subset_size": cfg.subset_size, "deepspeed_config": cfg.deepspeed, "cpu_threads": torch.get_num_threads()})
-    except WorkshopError as err:
-        fail(err)
+    except WorkshopError as err:  # its folder held by another training, or its disk full
+        fail(err, code=getattr(err, "code", 2))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         training.train(cfg, run)
     except RunStopped as stop:
         run.finish(stop.status, stop.code, str(stop), **stop.fields)
-        fail(stop, code=stop.code)
+        fail(f"{stop}{'; ' + run.unrecorded if run.unrecorded else ''}", code=stop.code)
     except WorkshopError as err:
         run.finish("failed", 2, str(err))
         fail(err)
@@ -67,6 +67,8 @@ def run_training(cfg: RunConfig):
         run.finish("failed", 1, f"{type(err).__name__}: {err}")
         raise
     run.finish("completed", 0)
+    if run.unrecorded:
+        fail(f"the training completed, but {run.unrecorded}", code=6)
     print(f"[workshop] done; run folder {run.dir}", flush=True)
 
 
