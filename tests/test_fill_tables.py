@@ -407,3 +407,67 @@ def test_reporting_never_reaches_for_the_network(tmp_path):
     with pytest.raises(TimeoutError):
         hub.accept()  # nobody called
     hub.close()
+
+
+def test_runs_sharing_a_run_id_or_a_job_id_are_named_and_kept_apart(tmp_path):
+    """A run folder copied under another name keeps its manifest's run id; two .out files end in one SLURM job id.
+    Each stays a row of its own (the copy's own status shows), and a note names both paths."""
+    first = copy_run(tmp_path / "a")
+    copy = copy_run(tmp_path / "b", "baseline-1001-copy")  # the later path: the #2
+    edit_manifest(copy, status="failed")  # tells the two rows apart
+    outs = tmp_path / "job"
+    outs.mkdir()
+    shutil.copy(next((DATA / "stdout_4x").glob("*.out")), outs / "baseline-777.out")
+    shutil.copy(next((DATA / "stdout_5x").glob("*.out")), outs / "baseline_repeat-777.out")
+    shutil.copy(DATA / "gpu" / "h100_real.csv", outs / "baseline-single-gpu_memory_log777.csv")  # whose is it?
+    result = run_cli(tmp_path, "--format", "json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    table = json.loads(result.stdout)["baseline_objective_1"]
+    statuses = {row["run"]: row["status"] for row in table["rows"]}
+    assert {name: statuses.get(name) for name in ("baseline-1001", "baseline-1001#2")} == \
+        {"baseline-1001": "completed", "baseline-1001#2": "failed"}, statuses
+    assert "baseline-777" in statuses and "baseline_repeat-777" in statuses
+    [same_run] = [note for note in table["notes"] if "`same run id`" in note]
+    assert f"{first} and {copy} all carry run id baseline-1001" in same_run
+    [same_job] = [note for note in table["notes"] if "`same job id`" in note]
+    assert f"{outs / 'baseline-777.out'} and {outs / 'baseline_repeat-777.out'} all end in SLURM job id 777" \
+        in same_job and "no memory log beside them is paired with either" in same_job
+    # the CSV stays a run of its own rather than one .out's by a guess
+    memory = {row["run"]: row["GPU MiB peak"] for row in json.loads(result.stdout)["baseline_objective_2"]["rows"]}
+    assert memory["baseline-777"] == memory["baseline_repeat-777"] == "n/a (no nvidia-smi CSV)", memory
+    assert isinstance(memory["baseline-single-gpu_memory_log777"], float), memory
+
+
+def with_permissions_enforced():
+    """The prefix that runs a command with file permissions enforced on this user: as root (CI, this machine),
+    setpriv drops the two capabilities that let root pass over them; another user has none to drop."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("as root, enforcing file permissions needs util-linux's setpriv")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+
+def test_unreadable_run_folders_are_named_and_an_unreadable_logs_folder_is_an_error(tmp_path):
+    logs = tmp_path / "logs"
+    copy_run(logs)
+    hidden, locked = copy_run(logs, "baseline-1002"), copy_run(logs, "baseline-1003")
+    hidden.chmod(0)
+    locked.chmod(0o444)  # listed, but not entered: every file in it would raise
+    command = [*with_permissions_enforced(), sys.executable, "-m", "workshop.fill_tables", "--by-run", str(logs)]
+    try:
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        for run in (hidden, locked):
+            assert f"[fill_tables] skipped {run}: cannot read this folder (Permission denied)" in result.stderr
+            assert run.name not in result.stdout
+        assert "| baseline-1001 " in result.stdout
+        logs.chmod(0)  # the argument itself: not "no runs found", exit 0
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stdout == "", result.stdout
+        assert result.stderr.startswith("error: this user") and f"may not read {logs}\n" == \
+            result.stderr.split(") ", 1)[1], result.stderr
+    finally:
+        for path in (logs, hidden, locked):
+            path.chmod(0o755)

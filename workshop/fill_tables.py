@@ -17,6 +17,7 @@ Notebooks call `build_tables(paths)`: {key: DataFrame}, with df.attrs["title"], 
 """
 
 import argparse
+import getpass
 import os
 import sys
 from pathlib import Path
@@ -57,6 +58,10 @@ def main(argv=None):
     missing = [path for path in args.paths if not Path(path).exists()]
     if missing:
         print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    unreadable = [path for path in args.paths if not os.access(path, os.R_OK | (os.X_OK * Path(path).is_dir()))]
+    if unreadable:  # else a folder this user may not read would look empty: "no runs found"
+        print(f"error: this user ({getpass.getuser()}) may not read {', '.join(unreadable)}", file=sys.stderr)
         return 2
     run_dirs, outs = find_runs(args.paths)
     found = len(run_dirs) + len(outs) + len(find_memory_logs(args.paths))

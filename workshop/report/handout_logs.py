@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from workshop.logparse import read_text
+from workshop.report.same_ids import shared_job_ids
 
 _HEAD_BYTES = 4096
 
@@ -45,6 +46,7 @@ def pair(outs, logs):
     """({.out: {"gpu": path, "cpu": path}}, [(log, kind) nothing paired with], notes)."""
     pairs, notes = {out: {} for out in outs}, []
     free = list(logs)  # (path, kind)
+    shared = shared_job_ids(outs)
     for rule in ("job id", "name", "only ones in the folder"):
         for out in outs:
             for kind in ("gpu", "cpu"):
@@ -52,7 +54,8 @@ def pair(outs, logs):
                     continue
                 here = [log for log in free if log[1] == kind and log[0].parent == out.parent]
                 if rule == "job id":
-                    match = [log for log in here if job_id(out) and job_id(log[0]) == job_id(out)]
+                    crowded = out in shared and "no memory log" in shared[out]  # whose log it is, unknown
+                    match = [] if crowded else [log for log in here if job_id(out) and job_id(log[0]) == job_id(out)]
                 elif rule == "name":
                     match = [log for log in here if not job_id(log[0]) and base_name(log[0]) == base_name(out)]
                 else:
