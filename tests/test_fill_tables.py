@@ -428,7 +428,7 @@ def test_runs_sharing_a_run_id_or_a_job_id_are_named_and_kept_apart(tmp_path):
         {"baseline-1001": "completed", "baseline-1001#2": "failed"}, statuses
     assert "baseline-777" in statuses and "baseline_repeat-777" in statuses
     [same_run] = [note for note in table["notes"] if "`same run id`" in note]
-    assert f"{first} and {copy} all carry run id baseline-1001" in same_run
+    assert f"{first} and {copy} all carry run id baseline-1001, one run copied" in same_run
     [same_job] = [note for note in table["notes"] if "`same job id`" in note]
     assert f"{outs / 'baseline-777.out'} and {outs / 'baseline_repeat-777.out'} all end in SLURM job id 777" \
         in same_job and "no memory log beside them is paired with either" in same_job

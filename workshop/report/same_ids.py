@@ -16,9 +16,11 @@ def tell_apart(runs):
             continue
         for number, run in enumerate(group[1:], 2):
             run.name = f"{name}#{number}"
-        cause = (f"`same run id` — {' and '.join(str(run.path) for run in group)} all carry run id {name} (copied "
-                 f"logs?): each is a run of its own, shown as {', '.join(run.name for run in group)}; check which "
-                 "is which before comparing them")
+        starts = {run.manifest.get("start_time") if isinstance(run.manifest, dict) else None for run in group}
+        what = ("one run copied (one start time): count it once" if len(starts) == 1 and None not in starts else
+                "different runs, or copies")
+        cause = (f"`same run id` — {' and '.join(str(run.path) for run in group)} all carry run id {name}, "
+                 f"{what}; each is a row of its own: {', '.join(run.name for run in group)}")
         for run in group:
             run.notes.append(f"{run.name}: {cause}")
 
