@@ -471,3 +471,19 @@ def test_unreadable_run_folders_are_named_and_an_unreadable_logs_folder_is_an_er
     finally:
         for path in (logs, hidden, locked):
             path.chmod(0o755)
+
+
+def test_a_memory_log_of_other_columns_beside_a_bare_out_is_named_not_absent(tmp_path):
+    """The nvidia-smi CSV beside a SLURM .out was queried for other columns (no memory.used): its cells say the
+    file is there and why it is unread, not that there is none."""
+    shutil.copy(next((DATA / "stdout_4x").glob("*.out")), tmp_path / "baseline-4242.out")
+    real = (DATA / "gpu" / "h100_real.csv").read_text()
+    (tmp_path / "baseline-single-gpu_memory_log4242.csv").write_text(real.replace("memory.used", "utilization.gpu"))
+    result = run_cli(tmp_path, "--format", "json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    table = json.loads(result.stdout)["baseline_objective_2"]
+    [row] = [row for row in table["rows"] if row["run"] == "baseline-4242"]
+    assert row["GPU MiB peak"] == row["GPU MiB mean"] == "damaged (other columns)", row
+    [note] = [note for note in table["notes"] if "damaged (other columns)" in note]
+    assert "baseline-single-gpu_memory_log4242.csv beside baseline-4242.out has its job id, but is no nvidia-smi " \
+           "CSV: it starts `timestamp, index" in note, note

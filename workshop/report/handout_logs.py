@@ -10,7 +10,7 @@ configuration it ran through the configuration DeepSpeed prints at start-up (`ze
 import re
 from pathlib import Path
 
-from workshop.logparse import read_text
+from workshop.logparse import Missing, read_text
 from workshop.report.same_ids import shared_job_ids
 
 _HEAD_BYTES = 4096
@@ -29,6 +29,24 @@ def sniff(path):
     if (first.startswith("#") and "Elapsed" in first) or first.startswith("elapsed_time,"):
         return "cpu"
     return None
+
+
+def no_log_beside(out, kind, what):
+    """The marker for a .out no memory log of `kind` paired with. A file beside it with its job id and that log's
+    suffix, which is no such log (a CSV of other columns), is named: the log is there but unread, not absent."""
+    suffixes, starts = {"gpu": ((".csv",), "a header naming memory.used"),
+                        "cpu": ((".txt", ".log"), "psrecord's `# Elapsed time` header")}[kind]
+    try:
+        near = sorted(path for path in out.parent.iterdir() if path.suffix in suffixes and job_id(out)
+                      and job_id(path) == job_id(out) and sniff(path) is None)
+    except OSError:  # a folder this user may not list: as if none
+        near = []
+    if not near:
+        return Missing(f"n/a (no {what})", f"{out.name} has no {what} beside it with its job id or name (the "
+                                           "handout's scripts write one)")
+    first = next(iter(out_text(near[0]).splitlines()), "")[:120]
+    return Missing("damaged (other columns)", f"{near[0].name} beside {out.name} has its job id, but "
+                   f"is no {what}: it starts `{first}`, not with {starts}")
 
 
 def job_id(path):

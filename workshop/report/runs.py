@@ -15,7 +15,7 @@ from pathlib import Path
 from workshop.logparse import (Missing, describe_bad_lines, is_summary, read_log_history, read_loggers, read_manifest,
                                read_text, read_trainer_out)
 from workshop.monitor_logs import read_gpu_csv, read_psrecord
-from workshop.report.handout_logs import deepspeed_facts, pair, sniff
+from workshop.report.handout_logs import deepspeed_facts, no_log_beside, pair, sniff
 from workshop.report.manifest_check import check_manifest
 from workshop.report.same_ids import shared_job_ids, tell_apart
 
@@ -246,8 +246,7 @@ def load_bare_out(path, lessons, logs=None):
         if kind in logs:
             setattr(run, kind, _take(run, reader(logs[kind]), logs[kind].name))
         else:
-            setattr(run, kind, Missing(f"n/a (no {what})", f"{path.name} has no {what} beside it with its job id "
-                                                           "or name (the handout's scripts write one)"))
+            setattr(run, kind, no_log_beside(path, kind, what))
     run.events = _take(run, read_trainer_out(path), path.name)
     run.status = guess_status(run.events, run.stdout)
     if facts:
