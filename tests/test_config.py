@@ -54,6 +54,7 @@ def test_launcher_local_rank_is_accepted():
     (["--config-name", ".hidden"], "--config-name names a folder under logs/"),
     (["--output-dir", "/etc/hostname"], "--output-dir /etc/hostname is a file, not a folder"),
     (["--run-dir", "/etc/hostname/run"], "--run-dir /etc/hostname/run: /etc/hostname is not writable"),
+    (["--run-dir", "/etc/hostname"], "--run-dir /etc/hostname is a file, not a folder"),
 ])
 def test_bad_settings_raise_one_clear_error(flags, message):
     with pytest.raises(WorkshopError, match=message):

@@ -143,9 +143,9 @@ def error_line(run):
 
 
 @pytest.mark.slow
-def test_a_full_disk_under_the_run_folder_stops_the_run_and_the_rerun_resumes(repo_copy, small_disk):  # noqa: F811
+def test_a_full_disk_under_the_run_folder_stops_the_run_and_a_resubmit_resumes(repo_copy, small_disk):  # noqa: F811
     """The run folder's own disk fills: the training stops as `disk full` (exit 6: it could no longer keep its
-    logs), with its end record still written, no .tmp and no half line left; freed, the rerun resumes."""
+    logs), with its end record still written, no .tmp and no half line left; freed, a resubmit resumes."""
     run_dir, out = small_disk / "logs" / "run_disk_full", repo_copy / "outputs" / "run_disk_full"
     args = [*EACH_STEP, "--run-dir", str(run_dir), "--output-dir", str(out)]
     filler = fill(small_disk)  # full before it starts: not even a manifest fits
@@ -174,12 +174,16 @@ def test_a_full_disk_under_the_run_folder_stops_the_run_and_the_rerun_resumes(re
         [json.loads(line) for line in (run_dir / name).read_text().splitlines()]
     assert table_status(small_disk, run_dir) == "disk full"
 
-    filler.unlink()  # space freed: the same command goes on from its last whole checkpoint
-    rerun = train(repo_copy, *args, "--max-steps", str(manifest["steps_done"] + 2))
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"[workshop] resuming from {out}/checkpoint-" in rerun.stdout
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"] == "completed" and manifest["attempts"][0]["status"] == "disk full"
+    # Space freed, a resubmit: a new job, so a new run folder and output folder (a rerun into the same folders is
+    # test_a_full_disk_during_a_checkpoint_is_reported_and_the_rerun_resumes). It goes on from the stopped run.
+    filler.unlink()
+    new_run = small_disk / "logs" / "run_disk_full-resubmitted"
+    resubmit = train(repo_copy, *EACH_STEP, "--run-dir", str(new_run), "--output-dir", str(out) + "-resubmitted",
+                     "--max-steps", str(manifest["steps_done"] + 2))
+    assert resubmit.returncode == 0, resubmit.stderr[-3000:]
+    assert f"[workshop] resuming from {out}/checkpoint-" in resubmit.stdout
+    assert f"(the unfinished run {run_dir.name} of the same config" in resubmit.stdout
+    assert json.loads((new_run / "manifest.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.slow
