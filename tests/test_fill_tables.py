@@ -400,10 +400,15 @@ def test_reporting_never_reaches_for_the_network(tmp_path):
     hub.settimeout(0.5)
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_ENDPOINT=f"http://127.0.0.1:{hub.getsockname()[1]}", HF_HOME=str(tmp_path / "hf"),
-               XDG_CACHE_HOME=str(tmp_path / "cache"))
+               XDG_CACHE_HOME=str(tmp_path / "cache"), HOME=str(tmp_path / "home"))
+    before = {path: path.stat().st_mtime_ns for path in run.rglob("*")}
     result = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "--by-run", str(tmp_path)], cwd=REPO,
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "stage2-1001" in result.stdout, result.stderr[-2000:]
+    # it writes nothing: not in the logs it reads, not in a cache, but for matplotlib's font list (README)
+    assert {path: path.stat().st_mtime_ns for path in run.rglob("*")} == before
+    written = [path for path in tmp_path.rglob("*") if path.is_file() and run not in path.parents]
+    assert all(tmp_path / "cache" / "matplotlib" in path.parents for path in written), written
     with pytest.raises(TimeoutError):
         hub.accept()  # nobody called
     hub.close()
