@@ -160,3 +160,14 @@ def test_manifest_holds_model_states_and_the_training_window(tiny_run):
     evaluations = [w for w in manifest["excluded_windows"] if w["what"] == "evaluation"]
     assert len(evaluations) == 3 and window["start"] < window["end"]
     assert all(window["start"] <= w["start"] <= w["end"] <= window["end"] for w in evaluations)
+
+
+def test_a_max_length_too_long_for_this_machine_is_one_clear_line_before_anything_loads(tmp_path):
+    """--max-length 100000 padded every row to 100,000 tokens: a minute of tokenizing, then a 40 GB allocation.
+    The host-memory preflight (workshop/deepspeed/preflight.py) refuses it before the model or data load."""
+    result = run_baseline("--profile", "tiny", "--max-length", "100000", "--run-dir", str(tmp_path / "r"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "bloom-tiny under no DeepSpeed needs about" in line and "--max-length" in line, line
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "parameters" not in manifest  # refused before the model was built
