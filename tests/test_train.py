@@ -201,6 +201,6 @@ def test_an_unreachable_hub_is_asked_once_not_retried(tmp_path):
                             capture_output=True, text=True, timeout=300)
     hub.close()
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert "is unreachable from here" in result.stdout and "reading models and data from the cache alone" in result.stdout
+    assert "is unreachable from here" in result.stdout and "from the cache alone" in result.stdout
     assert "it is not in the Hugging Face cache and the Hub is unreachable" in result.stderr
     assert len(calls) == 1  # the one look; huggingface_hub's own retries made 4 here, more on a real network
