@@ -4,6 +4,7 @@ Partial and corrupt runs are made here from the real complete run, so each test 
 Expected values are read from the fixture files themselves, never typed in.
 """
 
+import functools
 import io
 import json
 import math
@@ -492,3 +493,64 @@ def test_a_memory_log_of_other_columns_beside_a_bare_out_is_named_not_absent(tmp
     [note] = [note for note in table["notes"] if "damaged (other columns)" in note]
     assert "baseline-single-gpu_memory_log4242.csv beside baseline-4242.out has its job id, but is no nvidia-smi " \
            "CSV: it starts `timestamp, index" in note, note
+
+
+# nvidia-smi memory.used fields a hostile or broken log holds -> what each reads as: MiB, or None for a bad line
+HOSTILE_GPU = {"20 GiB": 20480.0, "1.5e4 MiB": 15000.0, "-5 MiB": None, "nan MiB": None, "inf MiB": None,
+               "lots": None, "12 W": None}
+
+
+@functools.cache
+def clean_samples():
+    """The real capture's memory samples, line by line (line 1 of each file is sample 0)."""
+    from workshop.monitor_logs import read_gpu_csv, read_psrecord
+
+    return (read_gpu_csv(COMPLETE / "gpu_memory.csv").data["memory_used_mib"].tolist(),
+            read_psrecord(COMPLETE / "cpu_memory.log").data["real_mib"].tolist())
+
+
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lesson=st.sampled_from([lesson.name for lesson in LESSONS]), copies=st.integers(1, 3), loop=st.booleans(),
+       shared_job=st.booleans(), gpu=st.sampled_from(sorted(HOSTILE_GPU)), rss=st.sampled_from(["inf", "nan", "-1.0"]),
+       line=st.integers(1, 25))
+def test_fuzz_hostile_folders_never_crash_keep_runs_apart_and_never_show_a_bad_value(lesson, copies, loop,
+                                                                                      shared_job, gpu, rss, line):
+    """Copies of one run (one run id), filed under any lesson, with a hostile nvidia-smi and psrecord value; a
+    symlink loop named .out; two .out files of one job id. Nothing raises, no two runs merge, and a memory peak is
+    the clean capture's, or the hostile value read in its own unit, never a bad line's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for number in range(copies):
+            run = copy_run(tmp / f"copy{number}")
+            edit_manifest(run, lesson=lesson)
+            rows = (run / "gpu_memory.csv").read_text().splitlines()
+            fields = rows[line].split(", ")
+            fields[3] = gpu
+            rows[line] = ", ".join(fields)
+            (run / "gpu_memory.csv").write_text("\n".join(rows) + "\n")
+            samples = (run / "cpu_memory.log").read_text().splitlines()
+            values = samples[line].split()
+            values[2] = rss
+            samples[line] = "   ".join(values)
+            (run / "cpu_memory.log").write_text("\n".join(samples) + "\n")
+        if loop:
+            (tmp / "loop.out").symlink_to("loop.out")
+        if shared_job:
+            shutil.copy(next((DATA / "stdout_4x").glob("*.out")), tmp / "baseline-77.out")
+            shutil.copy(next((DATA / "stdout_5x").glob("*.out")), tmp / "baseline_again-77.out")
+        runs = fill_tables.load_runs([tmp])
+        names = [run.name for run in runs]
+        assert len(set(names)) == len(names) == copies + 2 * shared_job, names
+        for by_run in (False, True):
+            tables = build_tables([tmp], by_run=by_run, runs=fill_tables.load_runs([tmp]))
+            for fmt in ["markdown", "csv", "json"]:
+                fill_tables.render(tables, fmt)
+        if lesson == "baseline":  # the bad line is left out, a value in another unit is read in it
+            gpu_samples, rss_samples = clean_samples()
+            good_gpu = [value for number, value in enumerate(gpu_samples, 1) if number != line]
+            good_rss = [value for number, value in enumerate(rss_samples, 1) if number != line]
+            expected = (max(good_gpu + [HOSTILE_GPU[gpu] or 0]), max(good_rss))
+            for row in tables["baseline_objective_2"].to_dict("records"):
+                if row["run"].startswith("baseline-1001"):
+                    assert (row["GPU MiB peak"], row["host RSS MiB peak (psrecord)"]) == \
+                        pytest.approx(expected, rel=1e-3), (row, gpu, rss, line)
