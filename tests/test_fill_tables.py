@@ -474,6 +474,10 @@ def test_unreadable_run_folders_are_named_and_an_unreadable_logs_folder_is_an_er
         assert result.returncode == 2 and result.stdout == "", result.stdout
         assert result.stderr.startswith("error: this user") and f"may not read {logs}\n" == \
             result.stderr.split(") ", 1)[1], result.stderr
+        inside = subprocess.run([*command[:-1], str(logs / "baseline-1001")], cwd=REPO, capture_output=True,
+                                text=True, timeout=120)  # a run folder in it: its path cannot even be looked at
+        assert inside.returncode == 2 and inside.stderr.endswith(f"may not read {logs / 'baseline-1001'}\n"), \
+            inside.stderr[-2000:]
     finally:
         for path in (logs, hidden, locked):
             path.chmod(0o755)
