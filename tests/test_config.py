@@ -54,6 +54,7 @@ def test_launcher_local_rank_is_accepted():
     (["--config-name", ".hidden"], "--config-name names a folder under logs/"),
     (["--output-dir", "/etc/hostname"], "--output-dir /etc/hostname is a file, not a folder"),
     (["--run-dir", "/etc/hostname/run"], "--run-dir /etc/hostname/run: /etc/hostname is not writable"),
+    (["--run-dir", "/etc/hostname"], "--run-dir /etc/hostname is a file, not a folder"),
 ])
 def test_bad_settings_raise_one_clear_error(flags, message):
     with pytest.raises(WorkshopError, match=message):
@@ -147,3 +148,18 @@ def test_a_bad_flag_fails_before_torch_and_transformers_load():
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert run.stdout.split() == ["2", "False", "False"], run.stdout + run.stderr
     assert run.stderr == "error: --subset-size must be at least 2 (got 1)\n"
+
+
+@pytest.mark.parametrize("flag", ["--output-dir", "--run-dir"])
+def test_a_read_only_output_or_run_folder_is_one_error_line_before_training(tmp_path, flag):
+    """Refused up front, with permissions enforced as for a student (as root every folder is writable: the test
+    drops root's override), not at the first save after every step."""
+    from tests.test_fill_tables import with_permissions_enforced
+
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    run = subprocess.run([*with_permissions_enforced(), sys.executable, "baseline/train.py", "--profile", "tiny",
+                          flag, str(read_only / "run")], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])  # the lesson's script checks before torch loads
+    assert run.returncode == 2 and run.stdout == "", run.stdout + run.stderr[-2000:]
+    assert run.stderr == f"error: {flag} {read_only / 'run'}: {read_only} is not writable by this user\n"

@@ -3,6 +3,7 @@
 Real tiny trainings on the CPU; the dead rank is a real 2-process DeepSpeed run (gloo) of the lesson's .slurm file.
 """
 
+import errno
 import json
 import os
 import signal
@@ -119,6 +120,70 @@ def test_a_full_disk_while_saving_the_final_model_leaves_no_final(repo_copy, sma
     assert not (small_disk / "final").exists()
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "disk full"
     assert table_status(repo_copy, run_dir) == "disk full"
+
+
+def fill(disk):
+    """Fill `disk` to its last page with one file, which is returned."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while os.write(fd, bytes(4096)):
+            pass
+    except OSError as err:
+        assert err.errno == errno.ENOSPC, err
+    finally:
+        os.close(fd)
+    return filler
+
+
+def error_line(run):
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    [line] = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_run_folder_stops_the_run_and_a_resubmit_resumes(repo_copy, small_disk):  # noqa: F811
+    """The run folder's own disk fills: the training stops as `disk full` (exit 6: it could no longer keep its
+    logs), with its end record still written, no .tmp and no half line left; freed, a resubmit resumes."""
+    run_dir, out = small_disk / "logs" / "run_disk_full", repo_copy / "outputs" / "run_disk_full"
+    args = [*EACH_STEP, "--run-dir", str(run_dir), "--output-dir", str(out)]
+    filler = fill(small_disk)  # full before it starts: not even a manifest fits
+    early = train(repo_copy, *args, "--max-steps", "2")
+    assert early.returncode == 6 and f"the disk under the run folder {run_dir} is full" in error_line(early)
+    assert sorted(path.name for path in run_dir.iterdir()) == [".lock"]  # no empty manifest.json(.tmp)
+    filler.unlink()
+
+    training = subprocess.Popen([sys.executable, "-m", "workshop.train", *args, "--max-steps", "500"], cwd=repo_copy,
+                                env={**job_env(), **OFFLINE}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint-1" / "trainer_state.json").is_file() and training.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint-1 after 240 s"
+        time.sleep(0.2)
+    fill(small_disk)  # mid-training, once a checkpoint is whole
+    stdout, stderr = training.communicate(timeout=300)
+    stopped = subprocess.CompletedProcess(training.args, training.returncode, stdout, stderr)
+    line = error_line(stopped)
+    assert stopped.returncode == 6 and f"the disk under the run folder {run_dir} is full" in line, line
+    assert "resubmit: it resumes from the last whole checkpoint" in line
+    manifest = json.loads((run_dir / "manifest.json").read_text())  # the end record, in place of the last one
+    assert (manifest["status"], manifest["exit_code"]) == ("disk full", 6) and 1 <= manifest["steps_done"] < 500
+    assert not list(run_dir.glob("*.tmp"))
+    for name in ("log_history.jsonl", "steps.jsonl"):  # every line whole: none cut off by the full disk
+        [json.loads(line) for line in (run_dir / name).read_text().splitlines()]
+    assert table_status(small_disk, run_dir) == "disk full"
+
+    # Space freed, a resubmit: a new job, so a new run folder and output folder (a rerun into the same folders is
+    # test_a_full_disk_during_a_checkpoint_is_reported_and_the_rerun_resumes). It goes on from the stopped run.
+    filler.unlink()
+    new_run = small_disk / "logs" / "run_disk_full-resubmitted"
+    resubmit = train(repo_copy, *EACH_STEP, "--run-dir", str(new_run), "--output-dir", str(out) + "-resubmitted",
+                     "--max-steps", str(manifest["steps_done"] + 2))
+    assert resubmit.returncode == 0, resubmit.stderr[-3000:]
+    assert f"[workshop] resuming from {out}/checkpoint-" in resubmit.stdout
+    assert f"(the unfinished run {run_dir.name} of the same config" in resubmit.stdout
+    assert json.loads((new_run / "manifest.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ Partial and corrupt runs are made here from the real complete run, so each test 
 Expected values are read from the fixture files themselves, never typed in.
 """
 
+import functools
 import io
 import json
 import math
@@ -400,10 +401,160 @@ def test_reporting_never_reaches_for_the_network(tmp_path):
     hub.settimeout(0.5)
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_ENDPOINT=f"http://127.0.0.1:{hub.getsockname()[1]}", HF_HOME=str(tmp_path / "hf"),
-               XDG_CACHE_HOME=str(tmp_path / "cache"))
+               XDG_CACHE_HOME=str(tmp_path / "cache"), HOME=str(tmp_path / "home"))
+    before = {path: path.stat().st_mtime_ns for path in run.rglob("*")}
     result = subprocess.run([sys.executable, "-m", "workshop.fill_tables", "--by-run", str(tmp_path)], cwd=REPO,
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "stage2-1001" in result.stdout, result.stderr[-2000:]
+    # it writes nothing: not in the logs it reads, not in a cache, but for matplotlib's font list (README)
+    assert {path: path.stat().st_mtime_ns for path in run.rglob("*")} == before
+    written = [path for path in tmp_path.rglob("*") if path.is_file() and run not in path.parents]
+    assert all(tmp_path / "cache" / "matplotlib" in path.parents for path in written), written
     with pytest.raises(TimeoutError):
         hub.accept()  # nobody called
     hub.close()
+
+
+def test_runs_sharing_a_run_id_or_a_job_id_are_named_and_kept_apart(tmp_path):
+    """A run folder copied under another name keeps its manifest's run id; two .out files end in one SLURM job id.
+    Each stays a row of its own (the copy's own status shows), and a note names both paths."""
+    first = copy_run(tmp_path / "a")
+    copy = copy_run(tmp_path / "b", "baseline-1001-copy")  # the later path: the #2
+    edit_manifest(copy, status="failed")  # tells the two rows apart
+    outs = tmp_path / "job"
+    outs.mkdir()
+    shutil.copy(next((DATA / "stdout_4x").glob("*.out")), outs / "baseline-777.out")
+    shutil.copy(next((DATA / "stdout_5x").glob("*.out")), outs / "baseline_repeat-777.out")
+    shutil.copy(DATA / "gpu" / "h100_real.csv", outs / "baseline-single-gpu_memory_log777.csv")  # whose is it?
+    result = run_cli(tmp_path, "--format", "json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    table = json.loads(result.stdout)["baseline_objective_1"]
+    statuses = {row["run"]: row["status"] for row in table["rows"]}
+    assert {name: statuses.get(name) for name in ("baseline-1001", "baseline-1001#2")} == \
+        {"baseline-1001": "completed", "baseline-1001#2": "failed"}, statuses
+    assert "baseline-777" in statuses and "baseline_repeat-777" in statuses
+    [same_run] = [note for note in table["notes"] if "`same run id`" in note]
+    assert f"{first} and {copy} all carry run id baseline-1001, one run copied" in same_run
+    [same_job] = [note for note in table["notes"] if "`same job id`" in note]
+    assert f"{outs / 'baseline-777.out'} and {outs / 'baseline_repeat-777.out'} all end in SLURM job id 777" \
+        in same_job and "no memory log beside them is paired with either" in same_job
+    # the CSV stays a run of its own rather than one .out's by a guess
+    memory = {row["run"]: row["GPU MiB peak"] for row in json.loads(result.stdout)["baseline_objective_2"]["rows"]}
+    assert memory["baseline-777"] == memory["baseline_repeat-777"] == "n/a (no nvidia-smi CSV)", memory
+    assert isinstance(memory["baseline-single-gpu_memory_log777"], float), memory
+
+
+def with_permissions_enforced():
+    """The prefix that runs a command with file permissions enforced on this user: as root (CI, this machine),
+    setpriv drops the two capabilities that let root pass over them; another user has none to drop."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("as root, enforcing file permissions needs util-linux's setpriv")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+
+def test_unreadable_run_folders_are_named_and_an_unreadable_logs_folder_is_an_error(tmp_path):
+    logs = tmp_path / "logs"
+    copy_run(logs)
+    hidden, locked = copy_run(logs, "baseline-1002"), copy_run(logs, "baseline-1003")
+    hidden.chmod(0)
+    locked.chmod(0o444)  # listed, but not entered: every file in it would raise
+    command = [*with_permissions_enforced(), sys.executable, "-m", "workshop.fill_tables", "--by-run", str(logs)]
+    try:
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        for run in (hidden, locked):
+            assert f"[fill_tables] skipped {run}: cannot read this folder (Permission denied)" in result.stderr
+            assert run.name not in result.stdout
+        assert "| baseline-1001 " in result.stdout
+        logs.chmod(0)  # the argument itself: not "no runs found", exit 0
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stdout == "", result.stdout
+        assert result.stderr.startswith("error: this user") and f"may not read {logs}\n" == \
+            result.stderr.split(") ", 1)[1], result.stderr
+        inside = subprocess.run([*command[:-1], str(logs / "baseline-1001")], cwd=REPO, capture_output=True,
+                                text=True, timeout=120)  # a run folder in it: its path cannot even be looked at
+        assert inside.returncode == 2 and inside.stderr.endswith(f"may not read {logs / 'baseline-1001'}\n"), \
+            inside.stderr[-2000:]
+    finally:
+        for path in (logs, hidden, locked):
+            path.chmod(0o755)
+
+
+def test_a_memory_log_of_other_columns_beside_a_bare_out_is_named_not_absent(tmp_path):
+    """The nvidia-smi CSV beside a SLURM .out was queried for other columns (no memory.used): its cells say the
+    file is there and why it is unread, not that there is none."""
+    shutil.copy(next((DATA / "stdout_4x").glob("*.out")), tmp_path / "baseline-4242.out")
+    real = (DATA / "gpu" / "h100_real.csv").read_text()
+    (tmp_path / "baseline-single-gpu_memory_log4242.csv").write_text(real.replace("memory.used", "utilization.gpu"))
+    result = run_cli(tmp_path, "--format", "json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    table = json.loads(result.stdout)["baseline_objective_2"]
+    [row] = [row for row in table["rows"] if row["run"] == "baseline-4242"]
+    assert row["GPU MiB peak"] == row["GPU MiB mean"] == "damaged (other columns)", row
+    [note] = [note for note in table["notes"] if "damaged (other columns)" in note]
+    assert "baseline-single-gpu_memory_log4242.csv beside baseline-4242.out has its job id, but is no nvidia-smi " \
+           "CSV: it starts `timestamp, index" in note, note
+
+
+# nvidia-smi memory.used fields a hostile or broken log holds -> what each reads as: MiB, or None for a bad line
+HOSTILE_GPU = {"20 GiB": 20480.0, "1.5e4 MiB": 15000.0, "-5 MiB": None, "nan MiB": None, "inf MiB": None,
+               "lots": None, "12 W": None}
+
+
+@functools.cache
+def clean_samples():
+    """The real capture's memory samples, line by line (line 1 of each file is sample 0)."""
+    from workshop.monitor_logs import read_gpu_csv, read_psrecord
+
+    return (read_gpu_csv(COMPLETE / "gpu_memory.csv").data["memory_used_mib"].tolist(),
+            read_psrecord(COMPLETE / "cpu_memory.log").data["real_mib"].tolist())
+
+
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lesson=st.sampled_from([lesson.name for lesson in LESSONS]), copies=st.integers(1, 3), loop=st.booleans(),
+       shared_job=st.booleans(), gpu=st.sampled_from(sorted(HOSTILE_GPU)), rss=st.sampled_from(["inf", "nan", "-1.0"]),
+       line=st.integers(1, 25))
+def test_fuzz_hostile_folders_never_crash_keep_runs_apart_and_never_show_a_bad_value(lesson, copies, loop,
+                                                                                      shared_job, gpu, rss, line):
+    """Copies of one run (one run id), filed under any lesson, with a hostile nvidia-smi and psrecord value; a
+    symlink loop named .out; two .out files of one job id. Nothing raises, no two runs merge, and a memory peak is
+    the clean capture's, or the hostile value read in its own unit, never a bad line's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for number in range(copies):
+            run = copy_run(tmp / f"copy{number}")
+            edit_manifest(run, lesson=lesson)
+            rows = (run / "gpu_memory.csv").read_text().splitlines()
+            fields = rows[line].split(", ")
+            fields[3] = gpu
+            rows[line] = ", ".join(fields)
+            (run / "gpu_memory.csv").write_text("\n".join(rows) + "\n")
+            samples = (run / "cpu_memory.log").read_text().splitlines()
+            values = samples[line].split()
+            values[2] = rss
+            samples[line] = "   ".join(values)
+            (run / "cpu_memory.log").write_text("\n".join(samples) + "\n")
+        if loop:
+            (tmp / "loop.out").symlink_to("loop.out")
+        if shared_job:
+            shutil.copy(next((DATA / "stdout_4x").glob("*.out")), tmp / "baseline-77.out")
+            shutil.copy(next((DATA / "stdout_5x").glob("*.out")), tmp / "baseline_again-77.out")
+        runs = fill_tables.load_runs([tmp])
+        names = [run.name for run in runs]
+        assert len(set(names)) == len(names) == copies + 2 * shared_job, names
+        for by_run in (False, True):
+            tables = build_tables([tmp], by_run=by_run, runs=fill_tables.load_runs([tmp]))
+            for fmt in ["markdown", "csv", "json"]:
+                fill_tables.render(tables, fmt)
+        if lesson == "baseline":  # the bad line is left out, a value in another unit is read in it
+            gpu_samples, rss_samples = clean_samples()
+            good_gpu = [value for number, value in enumerate(gpu_samples, 1) if number != line]
+            good_rss = [value for number, value in enumerate(rss_samples, 1) if number != line]
+            expected = (max(good_gpu + [HOSTILE_GPU[gpu] or 0]), max(good_rss))
+            for row in tables["baseline_objective_2"].to_dict("records"):
+                if row["run"].startswith("baseline-1001"):
+                    assert (row["GPU MiB peak"], row["host RSS MiB peak (psrecord)"]) == \
+                        pytest.approx(expected, rel=1e-3), (row, gpu, rss, line)

@@ -191,6 +191,17 @@ def test_missing_psrecord_is_a_clear_error(repo_copy, tmp_path):
     assert not (repo_copy / "logs").exists()  # it stopped before starting anything
 
 
+@pytest.mark.parametrize("flag", ["--output-dir", "--output-dir="])
+def test_an_output_dir_given_to_the_script_reaches_the_training(repo_copy, flag):
+    """common.sh adds --output-dir outputs/<run> only when the user gave none; had it added its own after the
+    user's, argparse would keep the script's. Given a file, the training's own check names it: the user's arrived."""
+    args = [flag, "/etc/hostname"] if flag.endswith("dir") else [flag + "/etc/hostname"]
+    run = subprocess.run(["bash", "slurm/baseline.slurm", "--profile", "tiny", *args], cwd=repo_copy, env=job_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "error: --output-dir /etc/hostname is a file, not a folder" in run.stdout + run.stderr
+
+
 @pytest.mark.parametrize("script, args, flag", [
     ("baseline.slurm", ["--run-dir", "logs/baseline-1234"], "--run-dir"),
     ("baseline.slurm", ["--profile", "tiny", "--run-dir=logs/old"], "--run-dir"),

@@ -160,3 +160,47 @@ def test_manifest_holds_model_states_and_the_training_window(tiny_run):
     evaluations = [w for w in manifest["excluded_windows"] if w["what"] == "evaluation"]
     assert len(evaluations) == 3 and window["start"] < window["end"]
     assert all(window["start"] <= w["start"] <= w["end"] <= window["end"] for w in evaluations)
+
+
+def test_a_max_length_too_long_for_this_machine_is_one_clear_line_before_anything_loads(tmp_path):
+    """--max-length 100000 padded every row to 100,000 tokens: a minute of tokenizing, then a 40 GB allocation.
+    The host-memory preflight (workshop/deepspeed/preflight.py) refuses it before the model or data load."""
+    result = run_baseline("--profile", "tiny", "--max-length", "100000", "--run-dir", str(tmp_path / "r"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "bloom-tiny under no DeepSpeed needs about" in line and "--max-length" in line, line
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "parameters" not in manifest  # refused before the model was built
+
+
+def test_an_unreachable_hub_is_asked_once_not_retried(tmp_path):
+    """An uncached --model without HF_HUB_OFFLINE on a node that cannot reach the Hub: huggingface_hub retried (99 s
+    on a cluster) before the clear error. The Hub here is a local socket that counts connections and drops each."""
+    import socket
+    import threading
+
+    hub = socket.socket()
+    hub.bind(("127.0.0.1", 0))
+    hub.listen(16)
+    calls = []
+
+    def drop_each():
+        while True:
+            try:
+                connection, _ = hub.accept()
+            except OSError:  # closed: the test is over
+                return
+            calls.append(1)
+            connection.close()
+
+    threading.Thread(target=drop_each, daemon=True).start()
+    env = {key: value for key, value in os.environ.items() if not key.endswith("_OFFLINE")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{hub.getsockname()[1]}", HF_HOME=str(tmp_path / "hf"))
+    result = subprocess.run([sys.executable, str(REPO / "baseline" / "train.py"), "--profile", "tiny", "--model",
+                             "someorg/not-cached", "--run-dir", str(tmp_path / "r")], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    hub.close()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "is unreachable from here" in result.stdout and "from the cache alone" in result.stdout
+    assert "it is not in the Hugging Face cache and the Hub is unreachable" in result.stderr
+    assert len(calls) == 1  # the one look; huggingface_hub's own retries made 4 here, more on a real network

@@ -26,7 +26,32 @@ def main(argv=None, lesson="baseline", require_deepspeed=False, lesson_flags=Non
                          **lesson_defaults)
     except WorkshopError as err:
         fail(err)
+    offline_without_hub(cfg)
     run_training(cfg)
+
+
+def offline_without_hub(cfg: RunConfig):
+    """A model or data set that may come from the Hub, on a node that cannot reach it: huggingface_hub would retry
+    for a minute or more (99 s for an unknown --model) before the clear error. One look at the endpoint (3 s at
+    most) decides; unreachable, this run reads the Hugging Face cache alone (HF_HUB_OFFLINE=1), and says so."""
+    import urllib.error
+    import urllib.request
+
+    from workshop.names import LAPTOP, TINY, TINY_FAMILIES
+
+    model = resolve_model(cfg.model)
+    needs_hub = model not in (TINY, LAPTOP, *TINY_FAMILIES) and not os.path.isdir(model) or cfg.data == "hub"
+    if not needs_hub or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=3).close()
+    except urllib.error.HTTPError:  # it answered: reachable
+        return
+    except (OSError, ValueError) as err:
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+        print(f"[workshop] the Hugging Face Hub ({endpoint}) is unreachable from here ({err}): reading models "
+              "and data from the cache alone", flush=True)
 
 
 def run_training(cfg: RunConfig):
@@ -46,14 +71,14 @@ def run_training(cfg: RunConfig):
             "config_name": config_name, "lesson": cfg.lesson, "settings": vars(cfg).copy(),
             "model": resolve_model(cfg.model), "init": cfg.init, "profile": cfg.profile, "data_source": cfg.data,
             "subset_size": cfg.subset_size, "deepspeed_config": cfg.deepspeed, "cpu_threads": torch.get_num_threads()})
-    except WorkshopError as err:
-        fail(err)
+    except WorkshopError as err:  # its folder held by another training, or its disk full
+        fail(err, code=getattr(err, "code", 2))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         training.train(cfg, run)
     except RunStopped as stop:
         run.finish(stop.status, stop.code, str(stop), **stop.fields)
-        fail(stop, code=stop.code)
+        fail(f"{stop}{'; ' + run.unrecorded if run.unrecorded else ''}", code=stop.code)
     except WorkshopError as err:
         run.finish("failed", 2, str(err))
         fail(err)
@@ -67,6 +92,8 @@ def run_training(cfg: RunConfig):
         run.finish("failed", 1, f"{type(err).__name__}: {err}")
         raise
     run.finish("completed", 0)
+    if run.unrecorded:
+        fail(f"the training completed, but {run.unrecorded}", code=6)
     print(f"[workshop] done; run folder {run.dir}", flush=True)
 
 

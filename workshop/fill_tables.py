@@ -17,6 +17,7 @@ Notebooks call `build_tables(paths)`: {key: DataFrame}, with df.attrs["title"], 
 """
 
 import argparse
+import getpass
 import os
 import sys
 from pathlib import Path
@@ -46,6 +47,25 @@ def load_runs(paths):
     return report_runs.load_runs(paths, LESSONS)
 
 
+def unreadable_paths(paths):
+    """What is wrong with the paths given, or None: one that does not exist (a typo), or that this user may not
+    read (a folder would look empty: "no runs found")."""
+    missing, unreadable = [], []
+    for path in paths:
+        try:
+            if not Path(path).exists():
+                missing.append(path)
+            elif not os.access(path, os.R_OK | (os.X_OK * Path(path).is_dir())):
+                unreadable.append(path)
+        except PermissionError:  # a folder above it this user may not enter
+            unreadable.append(path)
+    if missing:
+        return f"no such file or folder: {', '.join(missing)}"
+    if unreadable:
+        return f"this user ({getpass.getuser()}) may not read {', '.join(unreadable)}"
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m workshop.fill_tables", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", default=["logs"],
@@ -54,9 +74,9 @@ def main(argv=None):
     parser.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown",
                         help="markdown (with answers and notes), csv (one block per table, after a '# key' line), json")
     args = parser.parse_args(argv)
-    missing = [path for path in args.paths if not Path(path).exists()]
-    if missing:
-        print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+    problem = unreadable_paths(args.paths)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     run_dirs, outs = find_runs(args.paths)
     found = len(run_dirs) + len(outs) + len(find_memory_logs(args.paths))

@@ -33,11 +33,11 @@ class Parsed(NamedTuple):
 def read_text(path):
     """The file's text (undecodable bytes replaced), or Missing when absent, unreadable or empty."""
     path = Path(path)
-    if not path.is_file():
-        return Missing(f"missing ({path.name} absent)", f"{path} does not exist")
     try:
+        if not path.is_file():
+            return Missing(f"missing ({path.name} absent)", f"{path} does not exist")
         text = path.read_bytes().decode("utf-8", errors="replace")
-    except OSError as e:
+    except OSError as e:  # not this user's to read (is_file too raises, in a folder it may not enter)
         return Missing(f"missing ({path.name} unreadable)", f"{path}: {e}")
     if not text.strip():
         return Missing(f"empty ({path.name})", f"{path} is empty")

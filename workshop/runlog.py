@@ -2,7 +2,6 @@
 
 Everything is written as it happens and flushed, so a job killed half-way still leaves readable logs.
 """
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -21,6 +20,8 @@ from transformers import TrainerCallback
 
 from workshop.lessons import FOLDERS
 from workshop.redact import redact
+# write_json: where answer_quality and max_batch import it from
+from workshop.run_files import RunFolderFull, append_line, hold_run_folder, is_no_space, write_json  # noqa: F401
 
 
 def utc_now() -> str:
@@ -108,17 +109,6 @@ def provenance(root: Path = CODE_ROOT) -> dict:
     return git_provenance(root)
 
 
-def write_json(path: Path, data: dict):
-    """Write atomically: a reader (or a kill) never sees half a file. Tokens never reach the disk."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        tmp.write_text(json.dumps(redact(json.loads(json.dumps(data, default=str))), indent=2) + "\n")
-    except OSError:  # a full disk: leave the last whole file, not an empty .tmp beside it
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
 def peak_memory() -> dict:
     """Exact peaks from the framework and the kernel, in MiB."""
     peaks = {"device": "cuda" if torch.cuda.is_available() else "cpu"}
@@ -168,31 +158,6 @@ def fragmentation_hint(memory: dict, limit_mib: float | None = None, alloc_conf:
             "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True may let this size fit")
 
 
-def hold_run_folder(run_dir: Path):
-    """Lock `run_dir` for this process's life (the kernel lets go when it exits, however it exits), or raise
-    WorkshopError when another training holds it: two runs in one folder would resume from each other's live
-    checkpoints, write the same files and mix their log histories. Returns the open lock file (keep it)."""
-    from workshop.errors import WorkshopError
-
-    handle = open(run_dir / ".lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
-        raise WorkshopError(f"the run folder {run_dir} is in use by a running training ({owner}): give this run "
-                            "another --run-dir, or wait for that one to end") from None
-    except OSError as err:  # a file system without locks (some parallel file systems): run, unguarded
-        print(f"[workshop] notice: cannot lock {run_dir} ({err.strerror}); two runs into it would not be "
-              "refused", flush=True)
-        return handle
-    handle.truncate(0)
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    handle.flush()
-    return handle
-
-
 class RunLog:
     """Owns one run folder. Only the main process writes; other ranks get a no-op."""
 
@@ -209,11 +174,17 @@ class RunLog:
         }
         self.started = time.time()
         self.earlier_seconds = 0.0
+        self.unrecorded = None  # why the end record could not be written (a full disk), else None
         if self.enabled:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._lock = hold_run_folder(self.dir)
-            self._keep_earlier_attempts()
-            self.save()
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self._lock = hold_run_folder(self.dir)
+                self._keep_earlier_attempts()
+                self.save()
+            except OSError as err:
+                if not is_no_space(err):
+                    raise
+                raise RunFolderFull(self.dir / "manifest.json", err) from err
 
     def _keep_earlier_attempts(self):
         """A requeued job (same SLURM job id) or a rerun with the same --run-dir: the earlier attempts'
@@ -235,15 +206,22 @@ class RunLog:
         self.manifest.update(fields)
         self.save()
 
-    def save(self):
+    def save(self, last=False):
         if self.enabled:
-            write_json(self.dir / "manifest.json", self.manifest)
+            write_json(self.dir / "manifest.json", self.manifest, last=last)
 
     def finish(self, status: str, exit_code: int, error: str | None = None, **fields):
+        """The end record. On a full disk it never raises: `unrecorded` says what the manifest still says."""
         # wall_seconds: the whole run, summed over attempts (an attempt killed without an end record counts 0)
         seconds = round(time.time() - self.started, 1)
-        self.update(status=status, exit_code=exit_code, error=error, end_time=utc_now(), attempt_seconds=seconds,
-                    wall_seconds=round(self.earlier_seconds + seconds, 1), peak_memory=peak_memory(), **fields)
+        self.manifest.update(status=status, exit_code=exit_code, error=error, end_time=utc_now(),
+                             attempt_seconds=seconds, wall_seconds=round(self.earlier_seconds + seconds, 1),
+                             peak_memory=peak_memory(), **fields)
+        try:
+            self.save(last=True)
+        except RunFolderFull:
+            self.unrecorded = (f"its manifest.json could not record the end either (the disk is full): it still "
+                               f"says `running`, at step {self.manifest.get('steps_done')}")
 
     def callback(self) -> "LogHistoryCallback":
         return LogHistoryCallback(self.dir / "log_history.jsonl", enabled=self.enabled,
@@ -264,8 +242,7 @@ class LogHistoryCallback(TrainerCallback):
             return
         event = {**logs, "step": state.global_step, "epoch": state.epoch,
                  "elapsed_s": round(time.time() - self.started, 2), "attempt": self.attempt}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(redact(event)) + "\n")
+        append_line(self.path, json.dumps(redact(event)))
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                           for k, v in logs.items() if k in ("loss", "eval_loss", "train_loss", "epoch"))
         print(f"[workshop] step {state.global_step}/{state.max_steps} ({event['elapsed_s']:.0f} s): {shown}",

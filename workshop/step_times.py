@@ -15,6 +15,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from workshop.run_files import append_line
+
 
 class StepTimesCallback(TrainerCallback):
     def __init__(self, path: Path, enabled: bool = True):
@@ -47,9 +49,7 @@ class StepTimesCallback(TrainerCallback):
         seen = state.num_input_tokens_seen or 0
         if seen:  # counted only with include_num_input_tokens_seen, which workshop.train always sets
             record["tokens"], self.tokens = seen - self.tokens, seen
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        append_line(self.path, json.dumps(record))
 
     # the Trainer evaluates and saves after on_step_end: that time belongs to no training step
     def on_evaluate(self, args, state, control, **kwargs):

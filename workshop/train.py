@@ -21,8 +21,8 @@ from workshop.deepspeed.setup import cpu_deepspeed_state
 from workshop.entry import fail, main  # noqa: F401 (the entry's names, where the lessons' scripts found them)
 from workshop.fewer_syncs import FewerSyncsTrainer
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
-from workshop.guards import (DivergenceCallback, diverged_stop, disk_full_stop, is_disk_full, is_lost_rank,
-                             last_whole_checkpoint, lost_rank_stop, save_final, set_aside_partial)
+from workshop.guards import (DivergenceCallback, RunStopped, diverged_stop, disk_full_stop, is_disk_full,
+                             is_lost_rank, last_whole_checkpoint, lost_rank_stop, save_final, set_aside_partial)
 from workshop.model import load_model, parameter_count, tokenizer_record
 from workshop.model_states import ModelStatesCallback
 from workshop.profiling import ProfilerCallback
@@ -76,6 +76,8 @@ def train(cfg: RunConfig, run: RunLog):
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     except Exception as err:
+        if isinstance(err, RunStopped):  # the run folder's own disk is full (workshop/run_files.py)
+            raise
         if is_disk_full(err, cfg.output_dir):
             raise disk_full_stop(err, cfg.output_dir, run.enabled) from err
         if is_lost_rank(err):

@@ -10,7 +10,8 @@ configuration it ran through the configuration DeepSpeed prints at start-up (`ze
 import re
 from pathlib import Path
 
-from workshop.logparse import read_text
+from workshop.logparse import Missing, read_text
+from workshop.report.same_ids import shared_job_ids
 
 _HEAD_BYTES = 4096
 
@@ -30,6 +31,24 @@ def sniff(path):
     return None
 
 
+def no_log_beside(out, kind, what):
+    """The marker for a .out no memory log of `kind` paired with. A file beside it with its job id and that log's
+    suffix, which is no such log (a CSV of other columns), is named: the log is there but unread, not absent."""
+    suffixes, starts = {"gpu": ((".csv",), "a header naming memory.used"),
+                        "cpu": ((".txt", ".log"), "psrecord's `# Elapsed time` header")}[kind]
+    try:
+        near = sorted(path for path in out.parent.iterdir() if path.suffix in suffixes and job_id(out)
+                      and job_id(path) == job_id(out) and sniff(path) is None)
+    except OSError:  # a folder this user may not list: as if none
+        near = []
+    if not near:
+        return Missing(f"n/a (no {what})", f"{out.name} has no {what} beside it with its job id or name (the "
+                                           "handout's scripts write one)")
+    first = next(iter(out_text(near[0]).splitlines()), "")[:120]
+    return Missing("damaged (other columns)", f"{near[0].name} beside {out.name} has its job id, but "
+                   f"is no {what}: it starts `{first}`, not with {starts}")
+
+
 def job_id(path):
     found = re.search(r"(\d+)$", Path(path).stem)
     return found.group(1) if found else None
@@ -45,6 +64,7 @@ def pair(outs, logs):
     """({.out: {"gpu": path, "cpu": path}}, [(log, kind) nothing paired with], notes)."""
     pairs, notes = {out: {} for out in outs}, []
     free = list(logs)  # (path, kind)
+    shared = shared_job_ids(outs)
     for rule in ("job id", "name", "only ones in the folder"):
         for out in outs:
             for kind in ("gpu", "cpu"):
@@ -52,7 +72,8 @@ def pair(outs, logs):
                     continue
                 here = [log for log in free if log[1] == kind and log[0].parent == out.parent]
                 if rule == "job id":
-                    match = [log for log in here if job_id(out) and job_id(log[0]) == job_id(out)]
+                    crowded = out in shared and "no memory log" in shared[out]  # whose log it is, unknown
+                    match = [] if crowded else [log for log in here if job_id(out) and job_id(log[0]) == job_id(out)]
                 elif rule == "name":
                     match = [log for log in here if not job_id(log[0]) and base_name(log[0]) == base_name(out)]
                 else:

@@ -6,6 +6,7 @@ damaged file becomes a `Missing` marker on the run. Which lesson a run belongs t
 from its name matched against the lessons it is given (the registry's): this module imports no lesson.
 """
 
+import errno
 import os
 import sys
 from dataclasses import dataclass, field
@@ -14,8 +15,9 @@ from pathlib import Path
 from workshop.logparse import (Missing, describe_bad_lines, is_summary, read_log_history, read_loggers, read_manifest,
                                read_text, read_trainer_out)
 from workshop.monitor_logs import read_gpu_csv, read_psrecord
-from workshop.report.handout_logs import deepspeed_facts, pair, sniff
+from workshop.report.handout_logs import deepspeed_facts, no_log_beside, pair, sniff
 from workshop.report.manifest_check import check_manifest
+from workshop.report.same_ids import shared_job_ids, tell_apart
 
 # Any one makes a folder a run folder; loggers.json alone: the training stopped before its manifest (a flag typo).
 RUN_MARKERS = ("manifest.json", "log_history.jsonl", "loggers.json")
@@ -49,7 +51,7 @@ def find_memory_logs(paths):
             candidates = [root]
         else:
             candidates = []
-            for dirpath, dirnames, filenames in os.walk(root):
+            for dirpath, dirnames, filenames in walk(root):
                 if any(marker in filenames for marker in RUN_MARKERS):
                     dirnames.clear()
                     continue
@@ -67,6 +69,26 @@ MEMORY_LOG_SUFFIXES = (".csv", ".txt", ".log")
 _SKIPPED = set()
 
 
+def skipped(path, why):
+    """Say on stderr, once per process, that `path` is left out and why (the tables show the other runs)."""
+    if path not in _SKIPPED:
+        _SKIPPED.add(path)
+        print(f"[fill_tables] skipped {path}: {why}", file=sys.stderr)
+
+
+def walk(root):
+    """os.walk over the folders this user may list and enter, naming each one it may not (os.walk passes over
+    them without a word; in one it may list but not enter, every file would raise)."""
+    why = "cannot read this folder ({}): any run in it is left out"
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda err: skipped(Path(err.filename),
+                                                                                  why.format(err.strerror))):
+        if not os.access(dirpath, os.X_OK):
+            skipped(Path(dirpath), why.format(os.strerror(errno.EACCES)))
+            dirnames.clear()
+            continue
+        yield dirpath, dirnames, filenames
+
+
 def find_runs(paths):
     """(run folders, bare .out files) under the given paths, each sorted; a .out named like a run folder
     (SLURM's <name>-<jobid>.out next to logs/<name>-<jobid>/) is left out, as are files inside run folders."""
@@ -76,7 +98,7 @@ def find_runs(paths):
             if root.suffix == ".out":
                 outs.add(root)
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in walk(root):
             if any(marker in filenames for marker in RUN_MARKERS):
                 run_dirs.add(Path(dirpath))
                 dirnames.clear()  # checkpoints and the like live below a run folder
@@ -86,9 +108,8 @@ def find_runs(paths):
     # realpath, which unlike Path.resolve does not raise on a symlink loop).
     run_dirs = sorted({os.path.realpath(d): d for d in run_dirs}.values())
     covered = {d.name for d in run_dirs}
-    for out in sorted(o for o in outs if not o.is_file() and o not in _SKIPPED):  # said once per process
-        _SKIPPED.add(out)
-        print(f"[fill_tables] skipped {out}: not a readable file (a broken link or a symlink loop)", file=sys.stderr)
+    for out in sorted(o for o in outs if not o.is_file()):
+        skipped(out, "not a readable file (a broken link or a symlink loop)")
     outs = sorted(o for o in {os.path.realpath(o): o for o in outs if o.is_file()}.values()
                   if o.stem not in covered and not any((o.parent / m).is_file() for m in RUN_MARKERS))
     return run_dirs, outs
@@ -225,8 +246,7 @@ def load_bare_out(path, lessons, logs=None):
         if kind in logs:
             setattr(run, kind, _take(run, reader(logs[kind]), logs[kind].name))
         else:
-            setattr(run, kind, Missing(f"n/a (no {what})", f"{path.name} has no {what} beside it with its job id "
-                                                           "or name (the handout's scripts write one)"))
+            setattr(run, kind, no_log_beside(path, kind, what))
     run.events = _take(run, read_trainer_out(path), path.name)
     run.status = guess_status(run.events, run.stdout)
     if facts:
@@ -266,6 +286,10 @@ def load_runs(paths, lessons):
     runs += [load_memory_log(path, kind, lessons) for path, kind in alone]
     for run in runs:
         run.notes += [note for note in notes if note.startswith(run.name + ": ")]
+    shared = shared_job_ids(outs)
+    tell_apart(runs)
+    for run in runs:
+        run.notes += [f"{run.name}: {shared[run.path]}"] if run.path in shared else []
     return runs
 
 
