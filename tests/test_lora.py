@@ -248,3 +248,47 @@ def test_the_lessons_table_compares_full_and_lora(lesson_logs):
     assert lora["saved model MiB"] < full["saved model MiB"]  # the adapter alone
     [answer] = [a for a in df.attrs["answers"] if a.startswith("bloom-tiny") and "plain Trainer" in a]
     assert f"{full['trainable parameters'] / lora['trainable parameters']:,.0f}x fewer" in answer
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def test_the_estimate_counts_the_closed_form_and_the_frozen_base_in_its_dtype():
+    from workshop.peft_estimate import NF4_BYTES, adapter_params, base_bytes, linear_layers, peft_states
+
+    bloom = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
+    hidden, layers = tiny_shape()
+    assert adapter_params("bloom-tiny", 16, bloom) == closed_form(16, hidden, layers)
+    assert adapter_params("bloom-560m", 8, bloom) == closed_form(8, 1024, 24) == adapter_params("bloom-560m", 8,
+                                                                                              "all-linear")
+    assert adapter_params("bloom-560m", 8, ["query_key_value"]) == 24 * 8 * (1024 + 3 * 1024)
+    _, total = linear_layers("bloom-560m")
+    assert base_bytes("bloom-560m", "lora", "fp16", deepspeed=False) == 4 * total  # the plain Trainer keeps fp32
+    assert base_bytes("bloom-560m", "lora", "bf16", deepspeed=True) == 2 * total
+    linear = 24 * 12 * 1024 * 1024  # BLOOM's blocks: 12 h^2 of linear weights each; the rest stays bf16
+    assert base_bytes("bloom-560m", "qlora", "bf16", True) == pytest.approx(linear * NF4_BYTES + (total - linear) * 2)
+    one, two = (peft_states("bloom-560m", "lora", 16, bloom, "bf16", stage=3, gpus=n) for n in (1, 2))
+    assert two["gpu"] == pytest.approx(one["gpu"] / 2)  # ZeRO 3 splits the frozen base and the adapters' states
+    offloaded = peft_states("bloom-560m", "lora", 16, bloom, "bf16", stage=3, offload="optimizer+params")
+    assert offloaded["gpu"] == 0 and offloaded["host"] == pytest.approx(one["gpu"])
+
+
+def test_the_preflight_lets_a_lora_run_that_fits_through_and_stops_full_fine_tuning(capsys):
+    from workshop.deepspeed.preflight import preflight
+
+    def refusal(*flags):
+        cfg = parse_args(["--model", "7b1", "--init", "random", "--host-memory-gib", "60", *flags], lesson="lora")
+        return preflight(cfg, None, None, gpus=1, precision="fp32")[1]
+
+    assert refusal("--peft", "none").startswith("bloom-7b1 under no DeepSpeed needs about 163")
+    assert refusal() is None  # LoRA: the fp32 base (26.3 GiB) and the activations, not 16 bytes a weight
+    assert "workshop.peft_estimate (lora)" in capsys.readouterr().out
+
+
+def test_the_estimate_answers_the_largest_bloom_per_card():
+    done = subprocess.run([sys.executable, "-m", "workshop.estimate", "--model", "7b1", "--peft", "lora",
+                           "--format", "json"], cwd=REPO, env={**job_env(), **OFFLINE}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {row["method"]: row for row in json.loads(done.stdout)}
+    assert rows["full"]["one_gpu_gib"] > rows["lora"]["one_gpu_gib"] > rows["qlora"]["one_gpu_gib"]
+    assert rows["qlora"]["largest BLOOM on 40 GB"] == "bloom-7b1"
+    assert rows["full"]["largest BLOOM on 80 GB"] != "bloom-7b1"
