@@ -292,3 +292,23 @@ def test_the_estimate_answers_the_largest_bloom_per_card():
     assert rows["full"]["one_gpu_gib"] > rows["lora"]["one_gpu_gib"] > rows["qlora"]["one_gpu_gib"]
     assert rows["qlora"]["largest BLOOM on 40 GB"] == "bloom-7b1"
     assert rows["full"]["largest BLOOM on 80 GB"] != "bloom-7b1"
+
+
+def test_lora_wraps_every_family_the_workshop_builds():
+    """Each tiny family with the adapters on its own linear layers (shapes.LINEAR_LAYERS): peft's trainable count is
+    the estimate's closed form, and a forward and backward pass reach every adapter."""
+    from workshop.adapters import targets
+    from workshop.model import load_model
+    from workshop.names import TINY_FAMILIES
+    from workshop.peft_estimate import adapter_params
+    from workshop.peft_model import apply_peft
+
+    for name in TINY_FAMILIES:
+        cfg = parse_args(["--model", name, "--profile", "tiny"], lesson="lora")
+        model, tokenizer = load_model(name)
+        model, record = apply_peft(model, cfg, cuda=False)
+        assert record["trainable_parameters"] == adapter_params(name, cfg.lora_r, targets(cfg)) > 0, name
+        ids = tokenizer(["Q: where? A: here"], return_tensors="pt")["input_ids"]
+        model(input_ids=ids, labels=ids).loss.backward()
+        adapters = [p for n, p in model.named_parameters() if "lora_A" in n]
+        assert adapters and all(p.grad is not None for p in adapters), name
