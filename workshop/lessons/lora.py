@@ -12,12 +12,12 @@ from matplotlib.figure import Figure
 
 from workshop.logparse import Missing
 from workshop.report.cells import cpu_peak, is_number, manifest_of
-from workshop.report.columns import HOST_PEAK, RESERVED
+from workshop.report.columns import RESERVED
+from workshop.report.compare import Side, compare, mismatch, refused
 from workshop.report.engine import Table
 from workshop.report.figures import grouped_bars, legend_all
 from workshop.report.select import latest_runs, setup_label, setup_of
 from workshop.report.speed_cells import STEADY_TOKENS, speed_row
-from workshop.report.spread import Spread
 
 METHODS = ("full", "lora", "qlora")
 TRAINABLE, SHARE = "trainable parameters", "trainable %"
@@ -92,34 +92,44 @@ def row_of(run):
 
 
 def _order(row):
-    return row["model"], METHODS.index(row["method"]) if row["method"] in METHODS else 9, row["stage"]
+    stage = row["stage"]
+    return (row["model"], -1 if stage == "plain Trainer" else int(stage.split()[1]), stage,
+            METHODS.index(row["method"]) if row["method"] in METHODS else 9)
 
 
 def table(runs):
     chosen, notes = latest_runs(runs, key=lambda run: (method_of(run), stage_of(run)))
     rows = sorted((row_of(run) for run in chosen), key=_order)
-    return rows, answers(rows), notes
+    return rows, answers(rows, {run.name: run for run in chosen}), notes
 
 
-def _rate(row):
-    value = row[STEADY_TOKENS]
-    return value.value if isinstance(value, Spread) else value
+# what a LoRA run and its full fine-tune may differ in and still be compared: the method, and its own settings
+PEFT_SETTINGS = ("peft", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "learning_rate", "config_name",
+                 "bf16", "precision")
 
 
-def answers(rows):
+def _script_stage(stage):
+    return "none" if stage == "plain Trainer" else "stage" + stage.split()[1] + ("_offload" if "offload" in stage
+                                                                                   else "")
+
+
+def answers(rows, runs):
     """How many fewer parameters LoRA trains than full fine-tuning, and what it did to memory, speed and loss,
-    for each (model, stage) that has both; a missing half says which run to make."""
-    found = []
-    by_where = {}
+    for each (model, stage) that has both (runs that differ in more than the method are not compared); a missing
+    half says which run to make."""
+    found, by_where = [], {}
     for row in rows:
         by_where.setdefault((row["model"], row["stage"]), {})[row["method"]] = row
     for (model, stage), methods in by_where.items():
         full, lora = methods.get("full"), methods.get("lora") or methods.get("qlora")
         if not (full and lora):
-            have = ", ".join(methods)
-            found.append(f"{model}, {stage}: only {have} so far: run `bash slurm/lora.slurm "
-                         f"{'none' if stage == 'plain Trainer' else 'STAGE'} --peft none` (full) and "
-                         "`bash slurm/lora.slurm` (LoRA) at the same stage to compare.")
+            flags = " --peft none" if lora else ""
+            found.append(f"{model}, {stage}: only {', '.join(methods)} so far: run `bash slurm/lora.slurm "
+                         f"{_script_stage(stage)}{flags}` with the same flags to compare.")
+            continue
+        differing = mismatch(runs[full["run"]], runs[lora["run"]], PEFT_SETTINGS)
+        if differing:
+            found.append(refused(f"{model}, {stage}", ("full", lora["method"]), differing))
             continue
         clauses = []
         if is_number(full[TRAINABLE]) and is_number(lora[TRAINABLE]):
@@ -128,8 +138,10 @@ def answers(rows):
         for column, what in (("peak GPU MiB", "peak GPU memory"), ("peak host MiB", "peak host memory")):
             if is_number(full[column]) and is_number(lora[column]):
                 clauses.append(f"{what} {lora[column]:,.0f} vs {full[column]:,.0f} MiB (single runs, no spread)")
-        if is_number(_rate(full)) and is_number(_rate(lora)):
-            clauses.append(f"steady tokens/s {_rate(lora):,.0f} vs {_rate(full):,.0f} (intervals in the table)")
+        speed = compare(Side("full", full[STEADY_TOKENS]), Side(lora["method"], lora[STEADY_TOKENS]),
+                        "steady real tokens/s")
+        if speed:
+            clauses.append(speed)
         if is_number(full[LOSS]) and is_number(lora[LOSS]):
             clauses.append(f"final eval loss {lora[LOSS]:.3f} vs {full[LOSS]:.3f}")
         found.append(f"{model}, {stage}: " + "; ".join(clauses) + ".")
