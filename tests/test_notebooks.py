@@ -67,7 +67,8 @@ def python3_kernel():
 MADE_ONCE = {"deepspeed_single_gpu": ("test_fill_tables_zero", "part1_logs", False),
              "deepspeed_multi_gpu": ("test_multi_gpu", "two_process_logs", True),
              "make_it_fast": ("test_fast", "made_fast_logs", False),
-             "precision_and_checkpointing": ("test_precision_checkpointing", "lesson5_logs", True)}
+             "precision_and_checkpointing": ("test_precision_checkpointing", "lesson5_logs", True),
+             "lora": ("test_lora", "lora_logs", True)}
 # What a lesson's output must not show: a machine's absolute paths, a Python identifier as a header or legend
 # entry (stage2_offload, command_started), a number with more digits than the CLI prints.
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:tmp|work|home|root|usr|var|opt|scratch)/")

@@ -54,15 +54,15 @@ def test_the_check_sees_a_file_no_lesson_names_and_a_name_with_no_file(tmp_path)
     copy = tmp_path / "repo"
     for folder in ("slurm", "notebooks", *{lesson.folder for lesson in LESSONS}):
         shutil.copytree(REPO / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (copy / "slurm" / "lora.slurm").write_text("#!/bin/bash\n")
-    (copy / "notebooks" / "06_lora.ipynb").write_text("{}")
-    (copy / "lora").mkdir()
-    (copy / "lora" / "train.py").write_text("")
+    (copy / "slurm" / "dpo.slurm").write_text("#!/bin/bash\n")
+    (copy / "notebooks" / "07_dpo.ipynb").write_text("{}")
+    (copy / "dpo").mkdir()
+    (copy / "dpo" / "train.py").write_text("")
     (copy / "notebooks" / LESSONS[-1].notebook).unlink()
     assert registry_problems(copy, LESSONS) == [
-        "lesson folder lora exists but no lesson names it",
-        "script slurm/lora.slurm exists but no lesson names it",
-        "notebook 06_lora.ipynb exists but no lesson names it",
+        "lesson folder dpo exists but no lesson names it",
+        "script slurm/dpo.slurm exists but no lesson names it",
+        "notebook 07_dpo.ipynb exists but no lesson names it",
         f"notebook {LESSONS[-1].notebook} is named but missing",
     ]
 
@@ -95,9 +95,9 @@ def test_the_shell_scripts_query_answers_from_the_registry():
     assert query("walkthrough", "make_it_fast").stdout == "make_it_fast slurm/fast.slurm --profile tiny\n"
     assert query("entry", "precision_and_checkpointing").stdout == "precision_and_checkpointing/train.py\n"
     assert query("configs", "deepspeed_multi_gpu").stdout.split() == list(LESSONS[2].configs)
-    bad = query("walkthrough", "lora")
+    bad = query("walkthrough", "dpo")
     assert (bad.returncode, bad.stdout) == (2, "")
-    assert bad.stderr.startswith("error: unknown lesson 'lora'\nusage: python -m workshop.lessons")
+    assert bad.stderr.startswith("error: unknown lesson 'dpo'\nusage: python -m workshop.lessons")
 
 
 def test_run_workshop_and_common_sh_keep_no_lesson_list_of_their_own():

@@ -16,7 +16,8 @@ import torch
 
 from workshop.errors import WorkshopError
 from workshop.data import format_prompt, load_squad, split
-from workshop.model import load_model, load_saved
+from workshop.model import load_model
+from workshop.peft_model import load_run_model
 from workshop.runlog import utc_now, write_json
 
 METRIC_DIR = Path(__file__).parent / "metrics" / "squad_em_f1"
@@ -94,9 +95,10 @@ def read_settings(run_dir: Path) -> dict:
 
 
 def saved_model(settings: dict, model_dir=None) -> Path:
-    """The run's fine-tuned model folder (<output_dir>/final unless given), checked to hold a model."""
+    """The run's fine-tuned model folder (<output_dir>/final unless given), checked to hold a model or a LoRA adapter
+    (a --peft run's, which workshop.peft_model.load_run_model puts on its rebuilt base)."""
     model_dir = Path(model_dir or Path(settings["output_dir"]) / "final")
-    if not (model_dir / "config.json").is_file():
+    if not any((model_dir / name).is_file() for name in ("config.json", "adapter_config.json")):
         raise WorkshopError(f"no saved model in {model_dir} (training saves <output_dir>/final; a relative "
                             "output_dir is relative to where training ran): pass --model-dir")
     return model_dir
@@ -123,7 +125,7 @@ def evaluate_run(run_dir, model_dir=None, limit=None, baseline=False, max_new_to
         report["before"] = score(model.to(device), tokenizer, examples, max_new_tokens, settings["max_length"],
                                  metric)
         del model
-    model, tokenizer = load_saved(model_dir)
+    model, tokenizer = load_run_model(settings, model_dir)
     report["after"] = score(model.to(device), tokenizer, examples, max_new_tokens, settings["max_length"], metric)
     write_json(run_dir / "answer_quality.json", report)
     return report

@@ -92,12 +92,23 @@ class Bookkeeping:
     diverge_patience: int = 3          # logged NaN/inf losses (or fp16 steps skipped at the minimum scale) in a row
 
 
+@dataclass
+class Peft:
+    """Parameter-efficient fine-tuning (lesson 6, workshop/adapters.py): the base model frozen, small LoRA adapters
+    trained beside its linear layers (lora), or the same over a 4-bit NF4 base (qlora, a CUDA GPU)."""
+    peft: str = "none"                # none | lora | qlora
+    lora_r: int = 16                  # the adapters' rank: each adapted layer gains r x (inputs + outputs) weights
+    lora_alpha: int = 32              # the adapters' output is scaled by alpha / r
+    lora_dropout: float = 0.05
+    lora_targets: Optional[str] = None  # comma-separated module names; None: every linear layer of the family
+
+
 SECTIONS = {"model and data": ModelData, "trainer": Trainer, "deepspeed and memory": DeepSpeedMemory,
-            "speed": Speed, "bookkeeping": Bookkeeping}
+            "speed": Speed, "peft": Peft, "bookkeeping": Bookkeeping}
 
 
 @dataclass
-class RunConfig(Bookkeeping, Speed, DeepSpeedMemory, Trainer, ModelData):  # fields in SECTIONS' order
+class RunConfig(Bookkeeping, Peft, Speed, DeepSpeedMemory, Trainer, ModelData):  # fields in SECTIONS' order
     def run_name(self) -> str:
         """The config's name in run folders and manifests: --config-name, else the DeepSpeed config's or lesson's."""
         return self.config_name or (Path(self.deepspeed).stem if self.deepspeed else self.lesson)
@@ -131,6 +142,7 @@ CHOICES = {
     "optim": ("adamw_torch", "adamw_torch_fused"),
     "attention": ("eager", "sdpa", "flex"),
     "precision": ("fp32", "fp16", "bf16"),
+    "peft": ("none", "lora", "qlora"),
 }
 PRECISIONS = {"fp32": (False, False), "fp16": (True, False), "bf16": (False, True)}  # -> (fp16, bf16)
 BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "chunked_loss",
@@ -151,6 +163,8 @@ HELP = {
                     "no full-vocabulary logits kept, and torch.compile traces it (default: off)",
     "torch_profiler": "profile 3 optimizer steps from step 6 with torch.profiler: profile_top.txt (operators by "
                       "their own time) and profile_trace.json.gz (the timeline) in the run folder (default: off)",
+    "lora_targets": "comma-separated module names to adapt (default: every linear layer of the model's family, "
+                    "BLOOM's query_key_value,dense,dense_h_to_4h,dense_4h_to_h; all-linear: peft's own choice)",
     "fewer_syncs": "count real tokens on the GPU and read them back once per log, not after every micro-batch "
                    "(default: off, as the Trainer does it)",
 }
@@ -170,6 +184,11 @@ RECIPES = {
     # lesson 3: lesson 2's configs, stage 0 unless --ds-config says otherwise, on the model that fills a GPU
     "deepspeed_multi_gpu": Recipe(dict(model="bigscience/bloom-1b7",
                                        deepspeed="deepspeed_single_gpu/configs/stage0.json"), require_deepspeed=True),
+    # lesson 6: LoRA adapters on a frozen base. Its learning rate is 10x full fine-tuning's 5e-5: the adapters start
+    # at zero (B = 0) and are few, so each step must move them further than it moves a full model's weights; about
+    # 10x is the usual LoRA rule (the PEFT and QLoRA papers train at 1e-4 to 3e-4 where full fine-tuning uses 1e-5
+    # to 5e-5). --profile tiny keeps its own rate, as for every lesson.
+    "lora": Recipe(dict(peft="lora", learning_rate=5e-4)),
 }
 
 

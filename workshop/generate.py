@@ -23,7 +23,7 @@ import torch
 from workshop.answer_quality import as_answer, eval_examples, new_tokens, read_settings, saved_model
 from workshop.data import format_prompt
 from workshop.errors import WorkshopError
-from workshop.model import load_saved
+from workshop.peft_model import load_run_model
 
 
 def deepspeed_inference(model, kernel_inject=True):
@@ -48,7 +48,9 @@ def load(run_dir, model_dir=None, engine="plain", kernel_inject=True):
         raise WorkshopError("--engine deepspeed needs a CUDA GPU (DeepSpeed-Inference runs its kernels there) and "
                             "none is visible here: use --engine plain, or run it on a GPU node (srun --gpus=1 ...)")
     settings = read_settings(Path(run_dir))
-    model, tokenizer = load_saved(saved_model(settings, model_dir))
+    model, tokenizer = load_run_model(settings, saved_model(settings, model_dir))
+    if engine == "deepspeed" and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()  # a LoRA adapter folded in: DeepSpeed-Inference sees a plain model
     if torch.cuda.is_available():  # both engines in fp16, so that a comparison of them is one of engines alone
         model = model.to("cuda", dtype=torch.float16)
     return (deepspeed_inference(model, kernel_inject) if engine == "deepspeed" else model), tokenizer, settings

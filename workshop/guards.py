@@ -207,7 +207,12 @@ def save_final(trainer, tokenizer, output_dir, is_main: bool):
 
     final = Path(output_dir) / "final"
     try:
-        save_model(trainer.model, tokenizer, final)
+        if hasattr(trainer.model, "peft_config"):  # --peft: the adapter alone, gathered from ZeRO 3's partitions
+            from workshop.peft_model import save_adapter
+
+            save_adapter(trainer.model, tokenizer, final, is_main)
+        else:
+            save_model(trainer.model, tokenizer, final)
     except Exception as err:
         if not is_disk_full(err, output_dir):
             raise

@@ -46,7 +46,7 @@ def load_model(name: str, init: str = "pretrained", seed: int = 0, device: str |
         # There are no trained weights for the tiny models: their "pretrained" state is a seeded random init.
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(TINY_DIR))
         torch.manual_seed(seed)
-        return build(model_config(model_id)), tokenizer
+        return build(model_config(model_id), seeded=True), tokenizer
     if init == "random":
         tokenizer = _tokenizer_for_random_init(model_id)
         embedded = Path(tokenizer.name_or_path) == TINY_DIR
@@ -59,14 +59,25 @@ def load_model(name: str, init: str = "pretrained", seed: int = 0, device: str |
     return _from_hub(model_id)
 
 
-def build(config):
+def build(config, seeded=False):
     """A causal LM with random weights. Under ZeRO-3 (a TrainingArguments with a stage-3 DeepSpeed config exists)
     it is built already partitioned by deepspeed.zero.Init, as from_pretrained does, so no process ever holds
-    the whole model: 28 GB of fp32 weights for bloom-7b1."""
+    the whole model: 28 GB of fp32 weights for bloom-7b1.
+
+    `seeded`: an embedded model, whose seeded random weights are its "pretrained" state. zero.Init's construction
+    draws other weights from the same seed, so under ZeRO-3 it is built whole (a few MB) and partitioned after
+    (zero.Init(module=...)): the same start on every stage, which a saved LoRA adapter and --baseline rebuild."""
     model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
-    if is_deepspeed_zero3_enabled():
+    if not is_deepspeed_zero3_enabled():
+        return model_class(config)
+    if not seeded:
         return model_class._from_config(config)
-    return model_class(config)
+    import deepspeed
+    from transformers.integrations.deepspeed import deepspeed_config
+
+    model = model_class(config)
+    deepspeed.zero.Init(module=model, config_dict_or_path=deepspeed_config())
+    return model
 
 
 def parameter_count(model) -> int:

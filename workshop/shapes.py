@@ -53,3 +53,11 @@ FAMILIES = {
         max_position_embeddings=32768, tie_word_embeddings=True),
         tiny=dict(_TINY, intermediate_size=128, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16)),
 }
+
+# Every linear layer of a family's decoder blocks, by module name: what LoRA adapts by default (workshop/adapters.py).
+# The output head (BLOOM's lm_head, tied to the 250,880-token embedding) is left out, as peft's "all-linear" does.
+_ATTENTION_MLP = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLaMA's naming
+_FUSED_QKV = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")  # BLOOM's, kept by GPT-NeoX and Falcon
+LINEAR_LAYERS = {"bloom": _FUSED_QKV, "gpt_neox": _FUSED_QKV, "falcon": _FUSED_QKV, "llama": _ATTENTION_MLP,
+                 "mistral": _ATTENTION_MLP, "qwen2": _ATTENTION_MLP, "gemma": _ATTENTION_MLP,
+                 "opt": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")}

@@ -128,6 +128,11 @@ def build_model(cfg: RunConfig, plan: Plan, run: RunLog):
     if cfg.fused_loss or cfg.chunked_loss:
         check_fused_loss(plan.ds_config)
         use_fused_loss(model, on_gpu=plan.cuda, chunked=cfg.chunked_loss)
+    if cfg.peft != "none":  # lesson 6: the base frozen, LoRA adapters trained (workshop/peft_model.py)
+        from workshop.peft_model import apply_peft
+
+        model, record = apply_peft(model, cfg, plan.cuda)
+        run.update(peft=record)
     return model, tokenizer
 
 

@@ -176,7 +176,13 @@ def main(argv=None):
                         help=f"{', '.join(MODELS)}, a family (llama, ...), a Hub id or a local folder")
     parser.add_argument("--gpus", type=int, nargs="+", default=[1], help="GPUs on the node (one node)")
     parser.add_argument("--format", default="markdown", choices=["markdown", "csv", "json"])
+    parser.add_argument("--peft", choices=["lora", "qlora"], help="also full fine-tuning vs LoRA vs QLoRA on one GPU "
+                        "and the largest BLOOM each fits on a 40 and an 80 GB card (workshop/peft_estimate.py)")
+    parser.add_argument("--lora-r", type=int, default=16, help="the adapters' rank (default: 16)")
     args = parser.parse_args(argv)
+    if args.peft:
+        peft_main(args)
+        return
 
     try:
         table = estimate_table(args.model, args.gpus)
@@ -191,6 +197,22 @@ def main(argv=None):
         print(table.to_csv(index=False, float_format="%.4f"), end="")
     else:
         print(table.to_json(orient="records", indent=1))
+
+
+def peft_main(args):
+    """--peft: the methods side by side, in GiB, as preflight counts them (model states + the lesson's activations)."""
+    from workshop.peft_estimate import method_table
+
+    if args.lora_r < 1:
+        raise SystemExit(f"error: --lora-r must be at least 1 (got {args.lora_r})")
+    table = pd.DataFrame(method_table(args.model, args.lora_r))
+    if args.format == "markdown":
+        print(f"{args.model} on one GPU, DeepSpeed ZeRO 0 in bf16, LoRA rank {args.lora_r} on every linear layer: "
+              "model states + activations of micro-batch 4 x 512 tokens + CUDA context, GiB\n")
+        print(table.to_markdown(index=False, floatfmt=".2f"))
+    else:
+        print(table.to_csv(index=False, float_format="%.4f") if args.format == "csv" else
+              table.to_json(orient="records", indent=1), end="")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,10 @@ def prepare(cfg: RunConfig, load=load_ops) -> Plan:
     cuda = torch.cuda.is_available()
     ds_config = load_deepspeed_config(cfg)  # first: a typo in the JSON fails before minutes of loading
     check_gpu_precision(cfg, ds_config, cuda)  # and so does fp16 on a machine without a GPU
+    if cfg.peft == "qlora":
+        from workshop.peft_model import check_qlora_device
+
+        check_qlora_device(cuda)  # and QLoRA without its 4-bit layers
     # The one place precision is decided: the Trainer, DeepSpeed, the preflight and the manifest all read it here.
     fp16, bf16 = resolve_precision(cfg, cuda, torch.cuda.is_bf16_supported() if cuda else True)
     if ds_config is not None:

@@ -167,6 +167,8 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None, precision="fp16"):
         print(f"[workshop] preflight: no estimate for {cfg.model} ({str(err).split(':')[0]}); skipped", flush=True)
         return None, None
     gpu_row, host_row, nvme = _offload_row(table, ds_config)
+    if cfg.peft != "none":  # DeepSpeed's estimators count every weight as trained
+        gpu_row, host_row = _peft_rows(cfg, model, gpu_row, host_row, precision, gpus, stage if ds_config else None)
     bytes_per_value = 4 if precision == "fp32" else 2
     activations = activation_gib(model, cfg.per_device_train_batch_size, cfg.max_length, bytes_per_value,
                                  cfg.gradient_checkpointing, cfg.chunked_loss or cfg.fused_loss)
@@ -201,6 +203,21 @@ def preflight(cfg, ds_config, gpu_total_gib=None, gpus=None, precision="fp16"):
     if refusal is None and limit is not None and host_gib > limit:
         refusal = _host_refusal(f"{model} under {where or 'no DeepSpeed'}", host_gib, limit, limit_source, ds_config)
     return record, refusal
+
+
+def _peft_rows(cfg, model, gpu_row, host_row, precision, gpus, stage):
+    """The rows' model states for a LoRA or QLoRA run (workshop/peft_estimate.py): the frozen base in its dtype and
+    the adapters' states, on the GPU or offloaded; the host also reads the fp32 model once per process first (ZeRO 3
+    builds it partitioned: once per node), with DeepSpeed's 1.5 buffer factor."""
+    from workshop.adapters import targets
+    from workshop.peft_estimate import peft_states
+
+    found = peft_states(model, cfg.peft, cfg.lora_r, targets(cfg), precision, stage, gpu_row.offload, gpus)
+    load = 4 * found["params"] * (1 if stage == 3 else gpus) * 1.5
+    gpu_row, host_row = gpu_row.copy(), host_row.copy()
+    gpu_row["gpu_gib_per_gpu"], gpu_row["source"] = found["gpu"] / GIB, f"workshop.peft_estimate ({cfg.peft})"
+    host_row["cpu_gib_per_node"] = max(found["host"], load) / GIB
+    return gpu_row, host_row
 
 
 def _host_refusal(what, host_gib, limit, limit_source, ds_config):

@@ -86,6 +86,14 @@ LESSONS = (
                         ("slurm/checkpointing.slurm", "on", "none", "fp32"),
                         ("slurm/checkpointing.slurm", "on", "stage2", "fp32")),
            walkthrough_args=("--max-steps", "10")),
+    # on a CPU: full fine-tuning and LoRA under the plain Trainer, and LoRA under ZeRO 3 (its adapter gathered from
+    # the partitions when saved); eight steps each. QLoRA needs bitsandbytes: its run is left to a GPU.
+    Lesson("lora", folder="lora", notebook="06_lora.ipynb", tables="workshop.lessons.lora",
+           configs=("stage2", "stage2_offload", "stage3", "stage3_offload"),
+           scripts=("slurm/lora.slurm", "slurm/qlora.slurm"),
+           walkthrough=(("slurm/lora.slurm", "none", "--peft", "none"), ("slurm/lora.slurm", "none"),
+                        ("slurm/lora.slurm", "stage3")),
+           walkthrough_args=("--max-steps", "8", "--save-strategy", "no")),
 )
 BY_NAME = {lesson.name: lesson for lesson in LESSONS}
 FOLDERS = tuple(dict.fromkeys(lesson.folder for lesson in LESSONS))  # the code every lesson runs from
