@@ -10,7 +10,7 @@
 # PLAN: `lesson` (bloom-560m, the whole lesson, every config), `sizes` (bloom-1b7, 3b, 7b1 as the workshop text
 # asks, 10 optimizer steps each), `small` (bloom-560m, every config, 20 steps), `extra` (NVMe offload, 7b1 at
 # micro-batch 1), `inference` (plain generate vs DeepSpeed-Inference without, then `inject` with its kernels),
-# `precision`, `precision_rest`, `checkpointing` or `max_batch` (lesson 5's tables:
+# `lora` (issue 25: full, LoRA and QLoRA at 560m and 1b7, 7b1 QLoRA in 40 GB), `precision`, `precision_rest`, `checkpointing` or `max_batch` (lesson 5's tables:
 # workshop/lessons/precision_and_checkpointing.py),
 # `offload` (issue 28: bloom-1b7 resident vs offload vs ZenFlow, then lesson 2's owed bloom-560m rows),
 # `families` (a non-BLOOM architecture at ~1B: TinyLlama
@@ -181,6 +181,16 @@ plan() {
             echo "fast --model 560m --init random --data embedded --subset 4000 --max-steps 30 --save-strategy no" \
                 "--no-save-final --no-score-answers --eval-strategy no --fewer-syncs --chunked-loss --attention $a"
         done ;;
+    lora)  # issue 25 (lesson 6) on one GPU: full fine-tuning, LoRA and QLoRA of bloom-560m and 1b7 under the plain
+        # Trainer in bf16, LoRA under ZeRO 3 beside them, the same 30 steps each; then bloom-7b1's QLoRA within the
+        # class's 40 GB (--gpu-memory-limit 40). Full fine-tuning at the baseline's rate, LoRA at the lesson's.
+        for m in 560m 1b7; do
+            echo "lora none --peft none --learning-rate 5e-5 --model $m --bf16 --subset 10000 --max-steps 30 $SHORT"
+            echo "lora none --model $m --bf16 --subset 10000 --max-steps 30 $SHORT"
+            echo "qlora none --model $m --subset 10000 --max-steps 30 $SHORT"
+            echo "lora stage3 --model $m --bf16 --subset 10000 --max-steps 30 $SHORT"
+        done
+        echo "qlora none --model 7b1 --gpu-memory-limit 40 --subset 2000 --max-steps 10 $SHORT" ;;
     precision)  # lesson 5: bloom-560m, the plain Trainer and ZeRO 0-3, each in fp32, fp16 and bf16 (eval at the end)
         for s in none stage0 stage1 stage2 stage3; do
             for p in fp32 fp16 bf16; do echo "precision $s $p --model 560m --subset 10000 --max-steps 40 $P5"; done
