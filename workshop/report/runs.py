@@ -80,8 +80,12 @@ def walk(root):
     """os.walk over the folders this user may list and enter, naming each one it may not (os.walk passes over
     them without a word; in one it may list but not enter, every file would raise)."""
     why = "cannot read this folder ({}): any run in it is left out"
-    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda err: skipped(Path(err.filename),
-                                                                                  why.format(err.strerror))):
+
+    def refused(err):  # a folder that is not there (yet: a notebook's empty classroom) holds no runs: no word
+        if err.errno != errno.ENOENT:
+            skipped(Path(err.filename), why.format(err.strerror))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=refused):
         if not os.access(dirpath, os.X_OK):
             skipped(Path(dirpath), why.format(os.strerror(errno.EACCES)))
             dirnames.clear()
