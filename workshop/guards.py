@@ -207,7 +207,12 @@ def save_final(trainer, tokenizer, output_dir, is_main: bool):
 
     final = Path(output_dir) / "final"
     try:
-        save_model(trainer.model, tokenizer, final)
+        if getattr(trainer, "is_deepspeed_enabled", False):
+            # under ZeRO-3 each process holds a slice of each large tensor: the Trainer gathers them
+            # (stage3_gather_16bit_weights_on_model_save); the model's own save_pretrained wrote Size([0]) tensors
+            trainer.save_model(str(final))
+        else:
+            save_model(trainer.model, tokenizer, final)
     except Exception as err:
         if not is_disk_full(err, output_dir):
             raise

@@ -18,6 +18,7 @@ from workshop.config import RunConfig, Trainer as TrainerSection
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
 from workshop.deepspeed.plan import Plan, prepare, stop_if_refused
 from workshop.deepspeed.setup import cpu_deepspeed_state
+from workshop.export import use_universal
 from workshop.entry import fail, main  # noqa: F401 (the entry's names, where the lessons' scripts found them)
 from workshop.fewer_syncs import FewerSyncsTrainer
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
@@ -44,6 +45,7 @@ def train(cfg: RunConfig, run: RunLog):
     plan = prepare(cfg, load=lambda ds_config: load_ops_outside_training(run, ds_config))
     run.update(**plan.record())
     stop_if_refused(plan)
+    use_universal(cfg.resume, plan.ds_config)  # a universal checkpoint resumes under any stage and process count
     # The arguments come before the model: with a ZeRO-3 config they make the model be built partitioned
     # (deepspeed.zero.Init, in from_pretrained and in workshop.model.build) for as long as they exist.
     args = training_arguments(cfg, plan)
