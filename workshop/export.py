@@ -49,7 +49,7 @@ def checkpoint_format(checkpoint: Path) -> str:
     """deepspeed (a `latest` tag and global_step*/ shards), dcp (FSDP2's sharded state) or plain (already a model)."""
     if (checkpoint / "latest").is_file() and any(checkpoint.glob("global_step*")):
         return "deepspeed"
-    if any(checkpoint.glob("pytorch_model_fsdp_*")) or (checkpoint / "fsdp_model" / ".metadata").is_file():
+    if (checkpoint / "fsdp_dcp" / ".metadata").is_file():  # workshop.fsdp.DCP_FOLDER
         return "dcp"
     if (checkpoint / "model.safetensors").is_file() or any(checkpoint.glob("model-*.safetensors")):
         return "plain"

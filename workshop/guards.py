@@ -207,8 +207,8 @@ def save_final(trainer, tokenizer, output_dir, is_main: bool):
 
     final = Path(output_dir) / "final"
     try:
-        if getattr(trainer, "is_deepspeed_enabled", False):
-            # under ZeRO-3 each process holds a slice of each large tensor: the Trainer gathers them
+        if getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "shards_itself", False):
+            # under ZeRO-3 (or FSDP2) each process holds a slice of each large tensor: the Trainer gathers them
             # (stage3_gather_16bit_weights_on_model_save); the model's own save_pretrained wrote Size([0]) tensors
             trainer.save_model(str(final))
         else:
