@@ -62,7 +62,7 @@ def shard(model, mode: str, bf16: bool, fp16: bool):
     mesh = init_device_mesh("cuda" if torch.cuda.is_available() else "cpu", (dist.get_world_size(),))
     extra = {"mesh": mesh, **settings}
     if offload:
-        extra["offload_policy"] = CPUOffloadPolicy()
+        extra["offload_policy"] = CPUOffloadPolicy(pin_memory=torch.cuda.is_available())  # no pinning without a GPU
     if bf16:  # computed in bf16, gradients reduced in fp32 (as ZeRO's bf16 keeps fp32 master weights)
         extra["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     if torch.cuda.is_available() and not offload:
