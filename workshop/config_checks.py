@@ -59,8 +59,8 @@ def validate(cfg):
     if cfg.fp16 and cfg.bf16:
         raise WorkshopError("choose one of --fp16 and --bf16")
     if cfg.fsdp and cfg.deepspeed:
-        raise WorkshopError(f"choose one of --fsdp {cfg.fsdp} (PyTorch's FSDP2) and --deepspeed {cfg.deepspeed} (ZeRO): "
-                            "both shard the model, only one can")
+        raise WorkshopError(f"choose one of --fsdp {cfg.fsdp} (PyTorch's FSDP2) and --deepspeed {cfg.deepspeed} "
+                            "(ZeRO): both shard the model, only one can")
     if cfg.fused_loss and cfg.chunked_loss:
         raise WorkshopError("choose one of --fused-loss (Liger's kernel) and --chunked-loss (plain PyTorch)")
 

@@ -69,7 +69,8 @@ def read_weights(checkpoint: Path, kind: str) -> dict:
         return read_dcp_weights(checkpoint)
     from safetensors.torch import load_file
 
-    return {key: value for path in sorted(checkpoint.glob("model*.safetensors")) for key, value in load_file(path).items()}
+    return {key: value for path in sorted(checkpoint.glob("model*.safetensors"))
+            for key, value in load_file(path).items()}
 
 
 def model_with(checkpoint: Path, weights: dict):

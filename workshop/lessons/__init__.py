@@ -86,6 +86,11 @@ LESSONS = (
                         ("slurm/checkpointing.slurm", "on", "none", "fp32"),
                         ("slurm/checkpointing.slurm", "on", "stage2", "fp32")),
            walkthrough_args=("--max-steps", "10")),
+    # lesson 7: FSDP2 beside the ZeRO config it maps to, two processes each (GPUS=2), four steps
+    Lesson("fsdp", folder="fsdp", notebook="07_fsdp.ipynb", tables="workshop.lessons.fsdp",
+           configs=("stage2", "stage3", "stage3_offload"), multi_process=True, scripts=("slurm/fsdp.slurm",),
+           walkthrough=(("slurm/fsdp.slurm", "full_shard"), ("slurm/fsdp.slurm", "stage3")),
+           walkthrough_args=("--max-steps", "4", "--eval-strategy", "no", "--save-strategy", "no")),
 )
 BY_NAME = {lesson.name: lesson for lesson in LESSONS}
 FOLDERS = tuple(dict.fromkeys(lesson.folder for lesson in LESSONS))  # the code every lesson runs from
