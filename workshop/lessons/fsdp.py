@@ -43,7 +43,7 @@ def mapping(runs):
     for config, mode in PAIRS:
         zero, fsdp = _zero(config), MODES[mode]
         rows.append({
-            "ZeRO config": config, "ZeRO shards": _sharded(zero["stage"]), "ZeRO offload": _offload(zero),
+            "ZeRO config": config, "ZeRO stage": zero["stage"], "ZeRO shards": _sharded(zero["stage"]), "ZeRO offload": _offload(zero),
             "--fsdp": mode,
             # FSDP2 always shards parameters at rest; reshard_after_forward decides whether they stay sharded
             # between forward and backward (ZeRO-3) or stay whole until the backward is done (ZeRO-2's footprint)
@@ -115,7 +115,8 @@ def states_bars(table):
     fig = Figure(figsize=(10, 4.5), layout="constrained")
     left, right = fig.subplots(1, 2)
     rows = [] if table is None else [row for _, row in table.iterrows()]
-    groups = [f"{row['sharding']}\n{row['GPUs (processes)']} process(es)" for row in rows]
+    # labels in words: "FSDP2 full shard", not the flag's identifier
+    groups = [f"{str(row['sharding']).replace('_', ' ')}\n{row['GPUs (processes)']} process(es)" for row in rows]
     notes = []
     for ax, column, unit in ((left, MODEL_STATES_COL.name, "MiB per process"),
                              (right, "host peak RSS MiB (manifest)", "MiB (one process)")):
