@@ -145,3 +145,13 @@ def test_other_modes_train_sharded(mode, tmp_path):
     record = manifest(tmp_path / "run")
     assert record["settings"]["fsdp"] == mode and record["wrapping"]["dtensor_parameters"] > 0
     assert sorted(losses(tmp_path / "run")) == [1, 2]
+
+
+def test_resuming_an_fsdp_run_is_refused_in_one_line(one_process, tmp_path):
+    """The Trainer's own resume would read one rank's optimizer file into a sharded model: refused, not guessed."""
+    checkpoint = Path(manifest(one_process)["settings"]["output_dir"]) / "checkpoint-2"
+    done = train(tmp_path, "full_shard", 1, *STEPS, "--subset-size", "40", "--resume", str(checkpoint))
+    assert done.returncode == 2, done.stderr[-3000:]
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: resuming an --fsdp run is not supported yet ({checkpoint})")
+    assert manifest(tmp_path / "run")["status"] == "failed"
