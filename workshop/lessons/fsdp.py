@@ -43,7 +43,8 @@ def mapping(runs):
     for config, mode in PAIRS:
         zero, fsdp = _zero(config), MODES[mode]
         rows.append({
-            "ZeRO config": config, "ZeRO stage": zero["stage"], "ZeRO shards": _sharded(zero["stage"]), "ZeRO offload": _offload(zero),
+            "ZeRO config": config, "ZeRO stage": zero["stage"], "ZeRO shards": _sharded(zero["stage"]),
+            "ZeRO offload": _offload(zero),
             "--fsdp": mode,
             # FSDP2 always shards parameters at rest; reshard_after_forward decides whether they stay sharded
             # between forward and backward (ZeRO-3) or stay whole until the backward is done (ZeRO-2's footprint)
