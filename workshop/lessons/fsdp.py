@@ -38,7 +38,10 @@ def _sharded(stage: int) -> str:
 
 
 def mapping(runs):
-    """The mapping table (it reads the files, not the runs: it is the same for every class)."""
+    """The mapping table (it reads the files, not the runs: it is the same for every class), shown where the logs
+    hold a run of this lesson (a folder of other lessons' runs gets no table of lesson 7's)."""
+    if not runs:
+        return [], [], []
     rows = []
     for config, mode in PAIRS:
         zero, fsdp = _zero(config), MODES[mode]
