@@ -37,7 +37,8 @@ class ActivationsCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if args.torch_compile:
             return
-        self.weights = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
+        # FSDP2's parameters are DTensors: their storage is this process's shard
+        self.weights = {getattr(p, "_local_tensor", p).untyped_storage().data_ptr() for p in self.model.parameters()}
         self.hooks = [self.model.register_forward_pre_hook(self._forward_begins),
                       self.model.register_forward_hook(self._forward_ends)]
         self.context = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)

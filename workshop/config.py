@@ -60,6 +60,7 @@ class DeepSpeedMemory:
     gpu_memory_limit: Optional[float] = None  # GiB a process may allocate per GPU: 80 makes an H200 an H100 80GB
     host_memory_gib: Optional[float] = None   # the node's usable RAM for the preflight, when it is read wrongly
     nvme_path: Optional[str] = None           # where NVMe offload (stage3_offload_nvme) keeps its swap files
+    fsdp: Optional[str] = None        # PyTorch's FSDP2 instead of ZeRO: full_shard|shard_grad_op|full_shard_offload
 
 
 @dataclass
@@ -143,6 +144,7 @@ CHOICES = {
     "attention": ("eager", "sdpa", "flex"),
     "precision": ("fp32", "fp16", "bf16"),
     "peft": ("none", "lora", "qlora"),
+    "fsdp": ("full_shard", "shard_grad_op", "full_shard_offload"),
 }
 PRECISIONS = {"fp32": (False, False), "fp16": (True, False), "bf16": (False, True)}  # -> (fp16, bf16)
 BOOLEAN_FLAGS = ("fp16", "bf16", "gradient_checkpointing", "torch_compile", "fused_loss", "chunked_loss",
@@ -157,6 +159,8 @@ HELP = {
     "precision": "fp32, fp16 or bf16 for the Trainer and the DeepSpeed config at once (default: as --fp16/--bf16 "
                  "say; the lesson's fp16, fp32 without a GPU)",
     "gradient_checkpointing": "recompute activations in the backward pass: less memory, more time (default: off)",
+    "fsdp": "shard with PyTorch's FSDP2 instead of DeepSpeed: full_shard (~ZeRO-3), shard_grad_op (~ZeRO-2), "
+            "full_shard_offload (~ZeRO-3 + CPU offload); workshop/fsdp.py (default: off)",
     "score_answers": "EM/F1 of the saved model on the held-out examples at the end (default: on with a CUDA GPU)",
     "score_limit": "--score-answers on the first N held-out examples only (default: all)",
     "chunked_loss": "the loss from the last hidden states, 1024 tokens at a time, gradients in the forward pass: "

@@ -61,6 +61,9 @@ def validate(cfg):
     from workshop.adapters import check as check_peft
 
     check_peft(cfg)
+    if cfg.fsdp and cfg.deepspeed:
+        raise WorkshopError(f"choose one of --fsdp {cfg.fsdp} (PyTorch's FSDP2) and --deepspeed {cfg.deepspeed} "
+                            "(ZeRO): both shard the model, only one can")
     if cfg.fused_loss and cfg.chunked_loss:
         raise WorkshopError("choose one of --fused-loss (Liger's kernel) and --chunked-loss (plain PyTorch)")
 

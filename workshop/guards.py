@@ -211,6 +211,10 @@ def save_final(trainer, tokenizer, output_dir, is_main: bool):
             from workshop.peft_model import save_adapter
 
             save_adapter(trainer.model, tokenizer, final, is_main)
+        elif getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "shards_itself", False):
+            # under ZeRO-3 (or FSDP2) each process holds a slice of each large tensor: the Trainer gathers them
+            # (stage3_gather_16bit_weights_on_model_save); the model's own save_pretrained wrote Size([0]) tensors
+            trainer.save_model(str(final))
         else:
             save_model(trainer.model, tokenizer, final)
     except Exception as err:

@@ -34,6 +34,7 @@ class _Memory:
         self.spans = []
 
     def new_bytes(self, tensor) -> int:
+        tensor = _local(tensor)
         if tensor is None or tensor.numel() == 0 or tensor.device.type == "meta":
             return 0
         start = tensor.data_ptr()
@@ -53,8 +54,14 @@ def _states(optimizer, memory: _Memory) -> int:
                if torch.is_tensor(value) and value.dim() > 0)
 
 
+def _local(tensor):
+    """This process's part of a tensor: its shard of an FSDP2 DTensor, else the tensor itself."""
+    return getattr(tensor, "_local_tensor", tensor)
+
+
 def _whole_gradients(model) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    """A gradient per trainable parameter, as large as this process's part of it (FSDP2 reduce-scatters them)."""
+    return sum(_local(p).numel() * p.element_size() for p in model.parameters() if p.requires_grad)
 
 
 def plain_model_states(model, optimizer) -> dict:

@@ -18,8 +18,10 @@ from workshop.config import RunConfig, Trainer as TrainerSection
 from workshop.data import collator, load_squad, pack, real_tokens, split, tokenize
 from workshop.deepspeed.plan import Plan, prepare, stop_if_refused
 from workshop.deepspeed.setup import cpu_deepspeed_state
+from workshop.export import use_universal
 from workshop.entry import fail, main  # noqa: F401 (the entry's names, where the lessons' scripts found them)
 from workshop.fewer_syncs import FewerSyncsTrainer
+from workshop.fsdp import WrappingCallback, fsdp_trainer, process_group, shard
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
 from workshop.guards import (DivergenceCallback, RunStopped, diverged_stop, disk_full_stop, is_disk_full,
                              is_lost_rank, last_whole_checkpoint, lost_rank_stop, save_final, set_aside_partial)
@@ -44,6 +46,7 @@ def train(cfg: RunConfig, run: RunLog):
     plan = prepare(cfg, load=lambda ds_config: load_ops_outside_training(run, ds_config))
     run.update(**plan.record())
     stop_if_refused(plan)
+    use_universal(cfg.resume, plan.ds_config)  # a universal checkpoint resumes under any stage and process count
     # The arguments come before the model: with a ZeRO-3 config they make the model be built partitioned
     # (deepspeed.zero.Init, in from_pretrained and in workshop.model.build) for as long as they exist.
     args = training_arguments(cfg, plan)
@@ -58,6 +61,8 @@ def train(cfg: RunConfig, run: RunLog):
     STARTUP.mark("data_ready")
 
     trainer_class = FewerSyncsTrainer if cfg.fewer_syncs else Trainer
+    if cfg.fsdp:
+        trainer_class = fsdp_trainer(trainer_class)
     trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                             data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
                             callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run), SealCallback(),
@@ -102,7 +107,8 @@ def training_arguments(cfg: RunConfig, plan: Plan) -> TrainingArguments:
         **cfg.section(TrainerSection),
         fp16=plan.fp16,
         bf16=plan.bf16,
-        use_cpu=plan.bf16 and not plan.cuda,  # the Trainer refuses bf16 without a GPU unless told it is a CPU run
+        # the Trainer refuses bf16 without a GPU unless told it is a CPU run; FSDP2 on CPUs runs over gloo
+        use_cpu=(plan.bf16 or bool(cfg.fsdp)) and not plan.cuda,
         **{CHECKPOINTING: cfg.gradient_checkpointing},
         torch_compile=cfg.torch_compile,
         **({"optim": cfg.optim} if cfg.optim else {}),
@@ -113,6 +119,7 @@ def training_arguments(cfg: RunConfig, plan: Plan) -> TrainingArguments:
         push_to_hub=False,
         report_to="none",
         **cpu_deepspeed_state(plan.ds_config, cfg.dist_timeout),
+        **process_group(cfg, plan.cuda),
     )
 
 
@@ -123,6 +130,8 @@ def build_model(cfg: RunConfig, plan: Plan, run: RunLog):
     if partitioned:
         print(f"[workshop] ZeRO-3: model created partitioned (deepspeed.zero.Init): {partitioned} parameter "
               "tensors, none whole in this process", flush=True)
+    if cfg.fsdp:
+        shard(model, cfg.fsdp, plan.bf16, plan.fp16)
     run.update(created_partitioned=partitioned, tokenizer=tokenizer_record(tokenizer, model),
                attention_layers_replaced=use_attention(model, cfg.attention))
     if cfg.fused_loss or cfg.chunked_loss:
@@ -145,6 +154,7 @@ def add_callbacks(trainer, cfg: RunConfig, run: RunLog) -> DivergenceCallback:
     guard = DivergenceCallback(cfg.diverge_patience)
     trainer.add_callback(guard)
     trainer.add_callback(ModelStatesCallback(run, trainer))
+    trainer.add_callback(WrappingCallback(run, trainer, cfg.fsdp))
     trainer.add_callback(ActivationsCallback(run, model))
     if cfg.torch_profiler:
         trainer.add_callback(ProfilerCallback(run.dir, enabled=run.enabled))

@@ -94,6 +94,11 @@ LESSONS = (
            walkthrough=(("slurm/lora.slurm", "none", "--peft", "none"), ("slurm/lora.slurm", "none"),
                         ("slurm/lora.slurm", "stage3")),
            walkthrough_args=("--max-steps", "8", "--save-strategy", "no")),
+    # lesson 7: FSDP2 beside the ZeRO config it maps to, two processes each (GPUS=2), four steps
+    Lesson("fsdp", folder="fsdp", notebook="07_fsdp.ipynb", tables="workshop.lessons.fsdp",
+           configs=("stage2", "stage3", "stage3_offload"), multi_process=True, scripts=("slurm/fsdp.slurm",),
+           walkthrough=(("slurm/fsdp.slurm", "full_shard"), ("slurm/fsdp.slurm", "stage3")),
+           walkthrough_args=("--max-steps", "4", "--eval-strategy", "no", "--save-strategy", "no")),
 )
 BY_NAME = {lesson.name: lesson for lesson in LESSONS}
 FOLDERS = tuple(dict.fromkeys(lesson.folder for lesson in LESSONS))  # the code every lesson runs from

@@ -1,0 +1,132 @@
+"""Lesson 7, FSDP2 beside ZeRO (fsdp/train.py, slurm/fsdp.slurm, notebooks/07): two tables.
+
+`fsdp_mapping`: which ZeRO config the lesson runs beside which --fsdp mode, generated from the JSON files the runs
+read and workshop/fsdp.py's MODES (not typed by hand): what each shards, where each offloads, and which ZeRO knobs of
+those files have no FSDP2 counterpart in the lesson. `fsdp_measured`: one row per run of the lesson, ZeRO and FSDP2
+alike: what wrapped the model (the manifest's `wrapping`, not the flag), model-state bytes per process, host peak,
+steady step time with its interval, the loss after the same steps.
+"""
+import json
+
+from workshop.config import REPO
+from workshop.fsdp import MODES
+from workshop.logparse import Missing
+from workshop.report.cells import manifest_of, manifest_value
+from workshop.report.columns import (HOST_PEAK_COL, MODEL_STATES_COL, PEAK_GPU_COL, PROCESSES_COL, RUN_COL,
+                                     STATES_WHERE_COL, STATUS_COL, STEADY_STEP_COL, Column, _events, row_of)
+from workshop.report.engine import Table
+
+PAIRS = (("stage2", "shard_grad_op"), ("stage3", "full_shard"), ("stage3_offload", "full_shard_offload"))
+CONFIGS = tuple(zero for zero, _ in PAIRS)  # the registry's `configs` of the lesson
+MAPPED = {"stage", "offload_param", "offload_optimizer"}  # the knobs the mapping's columns read
+
+
+def _zero(name: str) -> dict:
+    return json.loads((REPO / "deepspeed_single_gpu" / "configs" / f"{name}.json").read_text())["zero_optimization"]
+
+
+def _offload(zero: dict) -> str:
+    parts = [f"{part} -> {zero[key]['device']}" for part, key in (("parameters", "offload_param"),
+                                                                   ("optimizer", "offload_optimizer"))
+             if isinstance(zero.get(key), dict) and zero[key].get("device", "none") != "none"]
+    return ", ".join(parts) or "none"
+
+
+def _sharded(stage: int) -> str:
+    return {1: "optimizer states", 2: "optimizer states, gradients",
+            3: "optimizer states, gradients, parameters"}.get(stage, "nothing")
+
+
+def mapping(runs):
+    """The mapping table (it reads the files, not the runs: it is the same for every class), shown where the logs
+    hold a run of this lesson (a folder of other lessons' runs gets no table of lesson 7's)."""
+    if not runs:
+        return [], [], []
+    rows = []
+    for config, mode in PAIRS:
+        zero, fsdp = _zero(config), MODES[mode]
+        rows.append({
+            "ZeRO config": config, "ZeRO stage": zero["stage"], "ZeRO shards": _sharded(zero["stage"]),
+            "ZeRO offload": _offload(zero),
+            "--fsdp": mode,
+            # FSDP2 always shards parameters at rest; reshard_after_forward decides whether they stay sharded
+            # between forward and backward (ZeRO-3) or stay whole until the backward is done (ZeRO-2's footprint)
+            "FSDP2 reshard_after_forward": fsdp["reshard_after_forward"],
+            "FSDP2 offload": "parameters, gradients, optimizer -> cpu (CPUOffloadPolicy)" if fsdp.get("offload")
+            else "none",
+            "ZeRO knobs without an FSDP2 counterpart": ", ".join(sorted(set(zero) - MAPPED)) or "none",
+        })
+    notes = ["generated from deepspeed_single_gpu/configs/<config>.json and workshop/fsdp.py's MODES",
+             "stage3_gather_16bit_weights_on_model_save: FSDP2 gathers the whole model at save time instead "
+             "(workshop.fsdp.full_state_dict); its checkpoint's sharded state is DCP (fsdp_dcp/)"]
+    return rows, [], notes
+
+
+def _sharding(run):
+    settings = manifest_of(run).get("settings") or {}
+    if settings.get("fsdp"):
+        return f"FSDP2 {settings['fsdp']}"
+    stage = manifest_of(run).get("zero_stage")
+    return f"ZeRO-{stage}" if stage is not None else Missing("n/a (no record)", "neither --fsdp nor a ZeRO stage")
+
+
+def _wrapped(run):
+    record = manifest_of(run).get("wrapping")
+    if not isinstance(record, dict):
+        return Missing("n/a (not recorded)", "runs before issue 26 did not record what wrapped the model")
+    return (f"{record.get('wrapper')}: {record.get('dtensor_parameters')}/{record.get('parameters')} DTensor, "
+            f"share {record.get('local_share')}")
+
+
+def _last_loss(run):
+    losses = [event for event in _events(run) if "loss" in event]
+    return losses[-1]["loss"] if losses else Missing("n/a (no loss logged)")
+
+
+def _last_step(run):
+    losses = [event for event in _events(run) if "loss" in event]
+    return losses[-1].get("step") if losses else Missing("n/a (no loss logged)")
+
+
+MEASURED_COLUMNS = (
+    RUN_COL, STATUS_COL, Column("sharding", "", "--fsdp mode or ZeRO stage", _sharding), PROCESSES_COL,
+    Column("wrapped by", "", "what the Trainer trained, and how many parameters were DTensor shards (manifest)",
+           _wrapped),
+    MODEL_STATES_COL, STATES_WHERE_COL, PEAK_GPU_COL, HOST_PEAK_COL,
+    Column("host peak RSS MiB (manifest)", "MiB", "the training process's own peak RSS",
+           lambda run: manifest_value(run, "peak_memory", "host_peak_rss_mib", what="peak_memory.host_peak_rss_mib")),
+    STEADY_STEP_COL, Column("last logged step", "", "the step of the last logged loss", _last_step),
+    Column("loss (last logged)", "", "the last logged training loss: equal steps, equal data, comparable",
+           _last_loss))
+
+
+def measured(run):
+    return row_of(run, MEASURED_COLUMNS)
+
+
+TABLES = (Table("fsdp_mapping", "ZeRO <-> FSDP2: the lesson's configs side by side (generated)", mapping,
+                each_run=False),
+          Table("fsdp_measured", "ZeRO and FSDP2 measured on the same runs (one row per run)", measured))
+
+
+def states_bars(table):
+    """Lesson 7: model-state MiB per process (left) and host peak RSS (right), one bar per run, ZeRO and FSDP2 side
+    by side, from build_tables(...)["fsdp_measured"] (or None). A cell without a number gets no bar."""
+    from matplotlib.figure import Figure
+
+    from workshop.report.figures import grouped_bars, legend_all
+
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    rows = [] if table is None else [row for _, row in table.iterrows()]
+    # labels in words: "FSDP2 full shard", not the flag's identifier
+    groups = [f"{str(row['sharding']).replace('_', ' ')}\n{row['GPUs (processes)']} process(es)" for row in rows]
+    notes = []
+    for ax, column, unit in ((left, MODEL_STATES_COL.name, "MiB per process"),
+                             (right, "host peak RSS MiB (manifest)", "MiB (one process)")):
+        values = {(group, "run"): row.get(column) for group, row in zip(groups, rows)}
+        if not grouped_bars(ax, groups, ("run",), values, unit) and rows:
+            notes.append(f"{column}: no numbers (see the table's notes)")
+        ax.set_title(column, fontsize=11)
+    fig.suptitle("ZeRO and FSDP2 on the same runs", fontsize=12)
+    return legend_all(fig, [left, right], notes)
