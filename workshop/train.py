@@ -21,6 +21,7 @@ from workshop.deepspeed.setup import cpu_deepspeed_state
 from workshop.entry import fail, main  # noqa: F401 (the entry's names, where the lessons' scripts found them)
 from workshop.fewer_syncs import FewerSyncsTrainer
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
+from workshop import live_view
 from workshop.guards import (DivergenceCallback, diverged_stop, disk_full_stop, is_disk_full, is_lost_rank,
                              last_whole_checkpoint, lost_rank_stop, save_final, set_aside_partial)
 from workshop.model import load_model, parameter_count, tokenizer_record
@@ -58,6 +59,8 @@ def train(cfg: RunConfig, run: RunLog):
     STARTUP.mark("data_ready")
 
     trainer_class = FewerSyncsTrainer if cfg.fewer_syncs else Trainer
+    if "tensorboard" in args.report_to:
+        live_view.log_into(run.dir)
     trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                             data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
                             callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run), SealCallback(),
@@ -109,7 +112,7 @@ def training_arguments(cfg: RunConfig, plan: Plan) -> TrainingArguments:
         ddp_timeout=cfg.dist_timeout,
         deepspeed=plan.ds_config,
         push_to_hub=False,
-        report_to="none",
+        report_to=live_view.report_to(),  # `tensorboard --logdir logs/`: the live view (workshop/live_view.py)
         **cpu_deepspeed_state(plan.ds_config, cfg.dist_timeout),
     )
 
@@ -139,6 +142,8 @@ def add_callbacks(trainer, cfg: RunConfig, run: RunLog) -> DivergenceCallback:
     trainer.add_callback(guard)
     trainer.add_callback(ModelStatesCallback(run, trainer))
     trainer.add_callback(ActivationsCallback(run, model))
+    if "tensorboard" in trainer.args.report_to:  # after the Trainer's own TensorBoard callback, which it adds first
+        trainer.add_callback(live_view.MemorySeries(run.dir, trainer))
     if cfg.torch_profiler:
         trainer.add_callback(ProfilerCallback(run.dir, enabled=run.enabled))
     run.update(train_samples=len(train_set), eval_samples=len(trainer.eval_dataset),
