@@ -10,6 +10,7 @@ Without the loggers (a plain `python -m workshop.train`) the host series is this
 
 Without the tensorboard package a run trains as before and says once that there is no live view.
 """
+import contextlib
 import os
 from pathlib import Path
 
@@ -24,16 +25,24 @@ def report_to() -> str:
     try:
         import tensorboard  # noqa: F401  (a missing or broken install alike: no live view)
     except ImportError:
-        print(NOT_INSTALLED, flush=True)
+        if os.environ.get("RANK", "0") == "0":  # once per run, not once per process
+            print(NOT_INSTALLED, flush=True)
         return "none"
     return "tensorboard"
 
 
-def log_into(run_dir) -> Path:
-    """Point the Trainer's TensorBoard callback at the run folder (unless the user chose a folder), before the
-    Trainer is built: the callback reads TENSORBOARD_LOGGING_DIR as it is made."""
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(run_dir) / "tensorboard"))
-    return Path(os.environ["TENSORBOARD_LOGGING_DIR"])
+@contextlib.contextmanager
+def logging_into(run_dir):
+    """While the Trainer is built, point its TensorBoard callback (which reads TENSORBOARD_LOGGING_DIR as it is
+    made) at the run folder, unless the user chose a folder; then put the variable back, so that neither a second
+    training in this process nor a child process inherits this run's folder."""
+    chosen = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = chosen or str(Path(run_dir) / "tensorboard")
+    try:
+        yield
+    finally:
+        if chosen is None:
+            del os.environ["TENSORBOARD_LOGGING_DIR"]
 
 
 class _Tail:

@@ -59,12 +59,12 @@ def train(cfg: RunConfig, run: RunLog):
     STARTUP.mark("data_ready")
 
     trainer_class = FewerSyncsTrainer if cfg.fewer_syncs else Trainer
-    if "tensorboard" in args.report_to:
-        live_view.log_into(run.dir)
-    trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                            data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
-                            callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run), SealCallback(),
-                                       StepTimesCallback(run.dir / "steps.jsonl", run.enabled), WindowsCallback(run)])
+    with live_view.logging_into(run.dir):  # the Trainer's TensorBoard events into the run folder
+        trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                                data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
+                                callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run), SealCallback(),
+                                           StepTimesCallback(run.dir / "steps.jsonl", run.enabled),
+                                           WindowsCallback(run)])
     if cfg.torch_compile:
         drop_last_train_batch(trainer)
     STARTUP.mark("trainer_built")
