@@ -85,21 +85,18 @@ def deepspeed_checks(ops, nvme) -> list:
     except PackageNotFoundError:
         return [Check("DeepSpeed", "FAIL", "not installed", "pip install -e .")]
     from workshop.deepspeed.config import quiet_deepspeed
-    from workshop.deepspeed.ops import extensions_dir
+    from workshop.deepspeed.ops import extensions_dir, is_prebuilt
 
     with quiet_deepspeed():
-        from deepspeed.git_version_info import installed_ops
+        missing = [op for op in ops if not is_prebuilt(op)]
     folder = extensions_dir()
-    built = {op for op in ops if any((folder / op).glob("*.so"))}
-    wheel = {op for op in ops if installed_ops.get(op)}
-    missing = [op for op in ops if op not in built | wheel]
     checks = [Check("DeepSpeed", "OK", f"{ds_version}")]
     if missing:
         checks.append(Check("DeepSpeed ops", "WARN", f"{', '.join(missing)} not prebuilt: each compiles inside the "
                             f"first job that loads it (minutes of a GPU allocation); build folder {folder}",
                             f"python -m workshop.prebuild_ops --ops {' '.join(missing)}"))
     else:
-        checks.append(Check("DeepSpeed ops", "OK", f"{', '.join(ops)} prebuilt" + (f" ({folder})" if built else "")))
+        checks.append(Check("DeepSpeed ops", "OK", f"{', '.join(ops)} prebuilt (DeepSpeed's wheel or {folder})"))
     if nvme:
         from workshop.deepspeed.preflight import check_async_io
 
