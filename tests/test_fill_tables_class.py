@@ -53,8 +53,8 @@ def test_the_class_table_gives_median_range_count_and_names_the_slow_student(tmp
     assert speed["far"] == ["dave"]
     loss = rows["Train Loss (Final)"]  # the same run copied: no spread, nobody far
     assert loss["n"] == 4 and loss["min"] == loss["max"] == summary_of(COMPLETE)["train_loss"] and loss["far"] == []
-    assert f"dave: Training Speed (samples/sec) {speeds['dave']:.4g} against the class's median {speed['median']:.4g}: " \
-        "far from the rest, worth a look" in table["notes"]
+    assert (f"dave: Training Speed (samples/sec) {speeds['dave']:.4g} against the class's median "
+            f"{speed['median']:.4g}: far from the rest, worth a look") in table["notes"]
     assert "4 of 5 students have this table: alice, bob, carol, dave" in table["notes"]
 
     markdown = fill("--class", str(root))

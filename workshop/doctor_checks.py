@@ -26,7 +26,7 @@ class Check:
         return asdict(self)
 
 
-def lesson_runs(lessons, model):
+def lesson_runs(lessons):
     """(lesson name, config name or None, DeepSpeed JSON path or None, processes) for every config of the lessons,
     as each lesson runs it."""
     from workshop.config import REPO
@@ -42,14 +42,14 @@ def lesson_runs(lessons, model):
 
 
 def preflight_needs(lessons, model, gpu_gib, scratch):
-    """[(lesson, config, record, script)] of the preflight's record (gpu_gib, host_gib, ...) for every config, or a Check
-    saying why there is no estimate. The preflight's own lines are kept out of the doctor's table."""
+    """[(lesson, config, record, script)] of the preflight's record (gpu_gib, host_gib, ...) for every config, or a
+    Check saying why there is no estimate. The preflight's own lines are kept out of the doctor's table."""
     from workshop.config import parse_args
     from workshop.deepspeed.config import load_ds_config
     from workshop.deepspeed.preflight import preflight
 
     needs = []
-    for lesson, config, path, processes in lesson_runs(lessons, model):
+    for lesson, config, path, processes in lesson_runs(lessons):
         argv = ["--model", model] if model else []
         cfg = parse_args(argv + (["--ds-config", str(path)] if path else []), lesson=lesson)
         ds_config = load_ds_config(path) if path else None
