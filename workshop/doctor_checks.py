@@ -52,7 +52,11 @@ def preflight_needs(lessons, model, gpu_gib, scratch):
     for lesson, config, path, processes in lesson_runs(lessons):
         argv = ["--model", model] if model else []
         cfg = parse_args(argv + (["--ds-config", str(path)] if path else []), lesson=lesson)
-        ds_config = load_ds_config(path) if path else None
+        try:
+            ds_config = load_ds_config(path) if path else None
+        except ImportError as err:  # read with DeepSpeed's own config models
+            return [], Check("memory estimate", "WARN", f"no preflight estimate without DeepSpeed ({err})",
+                             "pip install -e .")
         for section in (ds_config or {}).get("zero_optimization", {}).values():
             if isinstance(section, dict) and section.get("device") == "nvme":
                 section["nvme_path"] = scratch  # the real path is the NVMe check's: here only the figures
@@ -213,5 +217,5 @@ def disk_check(folder, params) -> Check:
     if free < need:
         return Check("disk for checkpoints", "FAIL", f"{free:.1f} GiB free under {where} < about {need:.1f} GiB "
                      "a checkpoint takes", "--output-dir on a file system with more space (or --save-strategy no)")
-    return Check("disk for checkpoints", "OK", f"{free:.1f} GiB free under {where} (a checkpoint: about "
-                 f"{need:.1f} GiB)")
+    size = f"{need:.1f} GiB" if need >= 1 else f"{need * 1024:.0f} MiB"
+    return Check("disk for checkpoints", "OK", f"{free:.1f} GiB free under {where} (a checkpoint: about {size})")
