@@ -82,3 +82,17 @@ def test_each_fault_fails_with_its_fix_and_json_parses(tmp_path):
     assert "ipykernel install --sys-prefix --name deepspeed-workshop" in checks["Jupyter kernel"]["fix"]
     for check in checks.values():  # every failure says how to fix it
         assert check["status"] in ("OK", "WARN", "FAIL") and (check["status"] == "OK" or check["fix"]), check
+
+
+def test_the_cost_of_a_build_is_the_longest_compile_the_runs_here_measured(tmp_path):
+    """The manifests' excluded_windows (workshop/windows.py): a window that compiled counts, a load does not."""
+    from workshop.doctor_checks import measured_build_seconds
+
+    real = json.loads((REPO / "tests" / "data" / "logs" / "run_complete" / "baseline-1001" / "manifest.json")
+                      .read_text())
+    assert measured_build_seconds(tmp_path) is None
+    for name, seconds, compiled in (("stage2-1", 48.5, True), ("stage2-2", 2.1, False), ("stage3-3", 31.0, True)):
+        (tmp_path / name).mkdir()
+        window = {"what": "deepspeed_ops", "start": 0, "end": seconds, "seconds": seconds, "compiled": compiled}
+        (tmp_path / name / "manifest.json").write_text(json.dumps({**real, "excluded_windows": [window]}))
+    assert measured_build_seconds(tmp_path) == (48.5, "stage2-1")

@@ -19,8 +19,8 @@ import sys
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 
-from workshop.doctor_checks import (Check, cache_checks, disk_check, gpu_memory_check, memory_checks, nvme_check,
-                                    preflight_needs, shm_check)
+from workshop.doctor_checks import (Check, cache_checks, disk_check, gpu_memory_check, measured_build_seconds,
+                                    memory_checks, nvme_check, preflight_needs, shm_check)
 from workshop.errors import WorkshopError
 
 KERNEL = "deepspeed-workshop"
@@ -91,9 +91,12 @@ def deepspeed_checks(ops, nvme) -> list:
         missing = [op for op in ops if not is_prebuilt(op)]
     folder = extensions_dir()
     checks = [Check("DeepSpeed", "OK", f"{ds_version}")]
+    measured = measured_build_seconds()
+    cost = (f"{measured[0]:.0f} s in {measured[1]}, the longest build measured under logs/" if measured
+            else "no build measured under logs/ yet")
     if missing:
         checks.append(Check("DeepSpeed ops", "WARN", f"{', '.join(missing)} not prebuilt: each compiles inside the "
-                            f"first job that loads it (minutes of a GPU allocation); build folder {folder}",
+                            f"first job that loads it ({cost}); build folder {folder}",
                             f"python -m workshop.prebuild_ops --ops {' '.join(missing)}"))
     else:
         checks.append(Check("DeepSpeed ops", "OK", f"{', '.join(ops)} prebuilt (DeepSpeed's wheel or {folder})"))

@@ -219,3 +219,21 @@ def disk_check(folder, params) -> Check:
                      "a checkpoint takes", "--output-dir on a file system with more space (or --save-strategy no)")
     size = f"{need:.1f} GiB" if need >= 1 else f"{need * 1024:.0f} MiB"
     return Check("disk for checkpoints", "OK", f"{free:.1f} GiB free under {where} (a checkpoint: about {size})")
+
+
+def measured_build_seconds(logs="logs", newest=200):
+    """(seconds, run) of the longest DeepSpeed op window that compiled, among the newest run folders under logs/
+    (the manifests' excluded_windows, workshop/windows.py), or None where no run here compiled one."""
+    import json
+
+    manifests = sorted(Path(logs).glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)[-newest:]
+    found = []
+    for path in manifests:
+        try:
+            windows = json.loads(path.read_text()).get("excluded_windows") or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        found += [(w["seconds"], path.parent.name) for w in windows if isinstance(w, dict) and
+                  w.get("what") == "deepspeed_ops" and w.get("compiled") and isinstance(w.get("seconds"), (int, float))]
+    return max(found, default=None)
+
