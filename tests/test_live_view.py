@@ -48,3 +48,24 @@ def test_without_tensorboard_a_run_trains_and_says_so_once(tmp_path):
     assert output.count("tensorboard is not installed, so this run writes no live view") == 1
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "completed"
     assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_the_gpu_series_reads_nvidia_smis_csv_as_it_grows(tmp_path):
+    """The H100's real nvidia-smi CSV, arriving in two pieces cut mid-line: each GPU's peak is the parser's
+    (workshop.monitor_logs), and the half-written line waits for its end."""
+    from workshop.live_view import _Tail, _gpu_peaks
+    from workshop.monitor_logs import read_gpu_csv
+
+    real = (REPO / "tests" / "data" / "logs" / "gpu" / "h100_real.csv").read_bytes()
+    growing = tmp_path / "gpu_memory.csv"
+    tail, cut = _Tail(growing), len(real) // 2
+    growing.write_bytes(real[:cut])
+    first = tail.lines()
+    with open(growing, "ab") as handle:
+        handle.write(real[cut:])
+    second = tail.lines()
+    assert "\n".join(first + second) + "\n" == real.decode()  # every line once, none cut
+    frame = read_gpu_csv(REPO / "tests" / "data" / "logs" / "gpu" / "h100_real.csv").data
+    expected = frame.groupby("index")["memory_used_mib"].max()
+    peaks = {int(index): peak for index, peak in _gpu_peaks(first + second).items()}
+    assert peaks == {int(index): float(peak) for index, peak in expected.items()} and max(peaks.values()) > 0
