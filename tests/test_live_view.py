@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from workshop.monitor_logs import read_psrecord
@@ -13,6 +15,7 @@ from workshop.monitor_logs import read_psrecord
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_a_tiny_runs_events_hold_its_loss_and_memory(lesson_logs):
     [run_dir] = lesson_logs("baseline", ("slurm/baseline.slurm",)).glob("baseline-local*")
     events = EventAccumulator(str(run_dir / "tensorboard"))
@@ -32,6 +35,7 @@ def test_a_tiny_runs_events_hold_its_loss_and_memory(lesson_logs):
     assert not [tag for tag in tags if tag.startswith("memory/gpu")]  # a CPU run: gpu_memory.csv says no GPU
 
 
+@pytest.mark.slow
 def test_without_tensorboard_a_run_trains_and_says_so_once(tmp_path):
     hidden = tmp_path / "hidden" / "tensorboard"
     hidden.mkdir(parents=True)

@@ -4,7 +4,10 @@ them all. On a real captured DeepSpeed run's output, and on lesson 2's tiny walk
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from test_slurm import job_env
+from workshop.lessons import BY_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 # a real DeepSpeed run's train.out (an H100, through the deepspeed launcher): INFO lines, hostfile, mismatch notices
@@ -46,11 +49,12 @@ def test_verbose_shows_every_line(tmp_path):
     assert (run_dir / "train.out").read_text() == CAPTURED.read_text()
 
 
+@pytest.mark.slow
 def test_a_tiny_deepspeed_run_says_what_it_does_and_leaves_out_the_noise(lesson_logs):
     logs = lesson_logs("deepspeed_single_gpu", ("slurm/stage0.slurm",))
     [run_dir] = logs.glob("stage0-local*")
-    index = next(i for i, run in enumerate(__import__("workshop.lessons", fromlist=["BY_NAME"]).BY_NAME[
-        "deepspeed_single_gpu"].walkthrough) if run == ("slurm/stage0.slurm",))
+    # the script's own output, kept beside the shared logs/ by conftest.py's walkthrough_logs (one folder a run)
+    index = BY_NAME["deepspeed_single_gpu"].walkthrough.index(("slurm/stage0.slurm",))
     shown = (logs.parent.parent / f"{logs.parent.name}-{index}" / "output.txt").read_text()
     full = (run_dir / "train.out").read_text()
     assert "] [INFO] [" in full and "] [INFO] [" not in shown
