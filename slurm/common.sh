@@ -62,7 +62,10 @@ workshop_run() {
     local name=$1
     shift 2
     refuse_flags "each job gets its own logs/NAME-JOBID; a requeued job (same id) resumes there" --run-dir -- "$@"
-    local cmd=("$@")
+    local cmd=() arg
+    for arg in "$@"; do  # --verbose is this script's, not the training's
+        if [[ $arg == --verbose ]]; then WORKSHOP_VERBOSE=1; else cmd+=("$arg"); fi
+    done
 
     command -v "$PYTHON" >/dev/null || die "python '$PYTHON' not found: activate the workshop venv or set WORKSHOP_PYTHON"
     local psrecord
@@ -88,7 +91,7 @@ workshop_run() {
     trap '_workshop_on_signal INT' INT
 
     # tee through fd 3: $! after `exec` is tee's pid, so the exit trap can let it finish train.out.
-    exec 3> >(tee "$RUN_DIR/train.out")
+    exec 3> >(tee "$RUN_DIR/train.out" | _shown)
     TEE_PID=$!
     export WORKSHOP_COMMAND_AT
     WORKSHOP_COMMAND_AT=$(date +%s.%N)  # before the fork: the child's start time is the fork's
@@ -224,6 +227,30 @@ workshop_precision() {
     else
         workshop_deepspeed_as "$name" "$entry" "$stage" --precision "$precision" --config-name "$name" "$@"
     fi
+}
+
+# What a student reads: the training's output without the lines that say nothing to act on (DeepSpeed's INFO
+# lines, its launcher's environment dump, and warnings known to be harmless here), with one line at the end
+# saying how many were left out. train.out keeps every line; --verbose (or WORKSHOP_VERBOSE=1) shows them all.
+QUIET_LINES=(
+    '^\[[0-9: ,-]+\] \[INFO\] '                                  # DeepSpeed's INFO lines (launcher, engine)
+    'Unable to find hostfile, will proceed with training'           # one node: no hostfile is the normal case
+    'Setting accelerator to CPU'                                     # a CPU run: the manifest says the device
+    'Gradient accumulation steps mismatch: GradientAccumulationPlugin' # the DeepSpeed config's value is used
+    'destroy_process_group\(\) was not called before program exit'  # torch at exit, after the run is saved
+    "'pin_memory' argument is set as true but no accelerator"       # a CPU run: nothing to pin, nothing lost
+    '(FutureWarning|DeprecationWarning): '                           # libraries' deprecations: not the student's
+)
+_shown() {
+    if [[ ${WORKSHOP_VERBOSE:-0} == 1 ]]; then cat; return; fi
+    # a Python warning is two lines, `file:line: Category: message` and the source line under it (indented): a
+    # warning left out takes its source line with it
+    QUIET_RE=$(IFS='|'; echo "${QUIET_LINES[*]}") awk '
+        warned && /^  +[^ ]/ { left++; warned = 0; next }
+        $0 ~ ENVIRON["QUIET_RE"] { left++; warned = /Warning: /; next }
+        { warned = 0; print; fflush() }
+        END { if (left) printf "[workshop] %d lines of DeepSpeed INFO and known-harmless warnings left out here; " \
+              "train.out has every line (--verbose shows them)\n", left }'
 }
 
 # _keep_earlier_attempt: a requeued job (`sbatch --requeue`; same job id, so the same run folder and output dir)

@@ -2,10 +2,14 @@
 
     python -m workshop.fill_tables logs/ [more dirs, .out files, nvidia-smi CSVs, psrecord logs]
                                    [--by-run] [--format markdown|csv|json]
+    python -m workshop.fill_tables --class DIR [--format ...]   # DIR/<student>/: the class side by side
 
 Every exercise table is printed as the handout lays it out (same rows, columns, units), filled from the latest
 completed run of each cell, followed by its quiz questions' computed answers and notes (one line per cause,
-naming the runs). `--by-run` prints one row per run instead: an instructor comparing a whole class.
+naming the runs). `--by-run` prints one row per run instead: an instructor comparing a whole class. `--class DIR`
+(one folder of logs per student or team under DIR) prints every table with, per cell, the class's median, range
+and how many students have a figure, and names the students whose figure is far from the rest
+(workshop/report/classroom.py).
 
 A run is a run folder (`logs/<run_id>/`, see docs/DESIGN.md) or the handout's own logs: a SLURM `.out` with the
 nvidia-smi CSV and psrecord log of the same job beside it (see workshop/report/handout_logs.py). Each lesson's
@@ -68,12 +72,17 @@ def unreadable_paths(paths):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m workshop.fill_tables", description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="*", default=["logs"],
+    parser.add_argument("paths", nargs="*", default=[],
                         help="log dirs, .out files, nvidia-smi CSVs or psrecord logs (default: logs)")
     parser.add_argument("--by-run", action="store_true", help="one row per run instead of the handout's layout")
     parser.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown",
                         help="markdown (with answers and notes), csv (one block per table, after a '# key' line), json")
+    parser.add_argument("--class", dest="class_dir", metavar="DIR",
+                        help="DIR holds one folder of logs per student: the class's median, range and count per cell")
     args = parser.parse_args(argv)
+    if args.class_dir:
+        return class_main(args)
+    args.paths = args.paths or ["logs"]
     problem = unreadable_paths(args.paths)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -87,6 +96,27 @@ def main(argv=None):
     tables = build_tables(args.paths, by_run=args.by_run)
     if not tables:
         print(f"no tables yet for the lessons of the {found} runs under {', '.join(args.paths)}")
+        return 0
+    print(render(tables, args.format))
+    return 0
+
+
+def class_main(args):
+    from workshop.report.classroom import class_tables
+
+    folder = Path(args.class_dir)
+    students = sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
+    if args.by_run or args.paths:
+        print("error: --class DIR reads only DIR's student folders, one table for the class (no --by-run, no paths)",
+              file=sys.stderr)
+        return 2
+    if not students:
+        print(f"error: {folder} holds no student folders: put each student's logs/ in {folder}/<name>/",
+              file=sys.stderr)
+        return 2
+    tables = class_tables({student.name: build_tables([student]) for student in students})
+    if not tables:
+        print(f"no tables yet: none of the {len(students)} student folders under {folder} holds a run")
         return 0
     print(render(tables, args.format))
     return 0

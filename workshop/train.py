@@ -23,6 +23,7 @@ from workshop.entry import fail, main  # noqa: F401 (the entry's names, where th
 from workshop.fewer_syncs import FewerSyncsTrainer
 from workshop.fsdp import WrappingCallback, fsdp_trainer, process_group, shard
 from workshop.fused_loss import check_supported as check_fused_loss, use_fused_loss
+from workshop import live_view
 from workshop.guards import (DivergenceCallback, RunStopped, diverged_stop, disk_full_stop, is_disk_full,
                              is_lost_rank, last_whole_checkpoint, lost_rank_stop, save_final, set_aside_partial)
 from workshop.model import load_model, parameter_count, tokenizer_record
@@ -63,10 +64,12 @@ def train(cfg: RunConfig, run: RunLog):
     trainer_class = FewerSyncsTrainer if cfg.fewer_syncs else Trainer
     if cfg.fsdp:
         trainer_class = fsdp_trainer(trainer_class)
-    trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                            data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
-                            callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run), SealCallback(),
-                                       StepTimesCallback(run.dir / "steps.jsonl", run.enabled), WindowsCallback(run)])
+    with live_view.logging_into(run.dir):  # the Trainer's TensorBoard events into the run folder
+        trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                                data_collator=collator(tokenizer, cfg.padding), processing_class=tokenizer,
+                                callbacks=[run.callback(), StepsCallback(run), STARTUP.callback(run), SealCallback(),
+                                           StepTimesCallback(run.dir / "steps.jsonl", run.enabled),
+                                           WindowsCallback(run)])
     if cfg.torch_compile:
         drop_last_train_batch(trainer)
     STARTUP.mark("trainer_built")
@@ -117,7 +120,7 @@ def training_arguments(cfg: RunConfig, plan: Plan) -> TrainingArguments:
         ddp_timeout=cfg.dist_timeout,
         deepspeed=plan.ds_config,
         push_to_hub=False,
-        report_to="none",
+        report_to=live_view.report_to(),  # `tensorboard --logdir logs/`: the live view (workshop/live_view.py)
         **cpu_deepspeed_state(plan.ds_config, cfg.dist_timeout),
         **process_group(cfg, plan.cuda),
     )
@@ -156,6 +159,8 @@ def add_callbacks(trainer, cfg: RunConfig, run: RunLog) -> DivergenceCallback:
     trainer.add_callback(ModelStatesCallback(run, trainer))
     trainer.add_callback(WrappingCallback(run, trainer, cfg.fsdp))
     trainer.add_callback(ActivationsCallback(run, model))
+    if "tensorboard" in trainer.args.report_to:  # after the Trainer's own TensorBoard callback, which it adds first
+        trainer.add_callback(live_view.MemorySeries(run.dir, trainer))
     if cfg.torch_profiler:
         trainer.add_callback(ProfilerCallback(run.dir, enabled=run.enabled))
     run.update(train_samples=len(train_set), eval_samples=len(trainer.eval_dataset),

@@ -151,6 +151,16 @@ def build_lock(op_name):
         yield
 
 
+def is_prebuilt(op_name) -> bool:
+    """Whether loading this op is a load, not a compile: built into DeepSpeed's wheel (DS_BUILD_*), or a build in
+    the workshop's folder (extensions_dir)."""
+    from deepspeed.git_version_info import installed_ops
+
+    if installed_ops.get(op_name):
+        return True
+    return any((extensions_dir() / op_name).glob("*.so"))
+
+
 def build(op_name):
     """JIT-build (or load the cached build of) one op; returns the seconds it took."""
     from deepspeed.ops.op_builder.all_ops import ALL_OPS  # the builders of the current accelerator

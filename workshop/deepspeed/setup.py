@@ -11,7 +11,7 @@ import torch
 from workshop.config import RunConfig
 from workshop.deepspeed.config import load_ds_config, needed_ops, zero_stage
 from workshop.errors import WorkshopError
-from workshop.deepspeed.ops import build, setup_build_env
+from workshop.deepspeed.ops import build, is_prebuilt, setup_build_env
 from workshop.deepspeed.preflight import emulated_card
 
 
@@ -79,6 +79,9 @@ def load_ops(ds_config: dict):
     """Load (or, the first time on this machine, build) the DeepSpeed ops this config uses, before the Trainer's
     clock starts: train_runtime then never holds a JIT build. In this process, so a job starts no extra Python."""
     for op in needed_ops(ds_config):
+        if not is_prebuilt(op):  # said before the silence of a compile, not only after it
+            print(f"[workshop] building DeepSpeed's {op} (a C++ compile, once on this machine; later jobs load it; "
+                  "`python -m workshop.prebuild_ops` before class keeps it out of the jobs) ...", flush=True)
         seconds = build(op)
         if seconds > 30:  # a real compile, not a load: say how to keep it out of the next class's jobs
             print(f"[workshop] built DeepSpeed's {op} in {seconds:.0f} s; builds are kept and reused "

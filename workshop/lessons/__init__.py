@@ -103,7 +103,7 @@ LESSONS = (
 BY_NAME = {lesson.name: lesson for lesson in LESSONS}
 FOLDERS = tuple(dict.fromkeys(lesson.folder for lesson in LESSONS))  # the code every lesson runs from
 # slurm/ files that serve every lesson rather than one
-SHARED_SCRIPTS = ("slurm/common.sh",)
+SHARED_SCRIPTS = ("slurm/common.sh", "slurm/doctor.slurm")  # the doctor checks a node for every lesson
 
 
 USAGE = ("usage: python -m workshop.lessons configs LESSON | entry LESSON | walkthrough [LESSON...]\n"
