@@ -86,9 +86,7 @@ class Bookkeeping:
     save_final: bool = True           # the trained model in <output-dir>/final (--no-save-final: sweeps)
     score_answers: Optional[bool] = None  # EM/F1 of the saved model at the end; None: on with a CUDA GPU only
     score_limit: Optional[int] = None     # --score-answers on the first N held-out examples only
-    # [failures] how long a rank waits in a collective for the others before it gives up (a rank or node died):
-    # bounded, so survivors exit in minutes instead of the 30-minute default
-    dist_timeout: int = 300
+    dist_timeout: int = 300  # s a rank waits in a collective for a dead peer (torch's default: 30 minutes)
     resume: str = "auto"               # auto | never | a checkpoint-N folder: where training goes on (resume.py)
     diverge_patience: int = 3          # logged NaN/inf losses (or fp16 steps skipped at the minimum scale) in a row
 
@@ -104,8 +102,8 @@ class Peft:
     lora_targets: Optional[str] = None  # comma-separated module names; None: every linear layer of the family
 
 
-SECTIONS = {"model and data": ModelData, "trainer": Trainer, "deepspeed and memory": DeepSpeedMemory,
-            "speed": Speed, "peft": Peft, "bookkeeping": Bookkeeping}
+SECTIONS = {"model and data": ModelData, "trainer": Trainer, "deepspeed and memory": DeepSpeedMemory, "speed": Speed,
+            "peft": Peft, "bookkeeping": Bookkeeping}
 
 
 @dataclass
@@ -127,8 +125,7 @@ PROFILES = {
                  learning_rate=3e-3, logging_steps=2),
     # `--profile laptop`: a ~100M-parameter BLOOM (workshop/shapes.py) whose fp32 Adam states (1.6 GB) outweigh the
     # process's libraries, so ZeRO and offload show in a laptop's host memory. Short rows, one row an optimizer step
-    # (a step's Adam update costs about as much as its 32 tokens), no checkpoints (1.2 GB each): 14 steps, estimated
-    # (not measured: the dev machine's cores were shared) at well under a minute on 2 idle cores
+    # (a step's Adam update costs about as much as its 32 tokens), no checkpoints (1.2 GB each)
     "laptop": dict(model="bloom-laptop", data="embedded", subset_size=16, max_length=32, num_train_epochs=1,
                    per_device_train_batch_size=1, per_device_eval_batch_size=4, gradient_accumulation_steps=1,
                    learning_rate=3e-4, logging_steps=2, save_strategy="no", save_final=False),
