@@ -19,18 +19,21 @@ def test_committed_references_name_device_date_command_and_runs():
     assert baseline.folder == H100 and baseline.device.startswith("NVIDIA H100 80GB HBM3") and baseline.date == "2026-11-25"
     assert baseline.command.startswith("bash slurm/baseline.slurm") and [run.name for run in baseline.runs] == [
         "baseline-local20261125-125516-611"]
-    zenflow, offload, h200, zero = reference.find("deepspeed_single_gpu")  # the newest first
+    mb64, zenflow, offload, h200, zero = reference.find("deepspeed_single_gpu")  # the newest first
+    assert mb64.folder.name == "issue28_h100-2026-12-06-c" and sorted(run.name.split("-")[0] for run in mb64.runs) == [
+        "stage2", "stage2", "stage2_offload", "stage2_offload"]  # offload at micro-batch 32 and 64 beside stage2
     assert zenflow.date == "2026-12-06" and sorted(run.name.split("-")[0] for run in zenflow.runs) == [
         "stage2", "stage2_offload", "stage2_zenflow"]
     assert len(zero.runs) == 9 and all(run.name.startswith("stage") for run in zero.runs)
     assert offload.date == "2026-12-05" and offload.device.startswith("NVIDIA H100") and len(offload.runs) == 15
     assert h200.date == "2026-12-01" and h200.device.startswith("NVIDIA H200") and len(h200.runs) == 14
-    flex, fast = reference.find("make_it_fast")
+    ladder64, flex, fast = reference.find("make_it_fast")
+    assert ladder64.folder == mb64.folder and len(ladder64.runs) == 3  # flex at 64 and 32, sdpa at 64
     assert {run.name.split("-")[1] for run in flex.runs} == {"flex_attention", "reference_loop__flex_attention_",
                                                              "micro_batch_32"}
     assert {run.name.split("-")[1] for run in fast.runs} == {"no_loggers", "fused_AdamW", "torch_compile", "fused_loss"}
     assert reference.find("deepspeed_multi_gpu") == []  # no lesson-3 GPU run committed yet
-    for ref in (baseline, zero, h200, offload, zenflow, fast, flex):
+    for ref in (baseline, zero, h200, offload, zenflow, fast, flex, mb64, ladder64):
         assert ref.about and (REPO / ref.about).is_file(), ref.about
 
 
