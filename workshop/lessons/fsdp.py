@@ -51,12 +51,13 @@ def mapping(runs):
             "--fsdp": mode,
             # FSDP2 always shards parameters at rest; reshard_after_forward decides whether they stay sharded
             # between forward and backward (ZeRO-3) or stay whole until the backward is done (ZeRO-2's footprint)
-            "FSDP2 reshard_after_forward": fsdp["reshard_after_forward"],
-            "FSDP2 offload": "parameters, gradients, optimizer -> cpu (CPUOffloadPolicy)" if fsdp.get("offload")
-            else "none",
-            "ZeRO knobs without an FSDP2 counterpart": ", ".join(sorted(set(zero) - MAPPED)) or "none",
+            "FSDP2 reshard after forward": fsdp["reshard_after_forward"],
+            "FSDP2 offload": "all states to the CPU (CPUOffloadPolicy)" if fsdp.get("offload") else "none",
         })
+    # the knobs without a counterpart go to the notes: as a column they made the table wider than a notebook page
     notes = ["generated from deepspeed_single_gpu/configs/<config>.json and workshop/fsdp.py's MODES",
+             *(f"{config}: ZeRO knobs without an FSDP2 counterpart here: "
+               f"{', '.join(sorted(set(_zero(config)) - MAPPED)) or 'none'}" for config, _ in PAIRS),
              "stage3_gather_16bit_weights_on_model_save: FSDP2 gathers the whole model at save time instead "
              "(workshop.fsdp.full_state_dict); its checkpoint's sharded state is DCP (fsdp_dcp/)"]
     return rows, [], notes
@@ -93,9 +94,9 @@ MEASURED_COLUMNS = (
     Column("wrapped by", "", "what the Trainer trained, and how many parameters were DTensor shards (manifest)",
            _wrapped),
     MODEL_STATES_COL, STATES_WHERE_COL, PEAK_GPU_COL, HOST_PEAK_COL,
-    Column("host peak RSS MiB (manifest)", "MiB", "the training process's own peak RSS",
+    Column("own RSS peak MiB", "MiB", "the training process's own peak RSS",
            lambda run: manifest_value(run, "peak_memory", "host_peak_rss_mib", what="peak_memory.host_peak_rss_mib")),
-    STEADY_STEP_COL, Column("last logged step", "", "the step of the last logged loss", _last_step),
+    STEADY_STEP_COL, Column("last step", "", "the step of the last logged loss", _last_step),
     Column("loss (last logged)", "", "the last logged training loss: equal steps, equal data, comparable",
            _last_loss))
 
@@ -123,7 +124,7 @@ def states_bars(table):
     groups = [f"{str(row['sharding']).replace('_', ' ')}\n{row['GPUs (processes)']} process(es)" for row in rows]
     notes = []
     for ax, column, unit in ((left, MODEL_STATES_COL.name, "MiB per process"),
-                             (right, "host peak RSS MiB (manifest)", "MiB (one process)")):
+                             (right, "own RSS peak MiB", "MiB (one process)")):
         values = {(group, "run"): row.get(column) for group, row in zip(groups, rows)}
         if not grouped_bars(ax, groups, ("run",), values, unit) and rows:
             notes.append(f"{column}: no numbers (see the table's notes)")
