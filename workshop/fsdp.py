@@ -24,12 +24,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from workshop.errors import WorkshopError
-
-MODES = {  # --fsdp -> fully_shard's settings (offload is added where the mode says so)
-    "full_shard": dict(reshard_after_forward=True),
-    "shard_grad_op": dict(reshard_after_forward=False),
-    "full_shard_offload": dict(reshard_after_forward=True, offload=True),
-}
+from workshop.fsdp_modes import MODES
 
 
 def process_group(cfg, cuda: bool) -> dict:

@@ -1,7 +1,7 @@
 """Lesson 7, FSDP2 beside ZeRO (fsdp/train.py, slurm/fsdp.slurm, notebooks/07): two tables.
 
 `fsdp_mapping`: which ZeRO config the lesson runs beside which --fsdp mode, generated from the JSON files the runs
-read and workshop/fsdp.py's MODES (not typed by hand): what each shards, where each offloads, and which ZeRO knobs of
+read and workshop/fsdp_modes.py's MODES (not typed by hand): what each shards, where each offloads, and which ZeRO knobs of
 those files have no FSDP2 counterpart in the lesson. `fsdp_measured`: one row per run of the lesson, ZeRO and FSDP2
 alike: what wrapped the model (the manifest's `wrapping`, not the flag), model-state bytes per process, host peak,
 steady step time with its interval, the loss after the same steps.
@@ -9,7 +9,7 @@ steady step time with its interval, the loss after the same steps.
 import json
 
 from workshop.config import REPO
-from workshop.fsdp import MODES
+from workshop.fsdp_modes import MODES
 from workshop.logparse import Missing
 from workshop.report.cells import manifest_of, manifest_value
 from workshop.report.columns import (HOST_PEAK_COL, MODEL_STATES_COL, PEAK_GPU_COL, PROCESSES_COL, RUN_COL,
@@ -55,7 +55,7 @@ def mapping(runs):
             "FSDP2 offload": "all states to the CPU (CPUOffloadPolicy)" if fsdp.get("offload") else "none",
         })
     # the knobs without a counterpart go to the notes: as a column they made the table wider than a notebook page
-    notes = ["generated from deepspeed_single_gpu/configs/<config>.json and workshop/fsdp.py's MODES",
+    notes = ["generated from deepspeed_single_gpu/configs/<config>.json and workshop/fsdp_modes.py's MODES",
              *(f"{config}: ZeRO knobs without an FSDP2 counterpart here: "
                f"{', '.join(sorted(set(_zero(config)) - MAPPED)) or 'none'}" for config, _ in PAIRS),
              "stage3_gather_16bit_weights_on_model_save: FSDP2 gathers the whole model at save time instead "
