@@ -76,3 +76,23 @@ def test_deepspeed_is_imported_only_by_what_uses_it(tmp_path):
     assert found["before"] is False, "DeepSpeed was imported before a ZeRO 2-3 config asked for it"
     assert found["after"] is True  # the check sees an import
     assert found["versions"]["deepspeed"]  # read from the installed package's metadata
+
+
+REPORT = """
+import json, sys
+from workshop.fill_tables import main
+main(sys.argv[2:])
+json.dump(sorted(sys.modules), open(sys.argv[1], "w"))
+"""
+
+
+def test_fill_tables_imports_neither_torch_nor_transformers(tmp_path):
+    """Reporting reads files: a fill_tables command over every lesson's tables stays about a second (lesson 7's
+    table once imported the training's FSDP code, torch and transformers with it: 6.1 s a command)."""
+    modules_file = tmp_path / "modules.json"
+    result = subprocess.run([sys.executable, "-c", REPORT, str(modules_file), str(REPO / "tests/data/logs/run_complete")],
+                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    modules = set(json.loads(modules_file.read_text()))
+    assert "workshop.lessons.fsdp" in modules and "workshop.fill_tables" in modules  # every lesson's tables loaded
+    assert not {"torch", "transformers"} & modules, {"torch", "transformers"} & modules
