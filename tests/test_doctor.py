@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from test_slurm import job_env, repo_copy, wait_for_job  # noqa: F401 (repo_copy: a fixture)
 from workshop.deepspeed.preflight import check_async_io
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,3 +97,29 @@ def test_the_cost_of_a_build_is_the_longest_compile_the_runs_here_measured(tmp_p
         window = {"what": "deepspeed_ops", "start": 0, "end": seconds, "seconds": seconds, "compiled": compiled}
         (tmp_path / name / "manifest.json").write_text(json.dumps({**real, "excluded_windows": [window]}))
     assert measured_build_seconds(tmp_path) == (48.5, "stage2-1")
+
+
+@pytest.mark.slurm
+def test_sbatch_doctor_ends_the_job_as_its_checks_do(slurm_cluster, repo_copy, tmp_path):
+    """Through sbatch, as the README says to run it before class: the job's own --mem is what the doctor compares
+    with the lesson's preflight (tiny: about 0.8 GiB), and the job ends COMPLETED or FAILED as the checks do."""
+    (repo_copy / "logs").mkdir()
+    jobs = {}
+    for mem in ("4G", "600M"):  # enough, and below the lesson's need (the doctor itself peaks near 460 MiB)
+        submitted = subprocess.run(
+            ["sbatch", "--parsable", f"--mem={mem}", "slurm/doctor.slurm", "--lesson", "deepspeed_single_gpu",
+             "--model", "tiny", "--nvme-path", str(tmp_path / f"nvme-{mem}"), "--nvme-test-mib", "8", "--json"],
+            cwd=repo_copy, env={**job_env(), "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+        assert submitted.returncode == 0, submitted.stderr
+        jobs[mem] = submitted.stdout.strip().split(";")[0]
+    for mem, job_id in jobs.items():
+        state, exit_code = wait_for_job(job_id, timeout=300)
+        out = (repo_copy / "logs" / f"doctor-{job_id}.out").read_text()
+        checks = {check["name"]: check for check in json.loads(out[out.index("\n[") + 1:out.rindex("]") + 1])}
+        memory = checks["SLURM --mem"]
+        if mem == "4G":
+            assert (state, exit_code) == ("COMPLETED", "0:0"), out
+            assert memory["status"] == "OK" and memory["detail"].startswith("4.0 GiB >= about "), memory
+        else:
+            assert (state, exit_code) == ("FAILED", "1:0"), out
+            assert memory["status"] == "FAIL" and memory["fix"].startswith("sbatch --mem="), memory
