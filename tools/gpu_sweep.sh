@@ -10,7 +10,7 @@
 # PLAN: `lesson` (bloom-560m, the whole lesson, every config), `sizes` (bloom-1b7, 3b, 7b1 as the workshop text
 # asks, 10 optimizer steps each), `small` (bloom-560m, every config, 20 steps), `extra` (NVMe offload, 7b1 at
 # micro-batch 1), `inference` (plain generate vs DeepSpeed-Inference without, then `inject` with its kernels),
-# `lora` (issue 25: full, LoRA and QLoRA at 560m and 1b7, 7b1 QLoRA in 40 GB), `precision`, `precision_rest`, `checkpointing` or `max_batch` (lesson 5's tables:
+# `lora` (issue 25: full, LoRA and QLoRA at 560m and 1b7, 7b1 QLoRA in 40 GB), `lora_b` (its ZeRO-3 and 7b1 rest), `precision`, `precision_rest`, `checkpointing` or `max_batch` (lesson 5's tables:
 # workshop/lessons/precision_and_checkpointing.py),
 # `offload` (issue 28: bloom-1b7 resident vs offload vs ZenFlow, then lesson 2's owed bloom-560m rows),
 # `families` (a non-BLOOM architecture at ~1B: TinyLlama
@@ -192,6 +192,15 @@ plan() {
         done
         echo "qlora none --model 7b1 --gpu-memory-limit 40 --subset 2000 --max-steps 10 $SHORT"
         for m in 560m 1b7; do echo "lora stage3 --model $m --bf16 --subset 10000 --max-steps 20 $SHORT"; done ;;
+    lora_b)  # issue 25, after lora: full fine-tuning under ZeRO 3 beside lora's LoRA rows there, LoRA of 560m again
+        # (its first interval was wide), and bloom-7b1's LoRA and full fine-tuning against the class's 40 GB (the
+        # preflight's estimate says neither fits: this shows whether it stops them before they load)
+        for m in 560m 1b7; do
+            echo "lora stage3 --peft none --learning-rate 5e-5 --model $m --bf16 --subset 10000 --max-steps 20 $SHORT"
+        done
+        echo "lora none --model 560m --bf16 --subset 10000 --max-steps 20 $SHORT"
+        echo "lora none --model 7b1 --bf16 --gpu-memory-limit 40 --subset 2000 --max-steps 10 $SHORT"
+        echo "lora none --peft none --learning-rate 5e-5 --model 7b1 --bf16 --gpu-memory-limit 40 --subset 2000 --max-steps 10 $SHORT" ;;
     precision)  # lesson 5: bloom-560m, the plain Trainer and ZeRO 0-3, each in fp32, fp16 and bf16 (eval at the end)
         for s in none stage0 stage1 stage2 stage3; do
             for p in fp32 fp16 bf16; do echo "precision $s $p --model 560m --subset 10000 --max-steps 40 $P5"; done
