@@ -10,7 +10,7 @@
 # PLAN: `lesson` (bloom-560m, the whole lesson, every config), `sizes` (bloom-1b7, 3b, 7b1 as the workshop text
 # asks, 10 optimizer steps each), `small` (bloom-560m, every config, 20 steps), `extra` (NVMe offload, 7b1 at
 # micro-batch 1), `inference` (plain generate vs DeepSpeed-Inference without, then `inject` with its kernels),
-# `lora` (issue 25: full, LoRA and QLoRA at 560m and 1b7, 7b1 QLoRA in 40 GB), `lora_b` (its ZeRO-3 and 7b1 rest), `precision`, `precision_rest`, `checkpointing` or `max_batch` (lesson 5's tables:
+# `lora` (issue 25: full, LoRA and QLoRA at 560m and 1b7, 7b1 QLoRA in 40 GB), `lora_b` (its ZeRO-3 and 7b1 rest), `fsdp` (issue 26's one-GPU rows), `precision`, `precision_rest`, `checkpointing` or `max_batch` (lesson 5's tables:
 # workshop/lessons/precision_and_checkpointing.py),
 # `offload` (issue 28: bloom-1b7 resident vs offload vs ZenFlow, then lesson 2's owed bloom-560m rows),
 # `families` (a non-BLOOM architecture at ~1B: TinyLlama
@@ -201,6 +201,14 @@ plan() {
         echo "lora none --model 560m --bf16 --subset 10000 --max-steps 20 $SHORT"
         echo "lora none --model 7b1 --bf16 --gpu-memory-limit 40 --subset 2000 --max-steps 10 $SHORT"
         echo "lora none --peft none --learning-rate 5e-5 --model 7b1 --bf16 --gpu-memory-limit 40 --subset 2000 --max-steps 10 $SHORT" ;;
+    fsdp)  # issue 26 (lesson 7) on one GPU: ZeRO 3 + CPU offload beside FSDP2 FULL_SHARD + CPU offload, bloom-1b7
+        # and 3b, bf16, 12 steps each; then the resident pair (ZeRO 3, FULL_SHARD) for 1b7
+        for m in 1b7 3b; do
+            for mode in stage3_offload full_shard_offload; do
+                echo "fsdp $mode --model $m --bf16 --subset 10000 --max-steps 12 $SHORT"
+            done
+        done
+        for mode in stage3 full_shard; do echo "fsdp $mode --model 1b7 --bf16 --subset 10000 --max-steps 12 $SHORT"; done ;;
     precision)  # lesson 5: bloom-560m, the plain Trainer and ZeRO 0-3, each in fp32, fp16 and bf16 (eval at the end)
         for s in none stage0 stage1 stage2 stage3; do
             for p in fp32 fp16 bf16; do echo "precision $s $p --model 560m --subset 10000 --max-steps 40 $P5"; done
