@@ -10,7 +10,7 @@
 # PLAN: `lesson` (bloom-560m, the whole lesson, every config), `sizes` (bloom-1b7, 3b, 7b1 as the workshop text
 # asks, 10 optimizer steps each), `small` (bloom-560m, every config, 20 steps), `extra` (NVMe offload, 7b1 at
 # micro-batch 1), `inference` (plain generate vs DeepSpeed-Inference without, then `inject` with its kernels),
-# `lora` (issue 25: full, LoRA and QLoRA at 560m and 1b7, 7b1 QLoRA in 40 GB), `lora_b` (its ZeRO-3 and 7b1 rest), `fsdp` (issue 26's one-GPU rows), `precision`, `precision_rest`, `checkpointing` or `max_batch` (lesson 5's tables:
+# `lora` (issue 25: full, LoRA and QLoRA at 560m and 1b7, 7b1 QLoRA in 40 GB), `lora_b` (its ZeRO-3 and 7b1 rest), `fsdp` and `fsdp_b` (issue 26's one-GPU rows), `precision`, `precision_rest`, `checkpointing` or `max_batch` (lesson 5's tables:
 # workshop/lessons/precision_and_checkpointing.py),
 # `offload` (issue 28: bloom-1b7 resident vs offload vs ZenFlow, then lesson 2's owed bloom-560m rows),
 # `families` (a non-BLOOM architecture at ~1B: TinyLlama
@@ -209,6 +209,8 @@ plan() {
             done
         done
         for mode in stage3 full_shard; do echo "fsdp $mode --model 1b7 --bf16 --subset 10000 --max-steps 12 $SHORT"; done ;;
+    fsdp_b)  # issue 26, after fsdp: FULL_SHARD + CPU offload again, with the Trainer no longer moving the model
+        for m in 1b7 3b; do echo "fsdp full_shard_offload --model $m --bf16 --subset 10000 --max-steps 12 $SHORT"; done ;;
     precision)  # lesson 5: bloom-560m, the plain Trainer and ZeRO 0-3, each in fp32, fp16 and bf16 (eval at the end)
         for s in none stage0 stage1 stage2 stage3; do
             for p in fp32 fp16 bf16; do echo "precision $s $p --model 560m --subset 10000 --max-steps 40 $P5"; done

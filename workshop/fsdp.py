@@ -171,6 +171,12 @@ def fsdp_trainer(base):
             super().create_accelerator_and_postprocess()
             leave_fsdp_models_alone(self)
 
+        def _move_model_to_device(self, model, device):
+            # shard() placed it: on the GPU, or on the CPU under CPU offload, where FSDP2 must find it at the first
+            # forward (the Trainer's move put the model's own parameters on the GPU: a RuntimeError, on an H100)
+            if not isinstance(model, FSDPModule):
+                super()._move_model_to_device(model, device)
+
         def save_model(self, output_dir=None, _internal_call=False):
             if not isinstance(self.model, FSDPModule):
                 return super().save_model(output_dir, _internal_call)
