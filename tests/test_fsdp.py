@@ -87,6 +87,7 @@ def test_fsdp_shards_each_parameter_across_the_processes(one_process, two_proces
         assert wrapping["dtensor_parameters"] == wrapping["parameters"] > 0  # every parameter a DTensor
         assert wrapping["placements"] == ["(Shard(dim=0),)"]
         assert wrapping["fsdp_units"] == 1 + 2  # the tiny BLOOM's 2 decoder layers, then the model
+        assert wrapping["unit_classes"] == ["BloomBlock"]  # the family's decoder layer, by default
         assert wrapping["local_share"] == pytest.approx(share, abs=0.01)
     # the model states each process holds halve with the second process
     for kind in ("parameters", "gradients", "optimizer"):
@@ -138,12 +139,24 @@ def test_fsdp_with_deepspeed_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()  # refused before any run folder or model
 
 
-@pytest.mark.parametrize("mode", ["shard_grad_op", "full_shard_offload"])
-def test_other_modes_train_sharded(mode, tmp_path):
+def test_an_unknown_wrap_class_is_refused_in_one_line(tmp_path):
+    done = train(tmp_path, "full_shard", 1, "--profile", "tiny", "--fsdp-wrap-class", "BloomLayer")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: --fsdp-wrap-class: bloom-tiny has no module class 'BloomLayer'; its "
+                                  "classes: BloomAttention, BloomBlock, BloomGelu, BloomMLP,")
+    assert "(default: the decoder layer, BloomBlock)" in done.stderr
+    assert not (tmp_path / "run").exists()  # refused before any run folder or model
+
+
+@pytest.mark.parametrize("mode, wrap_class", [("shard_grad_op", "BloomMLP"), ("full_shard_offload", None)])
+def test_other_modes_train_sharded(mode, wrap_class, tmp_path):
+    """The other modes; and --fsdp-wrap-class, which makes another class the unit FSDP2 wraps."""
     made(tmp_path, mode, 1, "--profile", "tiny", "--subset-size", "20", "--max-steps", "2", "--logging-steps", "1",
-         "--save-strategy", "no", "--eval-strategy", "no", "--no-save-final")
+         "--save-strategy", "no", "--eval-strategy", "no", "--no-save-final",
+         *(("--fsdp-wrap-class", wrap_class) if wrap_class else ()))
     record = manifest(tmp_path / "run")
     assert record["settings"]["fsdp"] == mode and record["wrapping"]["dtensor_parameters"] > 0
+    assert record["wrapping"]["unit_classes"] == [wrap_class or "BloomBlock"]
     assert sorted(losses(tmp_path / "run")) == [1, 2]
 
 

@@ -64,6 +64,10 @@ def validate(cfg):
     if cfg.fsdp and cfg.deepspeed:
         raise WorkshopError(f"choose one of --fsdp {cfg.fsdp} (PyTorch's FSDP2) and --deepspeed {cfg.deepspeed} "
                             "(ZeRO): both shard the model, only one can")
+    if cfg.fsdp_wrap_class is not None:
+        from workshop.fsdp import check_wrap_class
+
+        check_wrap_class(cfg)
     if cfg.fused_loss and cfg.chunked_loss:
         raise WorkshopError("choose one of --fused-loss (Liger's kernel) and --chunked-loss (plain PyTorch)")
 

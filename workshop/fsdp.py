@@ -43,15 +43,15 @@ def process_group(cfg, cuda: bool) -> dict:
     return {}
 
 
-def shard(model, mode: str, bf16: bool, fp16: bool):
-    """FSDP2 over every decoder layer of the model's family, then the model itself; returns the model."""
+def shard(model, mode: str, bf16: bool, fp16: bool, wrap_class: str | None = None):
+    """FSDP2 over every module of `wrap_class` (default: the family's decoder layer), then the model itself."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
     if fp16:
         raise WorkshopError("--fsdp trains in fp32 or bf16 (--precision bf16): fp16 would need FSDP's sharded "
                             "gradient scaler, which the Trainer does not use")
-    units = layer_classes(model)
+    units = {wrap_class} if wrap_class else layer_classes(model)
     settings = dict(MODES[mode])
     offload = settings.pop("offload", False)
     mesh = init_device_mesh("cuda" if torch.cuda.is_available() else "cpu", (dist.get_world_size(),))
@@ -79,6 +79,25 @@ def layer_classes(model) -> set:
     return found
 
 
+def check_wrap_class(cfg):
+    """--fsdp-wrap-class must name a module class the model has: checked on its skeleton (the meta device: no
+    weights, no memory), before any run folder or training, in one line that lists the classes there are."""
+    from transformers import AutoModelForCausalLM
+
+    from workshop.model import model_config
+    from workshop.names import resolve_model
+
+    if not cfg.fsdp:
+        raise WorkshopError(f"--fsdp-wrap-class {cfg.fsdp_wrap_class} needs --fsdp (it says how FSDP2 shards)")
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(model_config(resolve_model(cfg.model)))
+    classes = sorted({type(module).__name__ for module in skeleton.modules()} - {type(skeleton).__name__})
+    default = ", ".join(sorted(set(getattr(skeleton, "_no_split_modules", None) or ()) & set(classes))) or "none"
+    if cfg.fsdp_wrap_class not in classes:
+        raise WorkshopError(f"--fsdp-wrap-class: {cfg.model} has no module class {cfg.fsdp_wrap_class!r}; its "
+                            f"classes: {', '.join(classes)} (default: the decoder layer, {default})")
+
+
 def wrapping(trainer) -> dict:
     """What wrapped the model the Trainer trains, and how its parameters are placed: the manifest's `wrapping`."""
     from torch.distributed.fsdp import FSDPModule
@@ -91,6 +110,8 @@ def wrapping(trainer) -> dict:
     local = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in params)
     return {"wrapper": type(wrapped).__name__, "model": type(model).__name__,
             "fsdp_units": sum(isinstance(m, FSDPModule) for m in model.modules()),
+            "unit_classes": sorted({type(m).__name__.removeprefix("FSDP") for m in model.modules()
+                                    if isinstance(m, FSDPModule) and m is not model}),
             "dtensor_parameters": len(sharded), "parameters": len(params),
             "placements": sorted({str(p.placements) for p in sharded}),
             "local_share": round(local / whole, 4) if whole else None,

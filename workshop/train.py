@@ -134,7 +134,7 @@ def build_model(cfg: RunConfig, plan: Plan, run: RunLog):
         print(f"[workshop] ZeRO-3: model created partitioned (deepspeed.zero.Init): {partitioned} parameter "
               "tensors, none whole in this process", flush=True)
     if cfg.fsdp:
-        shard(model, cfg.fsdp, plan.bf16, plan.fp16)
+        shard(model, cfg.fsdp, plan.bf16, plan.fp16, cfg.fsdp_wrap_class)
     run.update(created_partitioned=partitioned, tokenizer=tokenizer_record(tokenizer, model),
                attention_layers_replaced=use_attention(model, cfg.attention))
     if cfg.fused_loss or cfg.chunked_loss:
