@@ -161,6 +161,19 @@ def save_sharded(model, optimizer, folder):
              checkpoint_id=str(folder / DCP_FOLDER))
 
 
+def load_sharded(model, optimizer, folder):
+    """Resume: this process's shards of the weights and optimizer states from the checkpoint's DCP state (DCP
+    re-shards what another number of processes saved). The optimizer's states are created first, empty, as the
+    shapes to read into."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    weights, states = get_state_dict(model, optimizer)
+    state = {"model": weights, "optimizer": states}
+    dcp.load(state, checkpoint_id=str(folder / DCP_FOLDER))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
 DCP_FOLDER = "fsdp_dcp"
 
 
@@ -183,6 +196,7 @@ def fsdp_trainer(base):
     from pathlib import Path
 
     from torch.distributed.fsdp import FSDPModule
+    from transformers.trainer import SCHEDULER_NAME
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     class FsdpTrainer(base):
@@ -199,12 +213,21 @@ def fsdp_trainer(base):
             if self.args.should_save:
                 self._save(output_dir or self.args.output_dir, state_dict=state)
 
+        # The Trainer's own resume would read whole weights into DTensors and one process's optimizer file into
+        # every process: the sharded state (fsdp_dcp/) is read instead, weights and optimizer states together
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            # the Trainer's resume reads one rank's optimizer file and whole weights into DTensors: wrong, or a
-            # traceback; the sharded state to resume from is saved (fsdp_dcp/), loading it is issue 26's next step
-            raise WorkshopError(f"resuming an --fsdp run is not supported yet ({resume_from_checkpoint}); start "
-                                "from step 0 with --resume never, or export the checkpoint: python -m "
-                                "workshop.export --run-dir <its run folder>")
+            if not isinstance(self.model, FSDPModule):
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            if not (Path(resume_from_checkpoint) / DCP_FOLDER / ".metadata").is_file():
+                raise WorkshopError(f"--fsdp cannot resume from {resume_from_checkpoint}: it has no sharded FSDP2 "
+                                    f"state ({DCP_FOLDER}/), so it was not saved by an --fsdp run; start from step "
+                                    "0 with --resume never")
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            if checkpoint is None or not isinstance(self.model, FSDPModule):
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            load_sharded(self.model, self.optimizer, Path(checkpoint))
+            self.lr_scheduler.load_state_dict(torch.load(Path(checkpoint) / SCHEDULER_NAME, weights_only=True))
 
         def _save_checkpoint(self, model, trial):
             super()._save_checkpoint(model, trial)
