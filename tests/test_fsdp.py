@@ -191,3 +191,23 @@ def test_resuming_fsdp_from_a_checkpoint_without_sharded_state_is_refused_in_one
     [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith(f"error: --fsdp cannot resume from {checkpoint}: it has no sharded FSDP2 state")
     assert manifest(tmp_path / "run")["status"] == "failed"
+
+
+def test_the_measured_table_has_checkpoint_size_save_time_and_tokens_per_second(one_process, two_processes, zero3):
+    """Lesson 7's measured cells of the module's runs: each checkpoint timed and sized as it was saved (the
+    manifest's checkpoint_saves), and tokens/s marked, with the reason, where 4 steps make no steady state."""
+    from workshop.fill_tables import load_runs
+    from workshop.lessons.fsdp import measured
+    from workshop.logparse import Missing
+    from workshop.save_times import folder_bytes
+
+    runs = load_runs([one_process, two_processes, zero3])
+    assert len(runs) == 3
+    for run in runs:
+        saves, row = run.manifest["checkpoint_saves"], measured(run)
+        assert [save["step"] for save in saves] == [2, 4] and all(save["seconds"] > 0 for save in saves)
+        last = Path(run.manifest["settings"]["output_dir"]) / "checkpoint-4"
+        assert row["checkpoint MiB"] == folder_bytes(last) / 2**20 > 1  # the tiny model's weights and Adam states
+        assert row["save s"] == pytest.approx((saves[0]["seconds"] + saves[1]["seconds"]) / 2)
+        tokens = row["steady real tokens/s (median, 95% interval)"]
+        assert isinstance(tokens, Missing) and tokens.cell == "n/a (too short for a steady state)"

@@ -33,6 +33,7 @@ from workshop.resume import named_checkpoint, unfinished_run
 from workshop.runlog import RunLog, StepsCallback
 from workshop.speed import SpeedCallback, flops_per_token, matmul_parameters
 from workshop.startup import STARTUP
+from workshop.save_times import SaveTimesCallback
 from workshop.step_times import StepTimesCallback
 from workshop.windows import WindowsCallback, load_ops_outside_training
 
@@ -74,6 +75,7 @@ def train(cfg: RunConfig, run: RunLog):
         drop_last_train_batch(trainer)
     STARTUP.mark("trainer_built")
     guard = add_callbacks(trainer, cfg, run)
+    trainer.add_callback(SaveTimesCallback(run))  # last: the others' logging is no part of a save's time
     print(f"[workshop] training {cfg.model} ({run.manifest['parameters'] / 1e6:.1f} M parameters) on "
           f"{len(train_set)} examples, evaluating on {len(eval_set)}; logs in {run.dir}", flush=True)
 
