@@ -75,6 +75,17 @@ def two_processes(tmp_path_factory, start):
                                          "--subset-size", "40", "--model", str(start))) / "run"
 
 
+@pytest.fixture(scope="module")
+def bf16_pair(tmp_path_factory, start):
+    """FULL_SHARD and ZeRO-3 in bf16, otherwise as one_process and zero3 (no checkpoints: not needed here)."""
+    same = (*STEPS, "--subset-size", "40", "--model", str(start), "--precision", "bf16", "--save-strategy", "no",
+            "--no-save-final")
+    fsdp = made_once(tmp_path_factory, "fsdp-full-shard-bf16", lambda folder: made(folder, "full_shard", 1, *same))
+    zero = made_once(tmp_path_factory, "fsdp-zero3-bf16",
+                     lambda folder: train_one_process(folder, "stage3", *same, port=29635))
+    return fsdp / "run", zero / "run"
+
+
 def manifest(run):
     return json.loads((run / "manifest.json").read_text())
 
@@ -211,3 +222,27 @@ def test_the_measured_table_has_checkpoint_size_save_time_and_tokens_per_second(
         assert row["save s"] == pytest.approx((saves[0]["seconds"] + saves[1]["seconds"]) / 2)
         tokens = row["steady real tokens/s (median, 95% interval)"]
         assert isinstance(tokens, Missing) and tokens.cell == "n/a (too short for a steady state)"
+
+
+def test_bf16_shows_where_fsdp_and_zero3_differ(one_process, zero3, bf16_pair):
+    """The lesson's answers from the runs: in bf16 the two curves part by more than in fp32 (ZeRO computes from
+    bf16 parameters and reduces bf16 gradients; FSDP2 keeps both in fp32 and casts per unit), and the bytes each
+    keeps a parameter show it: FSDP2 4 + 4 + 8 (fp32 parameters and gradients, Adam's two states), ZeRO-3 2 + 2 +
+    12 (bf16 parameters and gradients; an fp32 master copy among the optimizer states). Measured 2026-12-06 on
+    these 4 steps: bf16 2.0e-5 at most, fp32 1.8e-6."""
+    from workshop.fill_tables import load_runs
+    from workshop.lessons.fsdp import PAIRS, measured_table
+    from workshop.lessons.fsdp_precision import bytes_per_parameter, largest_difference, pairs
+
+    runs = load_runs([one_process, zero3, *bf16_pair])
+    found = pairs(runs, {zero: mode for zero, mode in PAIRS})
+    assert sorted(found) == [("full_shard", "bf16", 1), ("full_shard", "fp32", 1)]
+    bf16, fp32 = (largest_difference(*found[("full_shard", precision, 1)]) for precision in ("bf16", "fp32"))
+    assert fp32 < bf16 < 1e-3  # apart by more than fp32's sums, still within bf16's own rounding (2**-8)
+    fsdp, zero = found[("full_shard", "bf16", 1)]
+    assert (bytes_per_parameter(fsdp), bytes_per_parameter(zero)) == ("4 + 4 + 8", "2 + 2 + 12")
+    _, answers, notes = measured_table(runs)
+    [answer] = [text for text in answers if text.startswith("bf16, 1 process(es): FSDP2 full_shard")]
+    assert f"differ by {bf16:.1e} (relative)" in answer and f"the fp32 pair's {fp32:.1e}" in answer
+    assert any(note.startswith("precision answers: in bf16 ZeRO-3 keeps parameters and gradients in bf16")
+               for note in notes)

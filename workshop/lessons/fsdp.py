@@ -122,6 +122,8 @@ def _save_seconds(run):
 
 MEASURED_COLUMNS = (
     RUN_COL, STATUS_COL, Column("sharding", "", "--fsdp mode or ZeRO stage", _sharding), PROCESSES_COL,
+    Column("precision", "", "fp32, fp16 or bf16, as the run trained (manifest)",
+           lambda run: manifest_of(run).get("precision") or Missing("n/a (not recorded)")),
     Column("wrapped by", "", "what the Trainer trained, and how many parameters were DTensor shards (manifest)",
            _wrapped),
     MODEL_STATES_COL, STATES_WHERE_COL, PEAK_GPU_COL, HOST_PEAK_COL,
@@ -143,9 +145,19 @@ def measured(run):
     return row_of(run, MEASURED_COLUMNS)
 
 
+def measured_table(runs):
+    """One row per run; the answers compare FSDP2 with its ZeRO pair per precision (fsdp_precision.py)."""
+    from workshop.lessons.fsdp_precision import NOTE, answers
+
+    found = answers(runs, {zero: mode for zero, mode in PAIRS})
+    return ([measured(run) for run in runs], found,
+            [note for run in runs for note in run.notes] + ([NOTE] if found else []))
+
+
 TABLES = (Table("fsdp_mapping", "ZeRO <-> FSDP2: the lesson's configs side by side (generated)", mapping,
                 each_run=False),
-          Table("fsdp_measured", "ZeRO and FSDP2 measured on the same runs (one row per run)", measured))
+          Table("fsdp_measured", "ZeRO and FSDP2 measured on the same runs (one row per run)", measured_table,
+                each_run=False))
 
 
 def states_bars(table):
