@@ -184,6 +184,7 @@ def test_an_fsdp_run_resumes_from_its_sharded_state_on_another_number_of_process
     process with the same global batch, goes on with the losses the uninterrupted runs logged at steps 3 and 4
     (measured 2026-12-06: equal to 1e-7; the same process count resumed equal to the bit)."""
     checkpoint = Path(manifest(two_processes)["settings"]["output_dir"]) / "checkpoint-2"
+    assert not (checkpoint / "optimizer.pt").exists()  # rank 0's shards alone: not saved, the DCP state has all
     made(tmp_path, "full_shard", 1, *STEPS, "--subset-size", "40", "--model", str(start), "--resume", str(checkpoint))
     record = manifest(tmp_path / "run")
     assert record["resumed_from"] == str(checkpoint) and record["wrapping"]["world_size"] == 1

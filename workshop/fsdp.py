@@ -229,6 +229,14 @@ def fsdp_trainer(base):
             load_sharded(self.model, self.optimizer, Path(checkpoint))
             self.lr_scheduler.load_state_dict(torch.load(Path(checkpoint) / SCHEDULER_NAME, weights_only=True))
 
+        def _save_optimizer_and_scheduler(self, output_dir):
+            if not isinstance(self.model, FSDPModule):
+                return super()._save_optimizer_and_scheduler(output_dir)
+            # the optimizer's states are saved sharded, with the weights, in fsdp_dcp/ (_save_checkpoint): the
+            # Trainer's optimizer.pt would be rank 0's shards alone, bytes on disk that nothing resumes from
+            if self.args.should_save:
+                torch.save(self.lr_scheduler.state_dict(), Path(output_dir) / SCHEDULER_NAME)
+
         def _save_checkpoint(self, model, trial):
             super()._save_checkpoint(model, trial)
             if isinstance(self.model, FSDPModule):
