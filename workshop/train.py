@@ -75,7 +75,6 @@ def train(cfg: RunConfig, run: RunLog):
         drop_last_train_batch(trainer)
     STARTUP.mark("trainer_built")
     guard = add_callbacks(trainer, cfg, run)
-    trainer.add_callback(SaveTimesCallback(run))  # last: the others' logging is no part of a save's time
     print(f"[workshop] training {cfg.model} ({run.manifest['parameters'] / 1e6:.1f} M parameters) on "
           f"{len(train_set)} examples, evaluating on {len(eval_set)}; logs in {run.dir}", flush=True)
 
@@ -165,6 +164,7 @@ def add_callbacks(trainer, cfg: RunConfig, run: RunLog) -> DivergenceCallback:
         trainer.add_callback(live_view.MemorySeries(run.dir, trainer))
     if cfg.torch_profiler:
         trainer.add_callback(ProfilerCallback(run.dir, enabled=run.enabled))
+    trainer.add_callback(SaveTimesCallback(run))  # last: the others' logging is no part of a save's time
     run.update(train_samples=len(train_set), eval_samples=len(trainer.eval_dataset),
                parameters=parameter_count(model), padding=cfg.padding, mean_train_row_tokens=round(mean_length, 1),
                steps_per_epoch=steps_per_epoch, steps_planned=math.ceil(steps_per_epoch * cfg.num_train_epochs),

@@ -82,8 +82,9 @@ def answers(runs, zero_of) -> list:
     out = []
     for (mode, precision, world), (fsdp, zero) in sorted(found.items(), key=lambda item: str(item[0])):
         difference = largest_difference(fsdp, zero)
-        text = (f"{precision}, {world} process(es): FSDP2 {mode} ({fsdp.name}) and ZeRO's {_config(zero)} ({zero.name}) logged "
-                f"losses that differ by {difference:.1e} (relative) at most over {len(_losses(fsdp))} steps")
+        text = (f"{precision}, {world} process(es): FSDP2 {mode} ({fsdp.name}) and ZeRO's {_config(zero)} "
+                f"({zero.name}) logged losses that differ by {difference:.1e} (relative) at most over "
+                f"{len(_losses(fsdp))} steps")
         fp32 = found.get((mode, "fp32", world))
         if precision == "bf16" and fp32:
             reference = largest_difference(*fp32)
