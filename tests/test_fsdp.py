@@ -2,7 +2,8 @@
 
 What is checked is what the manifest says happened (`wrapping`: the wrapper, DTensor parameters, this process's
 share), not the flag: one process holds all of each shard, two hold half each. FULL_SHARD and ZeRO-3 on the same
-data and seed give the same fp32 loss curve; an FSDP2 checkpoint (DCP) exports through workshop.export.
+data and seed give the same fp32 loss curve; an FSDP2 checkpoint (DCP) exports through workshop.export and resumes
+on another number of processes.
 """
 import json
 import os
@@ -74,6 +75,17 @@ def two_processes(tmp_path_factory, start):
                                          "--subset-size", "40", "--model", str(start))) / "run"
 
 
+@pytest.fixture(scope="module")
+def bf16_pair(tmp_path_factory, start):
+    """FULL_SHARD and ZeRO-3 in bf16, otherwise as one_process and zero3 (no checkpoints: not needed here)."""
+    same = (*STEPS, "--subset-size", "40", "--model", str(start), "--precision", "bf16", "--save-strategy", "no",
+            "--no-save-final")
+    fsdp = made_once(tmp_path_factory, "fsdp-full-shard-bf16", lambda folder: made(folder, "full_shard", 1, *same))
+    zero = made_once(tmp_path_factory, "fsdp-zero3-bf16",
+                     lambda folder: train_one_process(folder, "stage3", *same, port=29635))
+    return fsdp / "run", zero / "run"
+
+
 def manifest(run):
     return json.loads((run / "manifest.json").read_text())
 
@@ -87,6 +99,7 @@ def test_fsdp_shards_each_parameter_across_the_processes(one_process, two_proces
         assert wrapping["dtensor_parameters"] == wrapping["parameters"] > 0  # every parameter a DTensor
         assert wrapping["placements"] == ["(Shard(dim=0),)"]
         assert wrapping["fsdp_units"] == 1 + 2  # the tiny BLOOM's 2 decoder layers, then the model
+        assert wrapping["unit_classes"] == ["BloomBlock"]  # the family's decoder layer, by default
         assert wrapping["local_share"] == pytest.approx(share, abs=0.01)
     # the model states each process holds halve with the second process
     for kind in ("parameters", "gradients", "optimizer"):
@@ -138,20 +151,99 @@ def test_fsdp_with_deepspeed_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()  # refused before any run folder or model
 
 
-@pytest.mark.parametrize("mode", ["shard_grad_op", "full_shard_offload"])
-def test_other_modes_train_sharded(mode, tmp_path):
+def test_an_unknown_wrap_class_is_refused_in_one_line(tmp_path, capsys):
+    """Through the entry in this process (torch is loaded already; a subprocess would spend 5 s loading it)."""
+    from workshop.entry import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--profile", "tiny", "--fsdp", "full_shard", "--fsdp-wrap-class", "BloomLayer", "--run-dir",
+              str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and error.count("\n") == 1, error
+    assert error.startswith("error: --fsdp-wrap-class: bloom-tiny has no module class 'BloomLayer'; its classes: "
+                            "BloomAttention, BloomBlock, BloomGelu, BloomMLP,")
+    assert "(default: the decoder layer, BloomBlock)" in error
+    assert not (tmp_path / "run").exists()  # refused before any run folder or model
+
+
+@pytest.mark.parametrize("mode, wrap_class", [("shard_grad_op", "BloomMLP"), ("full_shard_offload", None)])
+def test_other_modes_train_sharded(mode, wrap_class, tmp_path):
+    """The other modes; and --fsdp-wrap-class, which makes another class the unit FSDP2 wraps."""
     made(tmp_path, mode, 1, "--profile", "tiny", "--subset-size", "20", "--max-steps", "2", "--logging-steps", "1",
-         "--save-strategy", "no", "--eval-strategy", "no", "--no-save-final")
+         "--save-strategy", "no", "--eval-strategy", "no", "--no-save-final",
+         *(("--fsdp-wrap-class", wrap_class) if wrap_class else ()))
     record = manifest(tmp_path / "run")
     assert record["settings"]["fsdp"] == mode and record["wrapping"]["dtensor_parameters"] > 0
+    assert record["wrapping"]["unit_classes"] == [wrap_class or "BloomBlock"]
     assert sorted(losses(tmp_path / "run")) == [1, 2]
 
 
-def test_resuming_an_fsdp_run_is_refused_in_one_line(one_process, tmp_path):
-    """The Trainer's own resume would read one rank's optimizer file into a sharded model: refused, not guessed."""
-    checkpoint = Path(manifest(one_process)["settings"]["output_dir"]) / "checkpoint-2"
+def test_an_fsdp_run_resumes_from_its_sharded_state_on_another_number_of_processes(one_process, two_processes,
+                                                                                  start, tmp_path):
+    """The 2-process run's checkpoint-2 (DCP: each process's half of the weights and Adam states), resumed on one
+    process with the same global batch, goes on with the losses the uninterrupted runs logged at steps 3 and 4
+    (measured 2026-12-06: equal to 1e-7; the same process count resumed equal to the bit)."""
+    checkpoint = Path(manifest(two_processes)["settings"]["output_dir"]) / "checkpoint-2"
+    assert not (checkpoint / "optimizer.pt").exists()  # rank 0's shards alone: not saved, the DCP state has all
+    made(tmp_path, "full_shard", 1, *STEPS, "--subset-size", "40", "--model", str(start), "--resume", str(checkpoint))
+    record = manifest(tmp_path / "run")
+    assert record["resumed_from"] == str(checkpoint) and record["wrapping"]["world_size"] == 1
+    resumed, alone, pair = losses(tmp_path / "run"), losses(one_process), losses(two_processes)
+    assert sorted(resumed) == [3, 4]  # went on from step 2: did not start again
+    for step in resumed:
+        assert resumed[step] == pytest.approx(alone[step], rel=EQUIVALENCE_RTOL) == pytest.approx(pair[step],
+                                                                                                  rel=EQUIVALENCE_RTOL)
+
+
+def test_resuming_fsdp_from_a_checkpoint_without_sharded_state_is_refused_in_one_line(zero3, tmp_path):
+    """A ZeRO-3 checkpoint has no fsdp_dcp/: the Trainer's own resume would read it into DTensors, or fail."""
+    checkpoint = Path(manifest(zero3)["settings"]["output_dir"]) / "checkpoint-2"
     done = train(tmp_path, "full_shard", 1, *STEPS, "--subset-size", "40", "--resume", str(checkpoint))
     assert done.returncode == 2, done.stderr[-3000:]
     [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert line.startswith(f"error: resuming an --fsdp run is not supported yet ({checkpoint})")
+    assert line.startswith(f"error: --fsdp cannot resume from {checkpoint}: it has no sharded FSDP2 state")
     assert manifest(tmp_path / "run")["status"] == "failed"
+
+
+def test_the_measured_table_has_checkpoint_size_save_time_and_tokens_per_second(one_process, two_processes, zero3):
+    """Lesson 7's measured cells of the module's runs: each checkpoint timed and sized as it was saved (the
+    manifest's checkpoint_saves), and tokens/s marked, with the reason, where 4 steps make no steady state."""
+    from workshop.fill_tables import load_runs
+    from workshop.lessons.fsdp import measured
+    from workshop.logparse import Missing
+    from workshop.save_times import folder_bytes
+
+    runs = load_runs([one_process, two_processes, zero3])
+    assert len(runs) == 3
+    for run in runs:
+        saves, row = run.manifest["checkpoint_saves"], measured(run)
+        assert [save["step"] for save in saves] == [2, 4] and all(save["seconds"] > 0 for save in saves)
+        last = Path(run.manifest["settings"]["output_dir"]) / "checkpoint-4"
+        assert row["checkpoint MiB"] == folder_bytes(last) / 2**20 > 1  # the tiny model's weights and Adam states
+        assert row["save s"] == pytest.approx((saves[0]["seconds"] + saves[1]["seconds"]) / 2)
+        tokens = row["steady real tokens/s (median, 95% interval)"]
+        assert isinstance(tokens, Missing) and tokens.cell == "n/a (too short for a steady state)"
+
+
+def test_bf16_shows_where_fsdp_and_zero3_differ(one_process, zero3, bf16_pair):
+    """The lesson's answers from the runs: in bf16 the two curves part by more than in fp32 (ZeRO computes from
+    bf16 parameters and reduces bf16 gradients; FSDP2 keeps both in fp32 and casts per unit), and the bytes each
+    keeps a parameter show it: FSDP2 4 + 4 + 8 (fp32 parameters and gradients, Adam's two states), ZeRO-3 2 + 2 +
+    12 (bf16 parameters and gradients; an fp32 master copy among the optimizer states). Measured 2026-12-06 on
+    these 4 steps: bf16 2.0e-5 at most, fp32 1.8e-6."""
+    from workshop.fill_tables import load_runs
+    from workshop.lessons.fsdp import PAIRS, measured_table
+    from workshop.lessons.fsdp_precision import bytes_per_parameter, largest_difference, pairs
+
+    runs = load_runs([one_process, zero3, *bf16_pair])
+    found = pairs(runs, {zero: mode for zero, mode in PAIRS})
+    assert sorted(found) == [("full_shard", "bf16", 1), ("full_shard", "fp32", 1)]
+    bf16, fp32 = (largest_difference(*found[("full_shard", precision, 1)]) for precision in ("bf16", "fp32"))
+    assert fp32 < bf16 < 1e-3  # apart by more than fp32's sums, still within bf16's own rounding (2**-8)
+    fsdp, zero = found[("full_shard", "bf16", 1)]
+    assert (bytes_per_parameter(fsdp), bytes_per_parameter(zero)) == ("4 + 4 + 8", "2 + 2 + 12")
+    _, answers, notes = measured_table(runs)
+    [answer] = [text for text in answers if text.startswith("bf16, 1 process(es): FSDP2 full_shard")]
+    assert f"differ by {bf16:.1e} (relative)" in answer and f"the fp32 pair's {fp32:.1e}" in answer
+    assert any(note.startswith("precision answers: in bf16 ZeRO-3 keeps parameters and gradients in bf16")
+               for note in notes)

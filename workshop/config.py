@@ -61,6 +61,7 @@ class DeepSpeedMemory:
     host_memory_gib: Optional[float] = None   # the node's usable RAM for the preflight, when it is read wrongly
     nvme_path: Optional[str] = None           # where NVMe offload (stage3_offload_nvme) keeps its swap files
     fsdp: Optional[str] = None        # PyTorch's FSDP2 instead of ZeRO: full_shard|shard_grad_op|full_shard_offload
+    fsdp_wrap_class: Optional[str] = None  # the module class FSDP2 shards by; None: the family's decoder layer
 
 
 @dataclass
@@ -158,6 +159,7 @@ HELP = {
     "gradient_checkpointing": "recompute activations in the backward pass: less memory, more time (default: off)",
     "fsdp": "shard with PyTorch's FSDP2 instead of DeepSpeed: full_shard (~ZeRO-3), shard_grad_op (~ZeRO-2), "
             "full_shard_offload (~ZeRO-3 + CPU offload); workshop/fsdp.py (default: off)",
+    "fsdp_wrap_class": "with --fsdp: the module class each FSDP2 unit wraps (default: the family's decoder layer)",
     "score_answers": "EM/F1 of the saved model on the held-out examples at the end (default: on with a CUDA GPU)",
     "score_limit": "--score-answers on the first N held-out examples only (default: all)",
     "chunked_loss": "the loss from the last hidden states, 1024 tokens at a time, gradients in the forward pass: "
@@ -227,11 +229,8 @@ def _add_flag(group, field):
         group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=HELP.get(field.name))
         return
-    kind = {int: int, float: float}.get(type(field.default), str)
-    if field.name in ("num_train_epochs", "gpu_memory_limit", "host_memory_gib"):
-        kind = float
-    if field.name == "score_limit":
-        kind = int
+    kind = {"num_train_epochs": float, "gpu_memory_limit": float, "host_memory_gib": float, "score_limit": int}.get(
+        field.name, {int: int, float: float}.get(type(field.default), str))
     group.add_argument(flag, type=kind, choices=CHOICES.get(field.name), default=argparse.SUPPRESS,
                        metavar=None if field.name in CHOICES else field.name.upper(),
                        help=HELP.get(field.name, f"default: {field.default}"))

@@ -61,11 +61,19 @@ def validate(cfg):
     from workshop.adapters import check as check_peft
 
     check_peft(cfg)
+    check_fsdp(cfg)
+    if cfg.fused_loss and cfg.chunked_loss:
+        raise WorkshopError("choose one of --fused-loss (Liger's kernel) and --chunked-loss (plain PyTorch)")
+
+
+def check_fsdp(cfg):
     if cfg.fsdp and cfg.deepspeed:
         raise WorkshopError(f"choose one of --fsdp {cfg.fsdp} (PyTorch's FSDP2) and --deepspeed {cfg.deepspeed} "
                             "(ZeRO): both shard the model, only one can")
-    if cfg.fused_loss and cfg.chunked_loss:
-        raise WorkshopError("choose one of --fused-loss (Liger's kernel) and --chunked-loss (plain PyTorch)")
+    if cfg.fsdp_wrap_class is not None:  # the model's classes: torch and transformers load, for this flag only
+        from workshop.fsdp import check_wrap_class
+
+        check_wrap_class(cfg)
 
 
 def check_writable_dir(path, flag):

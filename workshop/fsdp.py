@@ -43,15 +43,15 @@ def process_group(cfg, cuda: bool) -> dict:
     return {}
 
 
-def shard(model, mode: str, bf16: bool, fp16: bool):
-    """FSDP2 over every decoder layer of the model's family, then the model itself; returns the model."""
+def shard(model, mode: str, bf16: bool, fp16: bool, wrap_class: str | None = None):
+    """FSDP2 over every module of `wrap_class` (default: the family's decoder layer), then the model itself."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
     if fp16:
         raise WorkshopError("--fsdp trains in fp32 or bf16 (--precision bf16): fp16 would need FSDP's sharded "
                             "gradient scaler, which the Trainer does not use")
-    units = layer_classes(model)
+    units = {wrap_class} if wrap_class else layer_classes(model)
     settings = dict(MODES[mode])
     offload = settings.pop("offload", False)
     mesh = init_device_mesh("cuda" if torch.cuda.is_available() else "cpu", (dist.get_world_size(),))
@@ -79,6 +79,25 @@ def layer_classes(model) -> set:
     return found
 
 
+def check_wrap_class(cfg):
+    """--fsdp-wrap-class must name a module class the model has: checked on its skeleton (the meta device: no
+    weights, no memory), before any run folder or training, in one line that lists the classes there are."""
+    from transformers import AutoModelForCausalLM
+
+    from workshop.model import model_config
+    from workshop.names import resolve_model
+
+    if not cfg.fsdp:
+        raise WorkshopError(f"--fsdp-wrap-class {cfg.fsdp_wrap_class} needs --fsdp (it says how FSDP2 shards)")
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(model_config(resolve_model(cfg.model)))
+    classes = sorted({type(module).__name__ for module in skeleton.modules()} - {type(skeleton).__name__})
+    default = ", ".join(sorted(set(getattr(skeleton, "_no_split_modules", None) or ()) & set(classes))) or "none"
+    if cfg.fsdp_wrap_class not in classes:
+        raise WorkshopError(f"--fsdp-wrap-class: {cfg.model} has no module class {cfg.fsdp_wrap_class!r}; its "
+                            f"classes: {', '.join(classes)} (default: the decoder layer, {default})")
+
+
 def wrapping(trainer) -> dict:
     """What wrapped the model the Trainer trains, and how its parameters are placed: the manifest's `wrapping`."""
     from torch.distributed.fsdp import FSDPModule
@@ -91,6 +110,8 @@ def wrapping(trainer) -> dict:
     local = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in params)
     return {"wrapper": type(wrapped).__name__, "model": type(model).__name__,
             "fsdp_units": sum(isinstance(m, FSDPModule) for m in model.modules()),
+            "unit_classes": sorted({type(m).__name__.removeprefix("FSDP") for m in model.modules()
+                                    if isinstance(m, FSDPModule) and m is not model}),
             "dtensor_parameters": len(sharded), "parameters": len(params),
             "placements": sorted({str(p.placements) for p in sharded}),
             "local_share": round(local / whole, 4) if whole else None,
@@ -140,6 +161,19 @@ def save_sharded(model, optimizer, folder):
              checkpoint_id=str(folder / DCP_FOLDER))
 
 
+def load_sharded(model, optimizer, folder):
+    """Resume: this process's shards of the weights and optimizer states from the checkpoint's DCP state (DCP
+    re-shards what another number of processes saved). The optimizer's states are created first, empty, as the
+    shapes to read into."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    weights, states = get_state_dict(model, optimizer)
+    state = {"model": weights, "optimizer": states}
+    dcp.load(state, checkpoint_id=str(folder / DCP_FOLDER))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
 DCP_FOLDER = "fsdp_dcp"
 
 
@@ -162,6 +196,7 @@ def fsdp_trainer(base):
     from pathlib import Path
 
     from torch.distributed.fsdp import FSDPModule
+    from transformers.trainer import SCHEDULER_NAME
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     class FsdpTrainer(base):
@@ -184,12 +219,29 @@ def fsdp_trainer(base):
             if self.args.should_save:
                 self._save(output_dir or self.args.output_dir, state_dict=state)
 
+        # The Trainer's own resume would read whole weights into DTensors and one process's optimizer file into
+        # every process: the sharded state (fsdp_dcp/) is read instead, weights and optimizer states together
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            # the Trainer's resume reads one rank's optimizer file and whole weights into DTensors: wrong, or a
-            # traceback; the sharded state to resume from is saved (fsdp_dcp/), loading it is issue 26's next step
-            raise WorkshopError(f"resuming an --fsdp run is not supported yet ({resume_from_checkpoint}); start "
-                                "from step 0 with --resume never, or export the checkpoint: python -m "
-                                "workshop.export --run-dir <its run folder>")
+            if not isinstance(self.model, FSDPModule):
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            if not (Path(resume_from_checkpoint) / DCP_FOLDER / ".metadata").is_file():
+                raise WorkshopError(f"--fsdp cannot resume from {resume_from_checkpoint}: it has no sharded FSDP2 "
+                                    f"state ({DCP_FOLDER}/), so it was not saved by an --fsdp run; start from step "
+                                    "0 with --resume never")
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            if checkpoint is None or not isinstance(self.model, FSDPModule):
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            load_sharded(self.model, self.optimizer, Path(checkpoint))
+            self.lr_scheduler.load_state_dict(torch.load(Path(checkpoint) / SCHEDULER_NAME, weights_only=True))
+
+        def _save_optimizer_and_scheduler(self, output_dir):
+            if not isinstance(self.model, FSDPModule):
+                return super()._save_optimizer_and_scheduler(output_dir)
+            # the optimizer's states are saved sharded, with the weights, in fsdp_dcp/ (_save_checkpoint): the
+            # Trainer's optimizer.pt would be rank 0's shards alone, bytes on disk that nothing resumes from
+            if self.args.should_save:
+                torch.save(self.lr_scheduler.state_dict(), Path(output_dir) / SCHEDULER_NAME)
 
         def _save_checkpoint(self, model, trial):
             super()._save_checkpoint(model, trial)

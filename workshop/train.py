@@ -33,6 +33,7 @@ from workshop.resume import named_checkpoint, unfinished_run
 from workshop.runlog import RunLog, StepsCallback
 from workshop.speed import SpeedCallback, flops_per_token, matmul_parameters
 from workshop.startup import STARTUP
+from workshop.save_times import SaveTimesCallback
 from workshop.step_times import StepTimesCallback
 from workshop.windows import WindowsCallback, load_ops_outside_training
 
@@ -134,7 +135,7 @@ def build_model(cfg: RunConfig, plan: Plan, run: RunLog):
         print(f"[workshop] ZeRO-3: model created partitioned (deepspeed.zero.Init): {partitioned} parameter "
               "tensors, none whole in this process", flush=True)
     if cfg.fsdp:
-        shard(model, cfg.fsdp, plan.bf16, plan.fp16)
+        shard(model, cfg.fsdp, plan.bf16, plan.fp16, cfg.fsdp_wrap_class)
     run.update(created_partitioned=partitioned, tokenizer=tokenizer_record(tokenizer, model),
                attention_layers_replaced=use_attention(model, cfg.attention))
     if cfg.fused_loss or cfg.chunked_loss:
@@ -163,6 +164,7 @@ def add_callbacks(trainer, cfg: RunConfig, run: RunLog) -> DivergenceCallback:
         trainer.add_callback(live_view.MemorySeries(run.dir, trainer))
     if cfg.torch_profiler:
         trainer.add_callback(ProfilerCallback(run.dir, enabled=run.enabled))
+    trainer.add_callback(SaveTimesCallback(run))  # last: the others' logging is no part of a save's time
     run.update(train_samples=len(train_set), eval_samples=len(trainer.eval_dataset),
                parameters=parameter_count(model), padding=cfg.padding, mean_train_row_tokens=round(mean_length, 1),
                steps_per_epoch=steps_per_epoch, steps_planned=math.ceil(steps_per_epoch * cfg.num_train_epochs),

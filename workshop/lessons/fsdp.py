@@ -4,9 +4,10 @@
 read and workshop/fsdp_modes.py's MODES (not typed by hand): what each shards, where each offloads, and which ZeRO knobs of
 those files have no FSDP2 counterpart in the lesson. `fsdp_measured`: one row per run of the lesson, ZeRO and FSDP2
 alike: what wrapped the model (the manifest's `wrapping`, not the flag), model-state bytes per process, host peak,
-steady step time with its interval, the loss after the same steps.
+steady step time and tokens/s with their intervals, the loss after the same steps, checkpoint size and save time.
 """
 import json
+from statistics import median
 
 from workshop.config import REPO
 from workshop.fsdp_modes import MODES
@@ -15,6 +16,8 @@ from workshop.report.cells import manifest_of, manifest_value
 from workshop.report.columns import (HOST_PEAK_COL, MODEL_STATES_COL, PEAK_GPU_COL, PROCESSES_COL, RUN_COL,
                                      STATES_WHERE_COL, STATUS_COL, STEADY_STEP_COL, Column, _events, row_of)
 from workshop.report.engine import Table
+from workshop.report.spread import MIN_STEADY, Spread, median_interval, steady_rate
+from workshop.report.speed_cells import STEADY_TOKENS
 
 PAIRS = (("stage2", "shard_grad_op"), ("stage3", "full_shard"), ("stage3_offload", "full_shard_offload"))
 CONFIGS = tuple(zero for zero, _ in PAIRS)  # the registry's `configs` of the lesson
@@ -89,25 +92,72 @@ def _last_step(run):
     return losses[-1].get("step") if losses else Missing("n/a (no loss logged)")
 
 
+def _saves(run):
+    """The run's checkpoint saves (workshop/save_times.py), or why it has none."""
+    manifest = manifest_of(run)
+    saves = manifest.get("checkpoint_saves")
+    if isinstance(saves, list) and saves:
+        return saves
+    if (manifest.get("settings") or {}).get("save_strategy") == "no":
+        return Missing("n/a (no checkpoint)", "the run saved no checkpoint (--save-strategy no)")
+    return Missing("n/a (not recorded)", "runs before issue 26 did not record their checkpoint saves "
+                   "(checkpoint_saves), or the run ended before its first checkpoint")
+
+
+def _checkpoint_mib(run):
+    saves = _saves(run)
+    return saves if isinstance(saves, Missing) else saves[-1]["bytes"] / 2**20
+
+
+def _save_seconds(run):
+    """The median save; with its 95% interval where there are enough saves to bound it."""
+    saves = _saves(run)
+    if isinstance(saves, Missing):
+        return saves
+    seconds = [save["seconds"] for save in saves]
+    if len(seconds) < MIN_STEADY:
+        return median(seconds)  # too few saves to bound a median: the median alone
+    return Spread(*median_interval(seconds), len(seconds), "s")
+
+
 MEASURED_COLUMNS = (
     RUN_COL, STATUS_COL, Column("sharding", "", "--fsdp mode or ZeRO stage", _sharding), PROCESSES_COL,
+    Column("precision", "", "fp32, fp16 or bf16, as the run trained (manifest)",
+           lambda run: manifest_of(run).get("precision") or Missing("n/a (not recorded)")),
     Column("wrapped by", "", "what the Trainer trained, and how many parameters were DTensor shards (manifest)",
            _wrapped),
     MODEL_STATES_COL, STATES_WHERE_COL, PEAK_GPU_COL, HOST_PEAK_COL,
     Column("own RSS peak MiB", "MiB", "the training process's own peak RSS",
            lambda run: manifest_value(run, "peak_memory", "host_peak_rss_mib", what="peak_memory.host_peak_rss_mib")),
-    STEADY_STEP_COL, Column("last step", "", "the step of the last logged loss", _last_step),
+    STEADY_STEP_COL,
+    Column(STEADY_TOKENS, "tokens/s", "median real tokens/s of all processes after warm-up, with its 95% interval "
+           "(steps.jsonl)", lambda run: steady_rate(run, "tokens", "tokens/s")),
+    Column("last step", "", "the step of the last logged loss", _last_step),
     Column("loss (last logged)", "", "the last logged training loss: equal steps, equal data, comparable",
-           _last_loss))
+           _last_loss),
+    Column("checkpoint MiB", "MiB", "the last checkpoint's files on disk: weights, optimizer states and the rest "
+           "(manifest checkpoint_saves)", _checkpoint_mib),
+    Column("save s", "s", "seconds per checkpoint save, the median of the run's saves; its 95% interval where it "
+           f"saved {MIN_STEADY} times or more (manifest checkpoint_saves)", _save_seconds))
 
 
 def measured(run):
     return row_of(run, MEASURED_COLUMNS)
 
 
+def measured_table(runs):
+    """One row per run; the answers compare FSDP2 with its ZeRO pair per precision (fsdp_precision.py)."""
+    from workshop.lessons.fsdp_precision import NOTE, answers
+
+    found = answers(runs, {zero: mode for zero, mode in PAIRS})
+    return ([measured(run) for run in runs], found,
+            [note for run in runs for note in run.notes] + ([NOTE] if found else []))
+
+
 TABLES = (Table("fsdp_mapping", "ZeRO <-> FSDP2: the lesson's configs side by side (generated)", mapping,
                 each_run=False),
-          Table("fsdp_measured", "ZeRO and FSDP2 measured on the same runs (one row per run)", measured))
+          Table("fsdp_measured", "ZeRO and FSDP2 measured on the same runs (one row per run)", measured_table,
+                each_run=False))
 
 
 def states_bars(table):
