@@ -250,6 +250,23 @@ def test_the_lessons_table_compares_full_and_lora(lesson_logs):
     assert f"{full['trainable parameters'] / lora['trainable parameters']:,.0f}x fewer" in answer
 
 
+H100_RUNS = REPO / "docs/results/lora_h100-2026-12-06/runs"  # the lesson's GPU reference: real run folders
+
+
+def test_the_gpu_references_answers_stop_at_what_ran_out_of_memory_and_at_repeats_that_disagree():
+    answers = build_tables([H100_RUNS])["lora"].attrs["answers"]
+    big = [a for a in answers if a.startswith("bigscience/bloom-7b1")]
+    # full fine-tuning and LoRA of 7b1 hit the 40 GiB cap: their peaks are where they stopped, never a "vs"
+    assert len(big) == 2 and not [a for a in big if "peak GPU memory" in a or "not compared" in a]
+    assert "full ran out of GPU memory" in big[0] and "lora ran out of GPU memory" in big[0]
+    assert "full ran out of GPU memory" in big[1] and "where qlora fit (peak 36,866 MiB)" in big[1]
+    # bloom-560m's LoRA ran twice; its repeats lie further apart than their intervals, so no speed verdict
+    [small] = [a for a in answers if a.startswith("bigscience/bloom-560m") and "plain Trainer: lora" in a]
+    assert "no conclusion: 2 runs of lora gave" in small and "lower steady real tokens/s" not in small
+    # every method beside full fine-tuning is answered, QLoRA included
+    assert sum(a.startswith("bigscience/bloom-1b7") and "plain Trainer: qlora trains" in a for a in answers) == 1
+
+
 # ---------------------------------------------------------------------------------------------- memory
 def test_the_estimate_counts_the_closed_form_and_the_frozen_base_in_its_dtype():
     from workshop.peft_estimate import NF4_BYTES, adapter_params, base_bytes, linear_layers, peft_states

@@ -98,9 +98,15 @@ def _order(row):
 
 
 def table(runs):
-    chosen, notes = latest_runs(runs, key=lambda run: (method_of(run), stage_of(run)))
+    key = lambda run: (method_of(run), stage_of(run))  # noqa: E731
+    chosen, notes = latest_runs(runs, key=key)
     rows = sorted((row_of(run) for run in chosen), key=_order)
-    return rows, answers(rows, {run.name: run for run in chosen}), notes
+    repeats = {}  # every completed run of a row's config: the run-to-run spread its one shown run hides
+    for run in runs:
+        if run.status == "completed":
+            repeats.setdefault((*setup_of(run), key(run)), []).append(run)
+    by_row = {run.name: repeats.get((*setup_of(run), key(run)), []) for run in chosen}
+    return rows, answers(rows, {run.name: run for run in chosen}, by_row), notes
 
 
 # what a LoRA run and its full fine-tune may differ in and still be compared: the method, and its own settings
@@ -113,39 +119,68 @@ def _script_stage(stage):
                                                                                    else "")
 
 
-def answers(rows, runs):
-    """How many fewer parameters LoRA trains than full fine-tuning, and what it did to memory, speed and loss,
-    for each (model, stage) that has both (runs that differ in more than the method are not compared); a missing
-    half says which run to make."""
+def answers(rows, runs, repeats=None):
+    """How many fewer parameters LoRA and QLoRA train than full fine-tuning, and what each did to memory, speed and
+    loss, for each (model, stage) that has both (runs that differ in more than the method are not compared); a
+    missing half says which run to make."""
     found, by_where = [], {}
     for row in rows:
         by_where.setdefault((row["model"], row["stage"]), {})[row["method"]] = row
     for (model, stage), methods in by_where.items():
-        full, lora = methods.get("full"), methods.get("lora") or methods.get("qlora")
-        if not (full and lora):
-            flags = " --peft none" if lora else ""
+        full, adapters = methods.get("full"), [methods[m] for m in ("lora", "qlora") if m in methods]
+        if not (full and adapters):
+            flags = " --peft none" if adapters else ""
             found.append(f"{model}, {stage}: only {', '.join(methods)} so far: run `bash slurm/lora.slurm "
                          f"{_script_stage(stage)}{flags}` with the same flags to compare.")
             continue
-        differing = mismatch(runs[full["run"]], runs[lora["run"]], PEFT_SETTINGS)
-        if differing:
-            found.append(refused(f"{model}, {stage}", ("full", lora["method"]), differing))
-            continue
-        clauses = []
-        if is_number(full[TRAINABLE]) and is_number(lora[TRAINABLE]):
-            clauses.append(f"{lora['method']} trains {lora[TRAINABLE]:,.0f} parameters, {lora[SHARE]:.2f}% of full "
-                           f"fine-tuning's {full[TRAINABLE]:,.0f} ({full[TRAINABLE] / lora[TRAINABLE]:,.0f}x fewer)")
-        for column, what in (("peak GPU MiB", "peak GPU memory"), ("peak host MiB", "peak host memory")):
-            if is_number(full[column]) and is_number(lora[column]):
-                clauses.append(f"{what} {lora[column]:,.0f} vs {full[column]:,.0f} MiB (single runs, no spread)")
-        speed = compare(Side("full", full[STEADY_TOKENS]), Side(lora["method"], lora[STEADY_TOKENS]),
-                        "steady real tokens/s")
-        if speed:
-            clauses.append(speed)
-        if is_number(full[LOSS]) and is_number(lora[LOSS]):
-            clauses.append(f"final eval loss {lora[LOSS]:.3f} vs {full[LOSS]:.3f}")
-        found.append(f"{model}, {stage}: " + "; ".join(clauses) + ".")
+        for lora in adapters:
+            stopped = any(runs[row["run"]].status.startswith("oom") for row in (full, lora))
+            # a run that ran out of memory stopped early: its steps done are the finding, not a mismatch
+            differing = mismatch(runs[full["run"]], runs[lora["run"]], PEFT_SETTINGS + ("steps done",) * stopped)
+            if differing:
+                found.append(refused(f"{model}, {stage}", ("full", lora["method"]), differing))
+                continue
+            clauses = _clauses(full, lora, runs, repeats or {})
+            found.append(f"{model}, {stage}: " + "; ".join(clauses) + ".")
     return found
+
+
+def _clauses(full, lora, runs, repeats):
+    clauses = []
+    if is_number(full[TRAINABLE]) and is_number(lora[TRAINABLE]):
+        clauses.append(f"{lora['method']} trains {lora[TRAINABLE]:,.0f} parameters, {lora[SHARE]:.2f}% of full "
+                       f"fine-tuning's {full[TRAINABLE]:,.0f} ({full[TRAINABLE] / lora[TRAINABLE]:,.0f}x fewer)")
+    out = [row for row in (full, lora) if runs[row["run"]].status.startswith("oom")]
+    if out:  # a peak at the card's (or --gpu-memory-limit's) edge is where it stopped, not what it needed
+        fit = [row for row in (full, lora) if row not in out]
+        clauses.append(" and ".join(f"{row['method']} ran out of GPU memory ({row['peak GPU MiB']:,.0f} MiB "
+                                    "reserved when it stopped)" for row in out)
+                       + "".join(f", where {row['method']} fit (peak {row['peak GPU MiB']:,.0f} MiB)" for row in fit
+                                 if is_number(row["peak GPU MiB"])))
+    for column, what in (("peak GPU MiB", "peak GPU memory"), ("peak host MiB", "peak host memory")):
+        if not out and is_number(full[column]) and is_number(lora[column]):
+            clauses.append(f"{what} {lora[column]:,.0f} vs {full[column]:,.0f} MiB (single runs, no spread)")
+    speed = _repeats_disagree(full, lora, repeats) or compare(
+        Side("full", full[STEADY_TOKENS]), Side(lora["method"], lora[STEADY_TOKENS]), "steady real tokens/s")
+    if speed:
+        clauses.append(speed)
+    if is_number(full[LOSS]) and is_number(lora[LOSS]):
+        clauses.append(f"final eval loss {lora[LOSS]:.3f} vs {full[LOSS]:.3f}")
+    return clauses
+
+
+def _repeats_disagree(full, lora, repeats):
+    """A clause when a config ran more than once and its repeats' steady tokens/s lie further apart than their own
+    intervals: then one run's interval understates the noise, and the methods' speeds are not compared."""
+    for row in (full, lora):
+        figures = [speed_row(run).get(STEADY_TOKENS) for run in repeats.get(row["run"], ())]
+        figures = [f for f in figures if hasattr(f, "separated_from")]
+        if any(a.separated_from(b) for i, a in enumerate(figures) for b in figures[i + 1:]):
+            shown = " and ".join(f"{f.value:,.0f}" for f in figures)
+            return (f"steady real tokens/s: no conclusion: {len(figures)} runs of {row['method']} gave {shown} "
+                    "tokens/s, further apart than each run's 95% interval (at this size run-to-run variation "
+                    "outweighs the method); compare the methods on a larger model or more steps")
+    return None
 
 
 TABLES = (Table("lora", "LoRA and QLoRA vs full fine-tuning, per ZeRO stage", table, each_run=False),)
