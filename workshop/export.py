@@ -200,7 +200,9 @@ def _step(checkpoint: Path):
 
 
 def _bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
+    from workshop.save_times import folder_bytes
+
+    return folder_bytes(Path(folder))
 
 
 def main(argv=None):

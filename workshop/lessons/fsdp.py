@@ -120,16 +120,18 @@ def _save_seconds(run):
     return Spread(*median_interval(seconds), len(seconds), "s")
 
 
+SHARDING_COL = Column("sharding", "", "--fsdp mode or ZeRO stage", _sharding)
+OWN_RSS_COL = Column("own RSS peak MiB", "MiB", "the training process's own peak RSS",
+                     lambda run: manifest_value(run, "peak_memory", "host_peak_rss_mib",
+                                                what="peak_memory.host_peak_rss_mib"))
 MEASURED_COLUMNS = (
-    RUN_COL, STATUS_COL, Column("sharding", "", "--fsdp mode or ZeRO stage", _sharding), PROCESSES_COL,
+    RUN_COL, STATUS_COL, SHARDING_COL, PROCESSES_COL,
     Column("precision", "", "fp32, fp16 or bf16, as the run trained (manifest)",
            lambda run: manifest_of(run).get("precision") or Missing("n/a (not recorded)")),
     Column("wrapped by", "", "what the Trainer trained, and how many parameters were DTensor shards (manifest)",
            _wrapped),
     MODEL_STATES_COL, STATES_WHERE_COL, PEAK_GPU_COL, HOST_PEAK_COL,
-    Column("own RSS peak MiB", "MiB", "the training process's own peak RSS",
-           lambda run: manifest_value(run, "peak_memory", "host_peak_rss_mib", what="peak_memory.host_peak_rss_mib")),
-    STEADY_STEP_COL,
+    OWN_RSS_COL, STEADY_STEP_COL,
     Column(STEADY_TOKENS, "tokens/s", "median real tokens/s of all processes after warm-up, with its 95% interval "
            "(steps.jsonl)", lambda run: steady_rate(run, "tokens", "tokens/s")),
     Column("last step", "", "the step of the last logged loss", _last_step),
@@ -171,10 +173,10 @@ def states_bars(table):
     left, right = fig.subplots(1, 2)
     rows = [] if table is None else [row for _, row in table.iterrows()]
     # labels in words: "FSDP2 full shard", not the flag's identifier
-    groups = [f"{str(row['sharding']).replace('_', ' ')}\n{row['GPUs (processes)']} process(es)" for row in rows]
+    groups = [f"{str(row[SHARDING_COL.name]).replace('_', ' ')}\n{row[PROCESSES_COL.name]} process(es)" for row in rows]
     notes = []
     for ax, column, unit in ((left, MODEL_STATES_COL.name, "MiB per process"),
-                             (right, "own RSS peak MiB", "MiB (one process)")):
+                             (right, OWN_RSS_COL.name, "MiB (one process)")):
         values = {(group, "run"): row.get(column) for group, row in zip(groups, rows)}
         if not grouped_bars(ax, groups, ("run",), values, unit) and rows:
             notes.append(f"{column}: no numbers (see the table's notes)")
