@@ -134,7 +134,7 @@ def lesson_view(df, columns=None):
     every column, as the handout prints them."""
     view = df[[c for c in columns if c in df.columns]] if columns else df.copy()
     notes, dropped = list(df.attrs.get("notes", [])), []
-    if len(view) > 1 and "run" in view.columns:
+    if len(view) > 1 and "run" in df.columns:  # df's: a reference's view shows a `source` in its place
         dropped = [column for column in view.columns[1:] if view[column].map(_blank).all()]
     kept = {str(value) for column in view.columns if column not in dropped for value in view[column]}
     gone = {str(value) for column in dropped for value in view[column]} - kept

@@ -4,7 +4,8 @@
 read and workshop/fsdp_modes.py's MODES (not typed by hand): what each shards, where each offloads, and which ZeRO knobs of
 those files have no FSDP2 counterpart in the lesson. `fsdp_measured`: one row per run of the lesson, ZeRO and FSDP2
 alike: what wrapped the model (the manifest's `wrapping`, not the flag), model-state bytes per process, host peak,
-steady step time and tokens/s with their intervals, the loss after the same steps, checkpoint size and save time.
+steady step time and tokens/s with their intervals, the loss after the same steps, checkpoint size and save time
+(as two tables: `fsdp_memory`, and `fsdp_measured` for speed, loss and checkpoints).
 """
 import json
 from statistics import median
@@ -124,14 +125,16 @@ SHARDING_COL = Column("sharding", "", "--fsdp mode or ZeRO stage", _sharding)
 OWN_RSS_COL = Column("own RSS peak MiB", "MiB", "the training process's own peak RSS",
                      lambda run: manifest_value(run, "peak_memory", "host_peak_rss_mib",
                                                 what="peak_memory.host_peak_rss_mib"))
-MEASURED_COLUMNS = (
-    RUN_COL, STATUS_COL, SHARDING_COL, PROCESSES_COL,
-    Column("precision", "", "fp32, fp16 or bf16, as the run trained (manifest)",
-           lambda run: manifest_of(run).get("precision") or Missing("n/a (not recorded)")),
-    Column("wrapped by", "", "what the Trainer trained, and how many parameters were DTensor shards (manifest)",
-           _wrapped),
-    MODEL_STATES_COL, STATES_WHERE_COL, PEAK_GPU_COL, HOST_PEAK_COL,
-    OWN_RSS_COL, STEADY_STEP_COL,
+PRECISION_COL = Column("precision", "", "fp32, fp16 or bf16, as the run trained (manifest)",
+                       lambda run: manifest_of(run).get("precision") or Missing("n/a (not recorded)"))
+WHO = (RUN_COL, STATUS_COL, SHARDING_COL, PROCESSES_COL)  # both tables' first columns: which run, what it ran
+# Two tables, not one: the page holds about twelve columns (and a reference's rows under the student's)
+MEMORY_COLUMNS = (
+    *WHO, Column("wrapped by", "", "what the Trainer trained, and how many parameters were DTensor shards "
+                 "(manifest)", _wrapped),
+    MODEL_STATES_COL, STATES_WHERE_COL, PEAK_GPU_COL, HOST_PEAK_COL, OWN_RSS_COL)
+SPEED_COLUMNS = (
+    *WHO, PRECISION_COL, STEADY_STEP_COL,
     Column(STEADY_TOKENS, "tokens/s", "median real tokens/s of all processes after warm-up, with its 95% interval "
            "(steps.jsonl)", lambda run: steady_rate(run, "tokens", "tokens/s")),
     Column("last step", "", "the step of the last logged loss", _last_step),
@@ -144,27 +147,36 @@ MEASURED_COLUMNS = (
 
 
 def measured(run):
-    return row_of(run, MEASURED_COLUMNS)
+    """Every measured cell of a run, both tables' columns."""
+    return {**row_of(run, MEMORY_COLUMNS), **row_of(run, SPEED_COLUMNS)}
+
+
+def memory_table(runs):
+    """One row per run: what wrapped the model, its model states per process and where they live, the peaks."""
+    return [row_of(run, MEMORY_COLUMNS) for run in runs], [], [note for run in runs for note in run.notes]
 
 
 def measured_table(runs):
-    """One row per run; the answers compare FSDP2 with its ZeRO pair per precision (fsdp_precision.py)."""
+    """One row per run: speed, loss and checkpoints; the answers compare FSDP2 with its ZeRO pair per precision
+    (fsdp_precision.py)."""
     from workshop.lessons.fsdp_precision import NOTE, answers
 
     found = answers(runs, {zero: mode for zero, mode in PAIRS})
-    return ([measured(run) for run in runs], found,
+    return ([row_of(run, SPEED_COLUMNS) for run in runs], found,
             [note for run in runs for note in run.notes] + ([NOTE] if found else []))
 
 
 TABLES = (Table("fsdp_mapping", "ZeRO <-> FSDP2: the lesson's configs side by side (generated)", mapping,
                 each_run=False),
-          Table("fsdp_measured", "ZeRO and FSDP2 measured on the same runs (one row per run)", measured_table,
-                each_run=False))
+          Table("fsdp_memory", "ZeRO and FSDP2 on the same runs: memory (one row per run)", memory_table,
+                each_run=False),
+          Table("fsdp_measured", "ZeRO and FSDP2 on the same runs: speed, loss and checkpoints (one row per run)",
+                measured_table, each_run=False))
 
 
 def states_bars(table):
     """Lesson 7: model-state MiB per process (left) and host peak RSS (right), one bar per run, ZeRO and FSDP2 side
-    by side, from build_tables(...)["fsdp_measured"] (or None). A cell without a number gets no bar."""
+    by side, from build_tables(...)["fsdp_memory"] (or None). A cell without a number gets no bar."""
     from matplotlib.figure import Figure
 
     from workshop.report.figures import grouped_bars, legend_all
