@@ -98,8 +98,8 @@ def cache_cpu_info(folder: Path, described_in=Path("/proc/cpuinfo")):
     """Make py-cpuinfo's get_cpu_info() ask once per CPU kind, not once per call, in this process and the next.
 
     DeepSpeed asks it twice for every op it loads (-march and the SIMD width) and again in DeepSpeedCPUAdam, and
-    each answer comes from a new Python process: 1.1 CPU-s a call here, 4.6 s of an offload run's start-up (2
-    cores, 2026-12-06). The answer is kept beside the builds under a hash of /proc/cpuinfo (its clock lines
+    each answer comes from a new Python process: 1.1 CPU-s a call here, 4.6 CPU-s for an offload run's three ops
+    (2 cores, 2026-12-06). The answer is kept beside the builds under a hash of /proc/cpuinfo (its clock lines
     aside), so another CPU kind sharing the folder asks for its own; without /proc/cpuinfo it is kept in memory."""
     try:
         import cpuinfo
