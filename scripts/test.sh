@@ -68,8 +68,11 @@ if [[ ${#skip[@]} -gt 0 ]]; then
     filter=(-m "$(printf 'not %s and ' "${skip[@]}" | sed 's/ and $//')")
 fi
 # Each test module runs whole on one worker (--dist loadscope): its module-scoped runs are made once; runs that
-# several modules read are made once per session (tests/conftest.py's made_once).
-workers=(-n "${WORKSHOP_TEST_WORKERS:-$(($(nproc) + 1))}" --dist loadscope)
+# several modules read are made once per session (tests/conftest.py's made_once). --no-loadscope-reorder keeps
+# conftest.py's order (the modules that train or wait on SLURM first): pytest-xdist 3.8 otherwise hands modules out
+# by their number of tests, so test_smoke (7 tests, 171 CPU-s in CI), test_model_states (4, 122) and
+# test_slurm_zero (1 test, 64-132 s of SLURM jobs) came 32nd, 41st and 49th of 50, behind 46 quick config tests.
+workers=(-n "${WORKSHOP_TEST_WORKERS:-$(($(nproc) + 1))}" --dist loadscope --no-loadscope-reorder)
 [[ ${WORKSHOP_TEST_WORKERS:-} != 1 ]] || workers=()
 # One torch thread a process: the workers and the trainings they start share the cores, and torch's default of a
 # thread per core oversubscribed them (two tiny ZeRO runs side by side on 2 cores: 33.6 s with it, 24.6 s without).

@@ -3,6 +3,7 @@ speed figures in the manifest and fill_tables, slurm/fast.slurm, the benchmark r
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -12,7 +13,7 @@ import pytest
 import torch
 from transformers import BloomConfig
 
-from conftest import made_once
+from conftest import made_once, walkthrough_logs
 from test_slurm import job_env
 from test_train import read_events, run_baseline
 from workshop import fused_loss
@@ -156,9 +157,14 @@ def run_slurm(script, logs, *args):
 
 def made_fast_logs(tmp_path_factory):
     """logs/ with a tiny fast.slurm run and the seed (baseline.slurm) beside it, made once per session:
-    tests/test_notebooks.py executes notebook 04 on them."""
+    tests/test_notebooks.py executes notebook 04 on them. The fast run is the lesson's walk-through run
+    (`bash slurm/fast.slurm --profile tiny`, made once per session for tests/test_smoke.py too: a torch.compile
+    run the less), copied here with its outputs."""
     def make(folder):
-        run_slurm("fast.slurm", folder / "logs", "--max-steps", "12")
+        walked = walkthrough_logs(tmp_path_factory, "make_it_fast")
+        [run_dir] = walked.glob("fast-local*")
+        shutil.copytree(run_dir, folder / "logs" / run_dir.name)
+        shutil.copytree(walked.parent / "outputs" / run_dir.name, folder / "outputs" / run_dir.name)
         run_slurm("baseline.slurm", folder / "logs", "--max-steps", "12", "--num-train-epochs", "1")
 
     return made_once(tmp_path_factory, "fast", make) / "logs"
@@ -183,7 +189,7 @@ def test_fast_slurm_trains_packed_rows_and_counts_only_real_tokens(fast_logs):
     assert settings["torch_compile"] and settings["optim"] == "adamw_torch_fused"
     # Packed rows are all real tokens: whole rows of 160, at most 16 a step.
     assert fast["speed"]["tokens_seen"] % TINY_LENGTH == 0
-    assert fast["speed"]["tokens_seen"] <= 12 * 16 * TINY_LENGTH
+    assert fast["speed"]["tokens_seen"] <= fast["steps_done"] * 16 * TINY_LENGTH
     # Padded to 160, the seed run still counts only its real tokens: about its mean row length per row.
     rows = 12 * 16
     assert seed["speed"]["tokens_seen"] / rows == pytest.approx(seed["mean_train_row_tokens"], rel=0.25)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from workshop.deepspeed.ops import extensions_dir, fix_arch_list, setup_build_env
+from workshop.deepspeed.ops import cache_cpu_info, extensions_dir, fix_arch_list, setup_build_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,6 +69,34 @@ def test_ops_compile_without_debug_information(tmp_path):
                                  str(tmp_path / "op.o")], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert (b".debug_info" in (tmp_path / "op.o").read_bytes()) is debug, flags
+
+
+def test_cpu_info_is_asked_once_for_every_process_on_this_cpu(monkeypatch, tmp_path):
+    """DeepSpeed asks py-cpuinfo 2-5 times a training process (a new Python each time, ~1 CPU-s): the first answer
+    is kept beside the builds, and a later process with a fresh memory reads it there."""
+    import cpuinfo
+
+    truth = cpuinfo.get_cpu_info()
+    asked = []
+
+    def ask():
+        asked.append(1)
+        return truth
+
+    for process in range(2):
+        monkeypatch.setattr(cpuinfo, "get_cpu_info", ask)  # a fresh process: py-cpuinfo's own function
+        cache_cpu_info(tmp_path)
+        answers = [cpuinfo.get_cpu_info() for _ in range(3)]
+        assert answers == [truth] * 3 and asked == [1], process
+        answers[0]["flags"].clear()  # a caller's change stays its own
+        assert cpuinfo.get_cpu_info() == truth
+    assert len(list(tmp_path.glob(".cpuinfo-*.json"))) == 1
+    other = tmp_path / "cpuinfo"  # a CPU of another kind sharing the folder is asked for its own answer
+    other.write_text("vendor_id\t: OtherVendor\ncpu MHz\t\t: 2000.0\n")
+    monkeypatch.setattr(cpuinfo, "get_cpu_info", ask)
+    cache_cpu_info(tmp_path, described_in=other)
+    assert cpuinfo.get_cpu_info() == truth and len(asked) == 2
+    assert len(list(tmp_path.glob(".cpuinfo-*.json"))) == 2
 
 
 LOAD_ONCE = """

@@ -56,10 +56,12 @@ def train(stage):
 def runs():
     from workshop.launch import free_port
 
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-           "LOCAL_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+           "LOCAL_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     done = subprocess.run([sys.executable, __file__], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))  # no RAM left behind
     return {run["stage"]: run for run in map(json.loads, done.stdout.splitlines()[-4:])}
 
 
@@ -87,9 +89,13 @@ def test_the_divergence_guard_reads_each_stages_loss_scale(runs):
 
 
 if __name__ == "__main__":
+    import atexit
     import logging
 
     from deepspeed.accelerator import get_accelerator
+    from workshop.deepspeed.setup import remove_shm_buffers
+
+    atexit.register(remove_shm_buffers)  # DeepSpeed's CPU backend leaves a 66 MiB /dev/shm buffer (RAM) per run
 
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     from workshop.deepspeed.ops import setup_build_env

@@ -13,8 +13,11 @@ on the same CPU kind that runs the jobs.
 """
 
 import argparse
+import copy
 import fcntl
+import functools
 import hashlib
+import json
 import os
 import re
 import sys
@@ -87,7 +90,51 @@ def setup_build_env(env=os.environ) -> Path:
     pin_ninja(env)
     if "CXX" not in env:  # a compiler the user chose stays theirs
         env["CXX"] = str(no_debug_info_compiler(path))
+    cache_cpu_info(path)
     return path
+
+
+def cache_cpu_info(folder: Path, described_in=Path("/proc/cpuinfo")):
+    """Make py-cpuinfo's get_cpu_info() ask once per CPU kind, not once per call, in this process and the next.
+
+    DeepSpeed asks it twice for every op it loads (-march and the SIMD width) and again in DeepSpeedCPUAdam, and
+    each answer comes from a new Python process: 1.1 CPU-s a call here, 4.6 CPU-s for an offload run's three ops
+    (2 cores, 2026-12-06). The answer is kept beside the builds under a hash of /proc/cpuinfo (its clock lines
+    aside), so another CPU kind sharing the folder asks for its own; without /proc/cpuinfo it is kept in memory."""
+    try:
+        import cpuinfo
+    except ImportError:  # DeepSpeed falls back to lscpu then
+        return
+    if getattr(cpuinfo.get_cpu_info, "workshop_cached", False):
+        return
+    ask = cpuinfo.get_cpu_info
+
+    @functools.cache
+    def answer():
+        try:
+            lines = described_in.read_text().splitlines()
+        except OSError:
+            return ask()
+        kind = hashlib.sha1("\n".join(line for line in lines if not line.startswith("cpu MHz")).encode())
+        kept = folder / f".cpuinfo-{kind.hexdigest()[:12]}.json"
+        try:
+            return json.loads(kept.read_text())
+        except (OSError, ValueError):
+            info = ask()  # lists, not tuples: py-cpuinfo's own answer went through JSON too
+        try:  # whole, for the other processes that may read it now
+            folder.mkdir(parents=True, exist_ok=True)
+            draft = folder / f".cpuinfo.{os.getpid()}"
+            draft.write_text(json.dumps(info))
+            os.replace(draft, kept)
+        except OSError:  # a folder we may not write to: the answer is still kept in memory
+            pass
+        return info
+
+    def get_cpu_info():
+        return copy.deepcopy(answer())  # a new dict each time, as py-cpuinfo gives
+
+    get_cpu_info.workshop_cached = True
+    cpuinfo.get_cpu_info = get_cpu_info
 
 
 NO_DEBUG_INFO = """#!/bin/sh
