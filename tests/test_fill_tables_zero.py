@@ -70,6 +70,10 @@ def edit_manifest(run, **changes):
     (run / "manifest.json").write_text(json.dumps({**manifest(run), **changes}))
 
 
+def on_cpu(run):
+    return not manifest(run)["peak_memory"]["device"].startswith("cuda")
+
+
 def events(run):
     return [json.loads(line) for line in (run / "log_history.jsonl").read_text().splitlines()]
 
@@ -117,7 +121,10 @@ def test_part1_rows_are_the_real_measurements(real_logs):
     (answer,) = tables[PART1].attrs["answers"]  # the handout layout's answer, shown in the by-run view too
     pin, nopin = rows[PIN], rows[NOPIN]
     assert f"whole runs {pin[RUNTIME]:.1f} s pinned vs {nopin[RUNTIME]:.1f} s not" in answer
-    if "no measurable difference" not in answer:  # the steady intervals are apart: the verdict is theirs
+    if on_cpu(run_of(real_logs, PIN)):  # nothing to pin for: whatever the timings did, no verdict
+        assert answer.split("? ")[1].startswith("not on a CPU: `pin_memory` page-locks"), answer
+        assert "notebook 02" in answer and "; measured: " in answer
+    elif "no measurable difference" not in answer:  # the steady intervals are apart: the verdict is theirs
         # (this CPU decides which branch runs; CI of 2026-12-06 found the intervals apart once in several runs)
         pinned, unpinned = pin[STEADY_STEP].value, nopin[STEADY_STEP].value
         assert answer.split("? ")[1].startswith("yes:" if pinned < unpinned else "no:"), answer
@@ -131,6 +138,12 @@ def test_part1_answer_follows_the_runtimes(real_logs, tmp_path):
     pin = copy_run(real_logs, PIN, tmp_path)
     nopin = copy_run(real_logs, NOPIN, tmp_path)
     base = train_runtime(pin)
+    if on_cpu(pin):  # runs on a CPU get no verdict, even from runtimes 1.5x apart; as GPU runs they do
+        set_train_runtime(nopin, base * 1.5)
+        (answer,) = build_tables([tmp_path], by_run=True)[PART1].attrs["answers"]
+        assert "? not on a CPU:" in answer and "yes" not in answer and "no:" not in answer, answer
+        for path in (pin, nopin):
+            edit_manifest(path, peak_memory={**manifest(path)["peak_memory"], "device": "cuda:0"})
     for path in (pin, nopin):  # whole-run runtimes only: the answer compares them and says it has no spread
         (path / "steps.jsonl").unlink(missing_ok=True)
     set_train_runtime(nopin, base * 1.5)

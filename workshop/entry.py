@@ -74,7 +74,7 @@ def run_training(cfg: RunConfig):
         fail(err, code=getattr(err, "code", 2))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _train_and_record(training, cfg, run, torch)
-    if os.environ.get("TORCHELASTIC_RUN_ID"):  # a rank torchrun started (lesson 7's FSDP2 runs) ends here
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a rank of a multi-process run (torchrun, deepspeed, srun)
         _leave_process_group(torch)
     if run.unrecorded:
         fail(f"the training completed, but {run.unrecorded}", code=6)
@@ -82,11 +82,13 @@ def run_training(cfg: RunConfig):
 
 
 def _leave_process_group(torch):
-    """Right after a completed training of a process torchrun started. Left to the interpreter's exit, the rank
+    """Right after a completed training of one rank of several. Left to the interpreter's exit, the rank
     sometimes died at teardown: "terminate called without an active exception", SIGABRT, exit status -6 after
     "[workshop] done" (two-process FSDP2 runs beside busy loops on 2 cores: 2 of 22; leaving the group here: none
-    of 32; at exit, through atexit: 1 of 14). Not in a process that trains again (the tests' in-process trainings
-    keep their group), and not after a failure, which exits with its own status as before."""
+    of 32; at exit, through atexit: 1 of 14). The same abort hit a two-process ZeRO 3 run that the deepspeed
+    launcher started (exit 250 in the walk-through), so every rank of a run with WORLD_SIZE > 1 leaves, whoever
+    launched it. Not in a single process that trains again (the tests' in-process trainings keep their group),
+    and not after a failure, which exits with its own status as before."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

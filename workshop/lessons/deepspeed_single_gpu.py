@@ -10,7 +10,7 @@ import functools
 from workshop.errors import WorkshopError
 from workshop.lessons import ZERO_CONFIGS as CONFIGS
 from workshop.logparse import Missing
-from workshop.report.cells import change, is_number, manifest_of, torch_reserved
+from workshop.report.cells import change, is_number, manifest_of, torch_reserved, trained_on_cpu
 from workshop.report.columns import (ESTIMATE_GPU, ESTIMATE_HOST, HOST_PEAK_COL, MODEL_STATES_COL, PEAK_GPU_COL,
                                      RUNTIME, STEADY_STEP, STEADY_STEP_COL, ZERO_COLUMNS, Column, memory_limit_note,
                                      rows_of)
@@ -116,8 +116,14 @@ def _answer_rows(df, runs):
     return rows, chosen
 
 
+PIN_ON_CPU = ("not on a CPU: `pin_memory` page-locks the host buffers that offloaded states cross to and from the "
+              "GPU, and a run without a GPU makes no such copy, so any difference here is other work on this machine "
+              "(the GPU reference in notebook 02 answers it)")
+
+
 def pin_answer(setup, by_config):
-    """Did `pin_memory: true` reduce Stage 2 + offload's runtime? Gated by the steady s/step intervals."""
+    """Did `pin_memory: true` reduce Stage 2 + offload's runtime? Gated by the steady s/step intervals, and on a CPU
+    never answered: pinning speeds copies to a GPU, so the measurement is shown as what it is, not as a verdict."""
     (pin, pin_run), (nopin, nopin_run) = by_config.get(PIN, ({}, None)), by_config.get(NOPIN, ({}, None))
     if not (is_number(pin.get(RUNTIME)) and is_number(nopin.get(RUNTIME))):
         return (f"{setup}: did `pin_memory: true` reduce the runtime? not answerable yet: a full runtime of both "
@@ -126,20 +132,26 @@ def pin_answer(setup, by_config):
     if differing:
         return refused(setup, (PIN, NOPIN), differing)
     question = f"{setup}: did `pin_memory: true` reduce the runtime of Stage 2 + offload?"
+    verdict, evidence = _pin_evidence(pin, pin_run, nopin, nopin_run)
+    if trained_on_cpu(pin_run) and trained_on_cpu(nopin_run):
+        return f"{question} {PIN_ON_CPU}; measured: {evidence}."
+    return f"{question} {verdict + ': ' if verdict else ''}{evidence}."
+
+
+def _pin_evidence(pin, pin_run, nopin, nopin_run):
+    """(verdict 'yes'/'no' or None, the measurement behind it) for the pinned and not-pinned runs."""
     seconds, base = pin[RUNTIME], nopin[RUNTIME]
+    whole = f"whole runs {seconds:.1f} s pinned vs {base:.1f} s not"
     short = short_clause((("not pinned", nopin_run), ("pinned", pin_run)))
     if short:  # a whole run of a few steps is mostly warm-up: no verdict from it
-        return f"{question} no measurable difference can be stated: {short}; whole runs {seconds:.1f} s pinned vs " \
-               f"{base:.1f} s not."
+        return None, f"no measurable difference can be stated: {short}; {whole}"
     measurable, clause = steady_clause(("not pinned", nopin), ("pinned", pin))
     if measurable is False:
-        return f"{question} {clause}; whole runs {seconds:.1f} s pinned vs {base:.1f} s not."
+        return None, f"{clause}; {whole}"
     if measurable:  # the steady state answers; the whole runs (start-up included) are shown beside it
-        verdict = "yes" if pin[STEADY_STEP].value < nopin[STEADY_STEP].value else "no"
-        return f"{question} {verdict}: {clause}; whole runs {seconds:.1f} s pinned vs {base:.1f} s not."
-    verdict = "yes" if seconds < base else "no"
-    return (f"{question} {verdict}: {seconds:.1f} s pinned vs {base:.1f} s not, pinned took {change(seconds, base)} "
-            f"({clause}).")
+        return "yes" if pin[STEADY_STEP].value < nopin[STEADY_STEP].value else "no", f"{clause}; {whole}"
+    return ("yes" if seconds < base else "no",
+            f"{seconds:.1f} s pinned vs {base:.1f} s not, pinned took {change(seconds, base)} ({clause})")
 
 
 def part1_handout(df, runs):
