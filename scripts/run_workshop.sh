@@ -15,10 +15,20 @@ export GPUS=${GPUS:-2}  # lesson 3 without GPUs: two processes on the CPU
 "$WORKSHOP_PYTHON" -m workshop.prebuild_ops
 # The walk-through, one run a line ("LESSON COMMAND..."), from the lesson registry (workshop/lessons/__init__.py):
 # each lesson's scripts with the arguments its tiny run passes. An unknown lesson name is one error line.
+# A run that fails does not stop the others: the tables are filled from every run that completed, and the failed
+# ones are listed at the end with the command that reruns each (the exit status is then 1).
 walkthrough=$("$WORKSHOP_PYTHON" -m workshop.lessons walkthrough "$@") || exit 2
+failed=()
 while read -r lesson command; do
     echo "[workshop] === $lesson: bash $command"
-    eval "bash $command" < /dev/null  # the registry's shlex-quoted words
+    eval "bash $command" < /dev/null || failed+=("exit $?: bash $command")  # the registry's shlex-quoted words
 done <<<"$walkthrough"
 echo "[workshop] === filled tables (python -m workshop.fill_tables logs/)"
-"$WORKSHOP_PYTHON" -m workshop.fill_tables logs/
+tables=0
+"$WORKSHOP_PYTHON" -m workshop.fill_tables logs/ || tables=$?
+if [[ ${#failed[@]} -gt 0 ]]; then
+    echo "[workshop] ${#failed[@]} run(s) failed; the tables above hold the others. Rerun one with its command:" >&2
+    printf '[workshop]   %s\n' "${failed[@]}" >&2
+    exit 1
+fi
+exit $tables

@@ -81,6 +81,7 @@ def losses(run_dir):
     return {event["step"]: event["loss"] for event in events if "loss" in event}
 
 
+@pytest.mark.slow
 def test_zero3_run_exports_the_trained_model(zero3_run, tmp_path):
     """ZeRO-3's fp32 master weights, joined by zero_to_fp32, reload as a plain model whose logits are the trained
     model's: the Trainer's final/ (saved after the same last step) gives the same logits."""
@@ -101,6 +102,7 @@ def test_zero3_run_exports_the_trained_model(zero3_run, tmp_path):
     assert not torch.allclose(probe(load_saved(tmp_path / "step2")[0]), probe(final))
 
 
+@pytest.mark.slow
 def test_zero2_checkpoint_of_two_processes_exports(zero2_run, tmp_path):
     """Two processes' ZeRO-2 optimizer shards join into the model the Trainer saved in the same checkpoint."""
     settings = json.loads((zero2_run / "manifest.json").read_text())["settings"]
@@ -110,6 +112,7 @@ def test_zero2_checkpoint_of_two_processes_exports(zero2_run, tmp_path):
     torch.testing.assert_close(probe(load_saved(tmp_path / "model")[0]), probe(saved), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_zero2_on_two_processes_resumes_under_zero3_on_one(zero2_run, tmp_path):
     """DeepSpeed's universal checkpoint: the 2-process ZeRO-2 run's step-2 checkpoint, converted, resumes under
     ZeRO-3 in one process with the same global batch (4 rows), and steps 3 and 4 give the losses the 2-process
@@ -134,6 +137,7 @@ def test_zero2_on_two_processes_resumes_under_zero3_on_one(zero2_run, tmp_path):
         assert after[step] == pytest.approx(before[step], rel=1e-5), (step, before, after)
 
 
+@pytest.mark.slow
 def test_export_refuses_bad_input_in_one_line(zero3_run, tmp_path):
     missing = export("--run-dir", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and missing.stderr.startswith("error: ") and missing.stderr.count("\n") == 1

@@ -99,6 +99,7 @@ def cancel_after_first_checkpoint(root, command, run_dir, out_dir):
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "cancelled"
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint(repo_copy):  # noqa: F811
     command, run_dir, out_dir = resumable(repo_copy, "baseline-requeue1")
     cancel_after_first_checkpoint(repo_copy, command, run_dir, out_dir)
@@ -124,6 +125,7 @@ def test_killed_run_resumes_from_its_checkpoint(repo_copy):  # noqa: F811
     assert len(rows) == 2 and all(",completed," in row for row in rows)  # one row in each baseline table
 
 
+@pytest.mark.slow
 def test_a_resubmit_resumes_the_unfinished_run_and_a_rerun_of_a_finished_one_starts_afresh(repo_copy):  # noqa: F811
     """A new job (new run and output folders) after a cancelled one goes on from its checkpoint by default and
     says so; once that resubmit completed, the next run of the same config is a new run from step 0, and the

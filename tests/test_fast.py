@@ -180,6 +180,7 @@ def manifest_of(logs, prefix):
     return json.loads((run_dir / "manifest.json").read_text())
 
 
+@pytest.mark.slow
 def test_fast_slurm_trains_packed_rows_and_counts_only_real_tokens(fast_logs):
     fast, seed = manifest_of(fast_logs, "fast"), manifest_of(fast_logs, "baseline")
     assert fast["status"] == seed["status"] == "completed"
@@ -198,6 +199,7 @@ def test_fast_slurm_trains_packed_rows_and_counts_only_real_tokens(fast_logs):
         assert manifest["speed"]["real_tokens_per_s"] > 0 and manifest["speed"]["startup_s"] > 0
 
 
+@pytest.mark.slow
 def test_startup_breakdown_from_the_script_launch(fast_logs):
     from workshop.startup import ORDER
 
@@ -218,6 +220,7 @@ def test_startup_breakdown_from_the_script_launch(fast_logs):
                                                                                    abs=0.1)
 
 
+@pytest.mark.slow
 def test_fill_tables_make_it_fast_row(fast_logs):
     tables = build_tables([fast_logs], by_run=True)
     [row] = tables["make_it_fast"].to_dict("records")
@@ -230,6 +233,7 @@ def test_fill_tables_make_it_fast_row(fast_logs):
     assert all("fast" not in name for name in tables["baseline_objective_1"]["run"])  # kept out of lesson 1
 
 
+@pytest.mark.slow
 def test_bench_pairs_variants_and_writes_results(tmp_path):
     out = tmp_path / "res"
     result = subprocess.run(
@@ -272,6 +276,7 @@ adds = []
 """
 
 
+@pytest.mark.slow
 def test_bench_reference_loop_row_beside_the_trainer_row(tmp_path):
     """benchmarks/reference_loop.py (no Trainer) in the same invocation; make_it_fast.toml's reference rows add
     only --bf16 and fused AdamW (GPU-only here) and --torch-compile to the same flags."""
@@ -297,6 +302,7 @@ def test_bench_reference_loop_row_beside_the_trainer_row(tmp_path):
     assert "| reference loop" in Path(f"{out}.md").read_text()
 
 
+@pytest.mark.slow
 def test_bench_alternates_repeats_and_states_the_overhead_with_its_spread(tmp_path):
     """logger_overhead.toml on the tiny model: A B then B A, and x_versus from the paired repeats."""
     sys.path.insert(0, str(REPO / "benchmarks"))

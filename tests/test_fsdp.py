@@ -90,6 +90,7 @@ def manifest(run):
     return json.loads((run / "manifest.json").read_text())
 
 
+@pytest.mark.slow
 def test_fsdp_shards_each_parameter_across_the_processes(one_process, two_processes):
     alone, pair = manifest(one_process), manifest(two_processes)
     for record, world, share in ((alone, 1, 1.0), (pair, 2, 0.5)):
@@ -112,6 +113,7 @@ def test_fsdp_shards_each_parameter_across_the_processes(one_process, two_proces
         assert two[step] == pytest.approx(one[step], rel=EQUIVALENCE_RTOL)
 
 
+@pytest.mark.slow
 def test_full_shard_and_zero3_give_the_same_fp32_loss_curve(one_process, zero3):
     assert manifest(zero3)["zero_stage"] == 3 and manifest(zero3)["precision"] == "fp32"
     assert manifest(one_process)["precision"] == "fp32"
@@ -122,6 +124,7 @@ def test_full_shard_and_zero3_give_the_same_fp32_loss_curve(one_process, zero3):
         assert fsdp[step] == pytest.approx(zero[step], rel=EQUIVALENCE_RTOL), (step, fsdp, zero)
 
 
+@pytest.mark.slow
 def test_fsdp_checkpoint_exports_from_its_sharded_state(two_processes, tmp_path):
     """The 2-process run's last checkpoint, read from its DCP shards, is the model the Trainer saved as final/."""
     done = export("--run-dir", str(two_processes), "--out", str(tmp_path / "model"))
@@ -133,6 +136,7 @@ def test_fsdp_checkpoint_exports_from_its_sharded_state(two_processes, tmp_path)
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_run_that_asked_for_fsdp_and_got_anything_else_is_stopped(zero3):
     """The ZeRO-3 run's own record (DeepSpeed's engine, no DTensor) is what an FSDP run must never train."""
     record = manifest(zero3)["wrapping"]
@@ -166,6 +170,7 @@ def test_an_unknown_wrap_class_is_refused_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "run").exists()  # refused before any run folder or model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, wrap_class", [("shard_grad_op", "BloomMLP"), ("full_shard_offload", None)])
 def test_other_modes_train_sharded(mode, wrap_class, tmp_path):
     """The other modes; and --fsdp-wrap-class, which makes another class the unit FSDP2 wraps."""
@@ -178,6 +183,7 @@ def test_other_modes_train_sharded(mode, wrap_class, tmp_path):
     assert sorted(losses(tmp_path / "run")) == [1, 2]
 
 
+@pytest.mark.slow
 def test_an_fsdp_run_resumes_from_its_sharded_state_on_another_number_of_processes(one_process, two_processes,
                                                                                   start, tmp_path):
     """The 2-process run's checkpoint-2 (DCP: each process's half of the weights and Adam states), resumed on one
@@ -195,6 +201,7 @@ def test_an_fsdp_run_resumes_from_its_sharded_state_on_another_number_of_process
                                                                                                   rel=EQUIVALENCE_RTOL)
 
 
+@pytest.mark.slow
 def test_resuming_fsdp_from_a_checkpoint_without_sharded_state_is_refused_in_one_line(zero3, tmp_path):
     """A ZeRO-3 checkpoint has no fsdp_dcp/: the Trainer's own resume would read it into DTensors, or fail."""
     checkpoint = Path(manifest(zero3)["settings"]["output_dir"]) / "checkpoint-2"
@@ -205,6 +212,7 @@ def test_resuming_fsdp_from_a_checkpoint_without_sharded_state_is_refused_in_one
     assert manifest(tmp_path / "run")["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_the_measured_table_has_checkpoint_size_save_time_and_tokens_per_second(one_process, two_processes, zero3):
     """Lesson 7's measured cells of the module's runs: each checkpoint timed and sized as it was saved (the
     manifest's checkpoint_saves), and tokens/s marked, with the reason, where 4 steps make no steady state."""
@@ -225,6 +233,7 @@ def test_the_measured_table_has_checkpoint_size_save_time_and_tokens_per_second(
         assert isinstance(tokens, Missing) and tokens.cell == "n/a (too short for a steady state)"
 
 
+@pytest.mark.slow
 def test_bf16_shows_where_fsdp_and_zero3_differ(one_process, zero3, bf16_pair):
     """The lesson's answers from the runs: in bf16 the two curves part by more than in fp32 (ZeRO computes from
     bf16 parameters and reduces bf16 gradients; FSDP2 keeps both in fp32 and casts per unit), and the bytes each

@@ -61,14 +61,14 @@ def python3_kernel():
 
 
 # Where a lesson's runs come from: the runs another module makes once per session with the notebook's own flags
-# (module, function, slow), so no training is run twice; a lesson not listed starts from an empty classroom and
-# its notebook trains what it needs itself (every notebook's RUN_IF_MISSING). A new lesson is tested by being
-# declared in workshop.lessons.LESSONS.
-MADE_ONCE = {"deepspeed_single_gpu": ("test_fill_tables_zero", "part1_logs", False),
-             "deepspeed_multi_gpu": ("test_multi_gpu", "two_process_logs", True),
-             "make_it_fast": ("test_fast", "made_fast_logs", False),
-             "precision_and_checkpointing": ("test_precision_checkpointing", "lesson5_logs", True),
-             "lora": ("test_lora", "lora_logs", True)}
+# (module, function), so no training is run twice; a lesson not listed starts from an empty classroom and its
+# notebook trains what it needs itself (every notebook's RUN_IF_MISSING). A new lesson is tested by being declared
+# in workshop.lessons.LESSONS.
+MADE_ONCE = {"deepspeed_single_gpu": ("test_fill_tables_zero", "part1_logs"),
+             "deepspeed_multi_gpu": ("test_multi_gpu", "two_process_logs"),
+             "make_it_fast": ("test_fast", "made_fast_logs"),
+             "precision_and_checkpointing": ("test_precision_checkpointing", "lesson5_logs"),
+             "lora": ("test_lora", "lora_logs")}
 # What a lesson's output must not show: a machine's absolute paths, a Python identifier as a header or legend
 # entry (stage2_offload, command_started), a number with more digits than the CLI prints.
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:tmp|work|home|root|usr|var|opt|scratch)/")
@@ -78,10 +78,10 @@ PROBE = "# layout probe (tests/test_notebooks.py)"
 
 
 def lesson_params(browser=False):
-    """One parameter per lesson of the registry; slow where its runs are."""
-    marks = [pytest.mark.browser] if browser else []
-    return [pytest.param(lesson, id=lesson.name, marks=marks + ([pytest.mark.slow] if MADE_ONCE.get(
-        lesson.name, (0, 0, False))[2] else [])) for lesson in LESSONS]
+    """One parameter per lesson of the registry. Slow, every one: a notebook reads real runs, made for it (MADE_ONCE)
+    or by it, and each lesson's runs take from half a minute to minutes on 2 cores."""
+    marks = [pytest.mark.slow, *([pytest.mark.browser] if browser else [])]
+    return [pytest.param(lesson, id=lesson.name, marks=marks) for lesson in LESSONS]
 
 
 def figure_problems(fig):
@@ -158,7 +158,7 @@ def executed_lesson(tmp_path_factory, name, kernel):
     on another worker) share one execution and one set of runs."""
     def make(folder):
         if name in MADE_ONCE:
-            module, function, _ = MADE_ONCE[name]
+            module, function = MADE_ONCE[name]
             logs = getattr(importlib.import_module(module), function)(tmp_path_factory)
             logs = logs[0] if isinstance(logs, tuple) else logs
         else:
@@ -275,6 +275,7 @@ def test_baseline_notebook_trains_itself_and_shows_tables_and_plots(baseline, ru
     assert len(pngs) >= 2, f"expected the loss curve and the memory timeline, got {len(pngs)} images"
 
 
+@pytest.mark.slow
 def test_zero_notebook_shows_both_configs_answers_and_the_logits(lessons):
     nb, logs, _ = lessons("deepspeed_single_gpu")
     run_dirs, _ = find_runs([logs])
@@ -306,6 +307,7 @@ def test_multi_gpu_notebook_fills_its_tables_answers_and_figures(lessons):
     assert len(pngs) == 3, f"expected throughput, memory per GPU and the ZeRO trade-off, got {len(pngs)} images"
 
 
+@pytest.mark.slow
 def test_make_it_fast_notebook_shows_its_runs_the_benchmarks_and_the_reference(lessons):
     nb, _, _ = lessons("make_it_fast")
     text = output_text(nb)

@@ -136,6 +136,7 @@ def test_prebuilt_cpu_adam_loads_from_the_folder_without_compiling():
     assert build_files() == built
 
 
+@pytest.mark.slow
 def test_a_build_killed_midway_does_not_hang_the_next_job(tmp_path):
     """A build killed mid-way leaves torch's `lock` file in the op's folder, and torch waits for it to go, forever:
     every later job hung at start-up. The next load now clears it and finishes. The op is a copy of the shared

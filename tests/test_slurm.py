@@ -9,6 +9,7 @@ import ctypes.util
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from workshop.lessons import BY_NAME
 from workshop.monitor import HEADER
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,6 +162,25 @@ def test_failing_training_still_stops_the_loggers(repo_copy):
     record = check_loggers_stopped(run_dir)
     assert record["training"]["exit_status"] == run.returncode
     assert "no-such-model" in (run_dir / "train.out").read_text()
+
+
+def test_the_walkthrough_goes_on_past_a_failed_run_and_lists_it(repo_copy):
+    """scripts/run_workshop.sh in class: a run that fails does not stop the ones after it, the tables are filled from
+    what ran, and the failed runs are listed at the end with the command that reruns each; exit status 1."""
+    lessons = [BY_NAME["baseline"], BY_NAME["make_it_fast"]]
+    for lesson in lessons:
+        (repo_copy / lesson.entry).unlink()  # its run fails at once: python cannot open the entry
+    env = dict(job_env(), WORKSHOP_VENV=sys.prefix, HF_HUB_OFFLINE="1")  # the set-up reuses this venv
+    run = subprocess.run(["bash", "scripts/run_workshop.sh", *(lesson.name for lesson in lessons)], cwd=repo_copy,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr
+    commands = [shlex.join(command) for lesson in lessons for command in lesson.walkthrough_commands()]
+    for command in commands:  # each tried, each listed with its rerun command
+        assert f": bash {command}\n" in run.stdout
+        assert re.search(rf"\[workshop\]   exit \d+: bash {re.escape(command)}$", run.stderr, re.M), run.stderr
+    assert f"[workshop] {len(commands)} run(s) failed; the tables above hold the others" in run.stderr
+    assert "=== filled tables" in run.stdout
+    assert run.stdout.index("=== filled tables") > run.stdout.rindex(commands[-1])
 
 
 def test_killed_job_stops_training_and_loggers(repo_copy):

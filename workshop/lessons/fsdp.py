@@ -15,7 +15,8 @@ from workshop.fsdp_modes import MODES
 from workshop.logparse import Missing
 from workshop.report.cells import manifest_of, manifest_value
 from workshop.report.columns import (HOST_PEAK_COL, MODEL_STATES_COL, PEAK_GPU_COL, PROCESSES_COL, RUN_COL,
-                                     STATES_WHERE_COL, STATUS_COL, STEADY_STEP_COL, Column, _events, row_of)
+                                     STATES_WHERE_COL, STATUS_COL, STEADY_STEP_COL, Column, row_of,
+                                     training_losses)
 from workshop.report.engine import Table
 from workshop.report.spread import MIN_STEADY, Spread, median_interval, steady_rate
 from workshop.report.speed_cells import STEADY_TOKENS
@@ -84,13 +85,13 @@ def _wrapped(run):
 
 
 def _last_loss(run):
-    losses = [event for event in _events(run) if "loss" in event]
-    return losses[-1]["loss"] if losses else Missing("n/a (no loss logged)")
+    losses = training_losses(run)
+    return losses[max(losses)] if losses else Missing("n/a (no loss logged)")
 
 
 def _last_step(run):
-    losses = [event for event in _events(run) if "loss" in event]
-    return losses[-1].get("step") if losses else Missing("n/a (no loss logged)")
+    losses = training_losses(run)
+    return max(losses) if losses else Missing("n/a (no loss logged)")
 
 
 def _saves(run):

@@ -14,6 +14,7 @@ parameter of their model states (workshop/model_states.py), not from this descri
 from pathlib import Path
 
 from workshop.report.cells import manifest_of
+from workshop.report.columns import training_losses
 
 # what must be equal for two runs' loss curves to compare: the same model, start, data, batches and schedule
 SAME = ("model", "init", "subset_size", "max_length", "per_device_train_batch_size", "gradient_accumulation_steps",
@@ -35,11 +36,6 @@ def _config(run):
     return Path(str((manifest_of(run).get("settings") or {}).get("deepspeed"))).stem
 
 
-def _losses(run):
-    events = [] if not isinstance(run.events, list) else run.events
-    return {event["step"]: event["loss"] for event in events if "loss" in event and "step" in event}
-
-
 def _key(run):
     manifest = manifest_of(run)
     settings = manifest.get("settings") or {}
@@ -53,15 +49,15 @@ def pairs(runs, zero_of):
     found = {}
     for run in sorted(runs, key=lambda run: run.name):
         kind = _kind(run, zero_of)
-        if kind and run.status == "completed" and _losses(run):
+        if kind and run.status == "completed" and training_losses(run):
             found.setdefault((kind[0], *_key(run)), {})[kind[1]] = run
     return {key[:3]: (both["fsdp"], both["zero"]) for key, both in found.items()
-            if len(both) == 2 and set(_losses(both["fsdp"])) == set(_losses(both["zero"]))}
+            if len(both) == 2 and set(training_losses(both["fsdp"])) == set(training_losses(both["zero"]))}
 
 
 def largest_difference(fsdp, zero) -> float:
     """The largest relative difference of the two loss curves over their logged steps."""
-    a, b = _losses(fsdp), _losses(zero)
+    a, b = training_losses(fsdp), training_losses(zero)
     return max(abs(a[step] - b[step]) / abs(b[step]) for step in a)
 
 
@@ -84,7 +80,7 @@ def answers(runs, zero_of) -> list:
         difference = largest_difference(fsdp, zero)
         text = (f"{precision}, {world} process(es): FSDP2 {mode} ({fsdp.name}) and ZeRO's {_config(zero)} "
                 f"({zero.name}) logged losses that differ by {difference:.1e} (relative) at most over "
-                f"{len(_losses(fsdp))} steps")
+                f"{len(training_losses(fsdp))} steps")
         fp32 = found.get((mode, "fp32", world))
         if precision == "bf16" and fp32:
             reference = largest_difference(*fp32)

@@ -18,6 +18,7 @@ from workshop.report.engine import Table
 from workshop.report.figures import grouped_bars, legend_all
 from workshop.report.select import latest_runs, setup_label, setup_of
 from workshop.report.speed_cells import STEADY_TOKENS, speed_row
+from workshop.report.spread import steady_rate
 
 METHODS = ("full", "lora", "qlora")
 TRAINABLE, SHARE = "trainable parameters", "trainable %"
@@ -173,7 +174,7 @@ def _repeats_disagree(full, lora, repeats):
     """A clause when a config ran more than once and its repeats' steady tokens/s lie further apart than their own
     intervals: then one run's interval understates the noise, and the methods' speeds are not compared."""
     for row in (full, lora):
-        figures = [speed_row(run).get(STEADY_TOKENS) for run in repeats.get(row["run"], ())]
+        figures = [steady_rate(run, "tokens", "tokens/s") for run in repeats.get(row["run"], ())]
         figures = [f for f in figures if hasattr(f, "separated_from")]
         if any(a.separated_from(b) for i, a in enumerate(figures) for b in figures[i + 1:]):
             shown = " and ".join(f"{f.value:,.0f}" for f in figures)

@@ -97,6 +97,11 @@ def _events(run):
     return [] if isinstance(run.events, Missing) else run.events
 
 
+def training_losses(run):
+    """{step: training loss} of every loss the run logged (its log_history), in step order."""
+    return {event["step"]: event["loss"] for event in _events(run) if "loss" in event and "step" in event}
+
+
 def _summary(run, key, what):
     return summary_value(run, final_summary(_events(run)), key, what)
 
