@@ -132,6 +132,7 @@ def test_part1_and_part2_have_the_handouts_columns_and_computed_quiz_answers(tmp
     assert lowest.startswith("1. ") and f"{best} at {peaks[best]:.0f} MiB" in lowest
     times = dict(zip(part2["DeepSpeed Config"], part2["Total RunTime"]))
     assert f"{times['Stage 2 + offload'] - times['Stage 2']:.1f} s longer" in offload[0]
+    assert len(offload) == 1  # not Stage 2 vs "+ offload (no pin)": that pair differs in pinning too
 
 
 def test_truncated_runtime_says_how_many_steps_it_took(tmp_path):

@@ -214,9 +214,32 @@ def test_weak_scaling_with_one_and_two_processes(tmp_path):
     assert "no measurable difference at this size (1 GPU vs 2 GPUs" in answer and "as good as ideal" in answer
     write_steps(two, 0.2, seed=2)
     (answer,) = build_tables([tmp_path])[WEAK].attrs["answers"]
+    assert "steady-state efficiency 0.5" in answer and "On a CPU" not in answer  # GPUs: a device each
+    for run, threads in ((one, 2), (two, 1)):  # the same on a CPU: both processes shared its cores
+        no_gpu(run)
+        edit_manifest(run, cpu_threads=threads)
+    (answer,) = build_tables([tmp_path])[WEAK].attrs["answers"]
     assert "steady-state efficiency 0.5" in answer
+    assert ("On a CPU the processes share this machine's cores (2 torch thread(s) a process at 1, 1 torch thread(s) "
+            "a process at 2): n processes doing n times the work take about n times as long") in answer
     by_run = build_tables([tmp_path], by_run=True)[WEAK]
     for fig in (plots.scaling_throughput(by_run), plots.memory_per_gpu(by_run)):
         assert isinstance(fig, Figure)
         ax = fig.axes[0]
         assert list(ax.get_xticks()) == [1, 2] and ax.get_xlim() == (0.5, 2.5)
+
+
+def test_the_offload_runtime_cell_gives_a_percentage_only_where_the_intervals_separate(tmp_path):
+    """Lesson 3's savings table: Runtime Δ (%) is the whole runs' percentage where the pair's steady s/step
+    intervals separate, and `n/a (within noise)` with a note where they overlap, as the answer above it says."""
+    runs = zero_sweep(tmp_path)
+    for config, seconds in (("stage1", 0.1), ("stage1_offload", 0.1), ("stage2", 0.1), ("stage2_offload", 0.2)):
+        write_steps(runs[config], seconds, seed=len(config))
+    savings = build_tables([tmp_path])["deepspeed_multi_gpu_zero_savings"]
+    cells = dict(zip(savings["Stage"], savings["Runtime Δ (%)"]))
+    assert cells["Stage 1"] == "n/a (within noise)"
+    assert cells["Stage 2"] == pytest.approx(50.0, abs=0.1)  # zero_sweep's offload runs take 1.5x as long
+    assert any(note.startswith("`n/a (within noise)`: the pair's steady seconds per step") for note in
+               savings.attrs["notes"])
+    (stage1,) = [answer for answer in build_tables([tmp_path])[ZERO].attrs["answers"] if ", stage 1: " in answer]
+    assert "no measurable difference at this size" in stage1

@@ -63,7 +63,8 @@ LESSONS = (
            # the tiny model: the laptop profile shows ZeRO in measured host memory, but nine such runs took over
            # 15 minutes on 2 cores (2026-12-06), past the walk-through's 20; the engine's model-state bytes show it
            walkthrough=tuple((f"slurm/{c}.slurm",) for c in ZERO_WALKTHROUGH)),
-    # without GPUs: two processes on the CPU (and one, for weak scaling's first point), 20 examples each, one epoch
+    # without GPUs: two processes on the CPU (and one, for weak scaling's first point), 200 examples each, one epoch:
+    # twelve optimizer steps, enough for a steady state after the warm-up (20 examples made 2: no timed answer)
     Lesson("deepspeed_multi_gpu", folder="deepspeed_multi_gpu", notebook="03_multi_gpu.ipynb",
            tables="workshop.lessons.deepspeed_multi_gpu", configs=ZERO_2GPU, multi_process=True,
            scripts=("slurm/multi_gpu_weak_scaling.slurm", "slurm/submit_zero_2gpu.sh", "slurm/multi_gpu_zero.slurm",
@@ -71,7 +72,7 @@ LESSONS = (
            walkthrough=(("slurm/multi_gpu_weak_scaling.slurm", "--gpus", "1"),
                         ("slurm/multi_gpu_weak_scaling.slurm", "--gpus", "2"),
                         *(("slurm/multi_gpu_zero.slurm", c) for c in ZERO_2GPU)),
-           walkthrough_args=("--samples-per-gpu", "20", "--num-train-epochs", "1")),
+           walkthrough_args=("--samples-per-gpu", "200", "--num-train-epochs", "1")),
     Lesson("make_it_fast", folder="make_it_fast", notebook="04_make_it_fast.ipynb",
            tables="workshop.lessons.make_it_fast", scripts=("slurm/fast.slurm",),
            walkthrough=(("slurm/fast.slurm",),)),
@@ -94,11 +95,11 @@ LESSONS = (
            walkthrough=(("slurm/lora.slurm", "none", "--peft", "none"), ("slurm/lora.slurm", "none"),
                         ("slurm/lora.slurm", "stage3")),
            walkthrough_args=("--max-steps", "8", "--save-strategy", "no")),
-    # lesson 7: FSDP2 beside the ZeRO config it maps to, two processes each (GPUS=2), four steps
+    # lesson 7: FSDP2 beside the ZeRO config it maps to, two processes each (GPUS=2), ten steps (a steady state)
     Lesson("fsdp", folder="fsdp", notebook="07_fsdp.ipynb", tables="workshop.lessons.fsdp",
            configs=("stage2", "stage3", "stage3_offload"), multi_process=True, scripts=("slurm/fsdp.slurm",),
            walkthrough=(("slurm/fsdp.slurm", "full_shard"), ("slurm/fsdp.slurm", "stage3")),
-           walkthrough_args=("--max-steps", "4", "--eval-strategy", "no", "--save-strategy", "no")),
+           walkthrough_args=("--max-steps", "10", "--eval-strategy", "no", "--save-strategy", "no")),
 )
 BY_NAME = {lesson.name: lesson for lesson in LESSONS}
 FOLDERS = tuple(dict.fromkeys(lesson.folder for lesson in LESSONS))  # the code every lesson runs from

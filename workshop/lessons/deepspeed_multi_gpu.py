@@ -7,18 +7,18 @@ import re
 import pandas as pd
 
 from workshop.lessons import ZERO_2GPU, ZERO_CONFIGS
+from workshop.lessons.deepspeed_multi_gpu_answers import constant_memory_answer, efficiency_answer
 from workshop.logparse import Missing
-from workshop.report.cells import change, is_number, percent_spread
+from workshop.report.cells import is_number
 from workshop.report.columns import (EVAL_LOSS_COL, EVAL_RATE_COL, HOST_MEAN_COL, HOST_PEAK, HOST_PEAK_COL,
-                                     MEAN_PER_GPU, MEAN_PER_GPU_COL, MODEL_STATES, MODEL_STATES_COL, MULTI_GPU_COLUMNS,
+                                     MEAN_PER_GPU, MEAN_PER_GPU_COL, MODEL_STATES_COL, MULTI_GPU_COLUMNS,
                                      PEAK_PER_GPU, PEAK_PER_GPU_COL, RUNTIME, RUNTIME_COL, STEADY_SAMPLES_COL,
-                                     STEADY_STEP, STEADY_STEP_COL, STEPS_RATE_COL, TRAIN_LOSS_COL, TRAIN_RATE_COL,
+                                     STEADY_STEP_COL, STEPS_RATE_COL, TRAIN_LOSS_COL, TRAIN_RATE_COL,
                                      rows_of)
-from workshop.report.compare import mismatch, refused
 from workshop.report.engine import Table
 from workshop.report.select import by_setup, config_of, latest_runs, setup_of, world_of
 from workshop.report.shapes import NOT_RUN, keep_by_run, metric_columns, model_and_data, sources_note
-from workshop.report.zero import (config_label, in_seconds, lowest_peak_answers, offload_answers, runs_in_table_order,
+from workshop.report.zero import (config_label, lowest_peak_answers, offload_answers, runs_in_table_order,
                                   short_clause, steady_clause)
 
 # Two experiments share the lesson: weak scaling (the same samples per GPU on more GPUs; slurm/
@@ -61,57 +61,6 @@ def weak_scaling(runs):
     return rows, [], notes
 
 
-def efficiency_answer(label, group, runs):
-    """Weak scaling's efficiency from the fewest to the most GPUs: gated by the steady s/step intervals (ideal weak
-    scaling keeps the time per step), else from the whole-run runtimes with a caveat."""
-    measured = [(row, run) for row, run in zip(group, runs) if is_number(row[RUNTIME])]
-    if len(measured) < 2:
-        return ""
-    (base, base_run), (last, last_run) = measured[0], measured[-1]
-    names = [f"{row['GPUs (processes)']} GPU{'s' if row['GPUs (processes)'] != 1 else ''}" for row in (base, last)]
-    differing = mismatch(base_run, last_run, ("processes", "subset_size", "output_dir"))
-    if differing:
-        return " " + refused("efficiency", names, differing)
-    short = short_clause(zip(names, (base_run, last_run)))
-    if short:
-        return (f" Efficiency: none can be stated: {short}; whole runs {names[1]} {in_seconds(last[RUNTIME])} vs "
-                f"{names[0]} {in_seconds(base[RUNTIME])}.")
-    measurable, clause = steady_clause((names[0], base), (names[1], last))
-    whole = (f"{names[0]} -> {names[1]} took {change(last[RUNTIME], base[RUNTIME])}; efficiency "
-             f"{base[RUNTIME] / last[RUNTIME]:.2f}")
-    if measurable is None:
-        return f" {whole} ({clause})."
-    if not measurable:
-        return f" Efficiency: {clause}: as good as ideal at this size."
-    steady = base[STEADY_STEP].value / last[STEADY_STEP].value
-    return f" {whole}; steady-state efficiency {steady:.2f} ({clause})."
-
-
-def constant_memory_answer(label, group):
-    """The quiz: is peak memory per GPU constant as GPUs are added? Within 5% across the GPU counts counts as yes.
-    Without GPU numbers, the engine's model states per process stand in (exact), else host RSS per process
-    (psrecord's node total / processes), and the answer says which."""
-    column, what, per_process = PEAK_PER_GPU, "peak GPU memory per GPU (nvidia-smi)", False
-    if sum(is_number(row[column]) for row in group) < 2:
-        column, what, per_process = HOST_PEAK, "host RSS per process (psrecord / processes), as no GPU was measured", \
-            True
-        if sum(is_number(row.get(MODEL_STATES)) for row in group) >= 2:
-            column, what, per_process = MODEL_STATES, "model states per process (engine), as no GPU was measured", \
-                False
-    points = sorted((row["GPUs (processes)"], row[column] / (row["GPUs (processes)"] if per_process else 1))
-                    for row in group if is_number(row[column]))
-    if len({gpus for gpus, _ in points}) < 2:
-        return (f"{label}: is peak memory per GPU constant as GPUs are added? not answerable yet: measured at "
-                f"{', '.join(str(g) for g, _ in points) or 'no'} GPU count(s); run at least two "
-                "(bash slurm/submit_weak_scaling.sh).")
-    values = [mib for _, mib in points]
-    spread = percent_spread(values)
-    shown = ", ".join(f"{mib:.0f} MiB at {gpus}" for gpus, mib in points)
-    verdict = "yes, about constant" if spread <= 5 else \
-        ("no, it grows" if values[-1] > values[0] else "no, it shrinks")
-    return f"{label}: is {what} constant as GPUs are added? {verdict} ({shown}; spread {spread:.1f}% of the smallest, 5% counts as constant)."
-
-
 def zero_2gpu_runs(runs):
     chosen, notes = latest_runs([run for run in runs if is_zero_2gpu(run)], ZERO_CONFIGS)
     order = {name: i for i, name in enumerate(ZERO_2GPU)}
@@ -131,6 +80,7 @@ def zero_2gpu(runs):
 
 SAVING = "GPU memory saving % (peak per GPU)"
 TOO_SHORT = "n/a (too few timed steps)"
+WITHIN_NOISE = "n/a (within noise)"
 SLOWER = "runtime change % (train_runtime)"
 HOST_CHANGE = "host RSS change % (psrecord)"
 
@@ -153,6 +103,8 @@ def zero_savings(runs):
                                  for name, r in ((stage, plain), (f"{stage}_offload", offload)) if r)
             if short and is_number(row[SLOWER]):  # the answer refuses this percentage: so does its cell
                 row[SLOWER] = Missing(TOO_SHORT, f"{short}: a whole run of that length is mostly warm-up")
+            elif is_number(row[SLOWER]) and steady_clause((stage, plain), (f"{stage}_offload", offload))[0] is False:
+                row[SLOWER] = Missing(WITHIN_NOISE, "the steady s/step intervals overlap (the answers give them)")
             row[HOST_CHANGE] = relative(plain, offload, HOST_PEAK, stage)
             for which, source in (("no-offload", plain), ("offload", offload)):  # the handout's absolute columns
                 none = Missing(f"n/a (no {stage}{'_offload' if source is offload else ''} run)")
@@ -266,7 +218,11 @@ def savings_handout(df, runs):
         if (shaped["Runtime Δ (%)"] == TOO_SHORT).any():  # the by-run notes are not shown here: say why
             notes.append(f"`{TOO_SHORT}`: the runs timed too few steps for a steady state, so their whole-run "
                          "runtimes (mostly warm-up) give no percentage; the runtimes are shown as measured")
-        if any(isinstance(value, str) and value != TOO_SHORT for value in shaped.iloc[:, 1:].to_numpy().ravel()):
+        if (shaped["Runtime Δ (%)"] == WITHIN_NOISE).any():
+            notes.append(f"`{WITHIN_NOISE}`: the pair's steady seconds per step lie within each other's 95% intervals "
+                         "(the answers under the 2-GPU ZeRO table), so the whole runs' percentage would be noise")
+        if any(isinstance(value, str) and value not in (TOO_SHORT, WITHIN_NOISE)
+               for value in shaped.iloc[:, 1:].to_numpy().ravel()):
             notes.append("a cell without a number: a run or a value is missing; the 2-GPU ZeRO table's notes say why")
         out.append(("deepspeed_multi_gpu_zero_savings" + suffix, f"Part 2: what offloading saves and costs, {label}",
                     shaped, [], notes))
