@@ -146,6 +146,32 @@ def test_checkpointing_faster_than_without_is_unexpected(tmp_path):
     assert "unexpected" not in answer
 
 
+def test_checkpointing_saves_activations_on_a_cpu(tmp_path):
+    """With no GPU peak, checkpointing's saving is the activations a micro-batch keeps for the backward pass, exact
+    (workshop/activations.py); more of them with checkpointing would contradict the mechanism."""
+    runs = {}
+    for on, kept in ((False, 12 * MIB), (True, 5 * MIB)):
+        run = shutil.copytree(GPU_RUN, tmp_path / f"checkpointing-{'on' if on else 'off'}-none-fp32-{int(on)}")
+        edit_manifest(run, run_id=run.name, lesson="precision_and_checkpointing", config_name=run.name.split("-")[0],
+                      precision="fp32", gradient_checkpointing=on, activation_peak_bytes=kept)
+        no_gpu(run)
+        write_steps(run, 0.1 * (1 + on), seed=int(on))
+        runs[on] = run
+    tables = build_tables([tmp_path])
+    (row,) = tables[CHECKPOINTING].to_dict("records")
+    assert row["activations saved MiB"] == 7.0 and row["memory saved MiB"] == "n/a (no GPU)"
+    (answer,) = tables[CHECKPOINTING].attrs["answers"]
+    assert ("gradient checkpointing saved 7 MiB of the activations a micro-batch keeps for the backward pass "
+            "(58%: 5 vs 12 MiB, counted by autograd; no GPU memory measured)") in answer
+    edit_manifest(runs[True], activation_peak_bytes=13 * MIB)  # more kept with checkpointing: against the mechanism
+    (answer,) = build_tables([tmp_path])[CHECKPOINTING].attrs["answers"]
+    assert "unexpected: checkpointing on higher activations kept for the backward pass" in answer
+    edit_manifest(runs[True], activation_peak_bytes=None)  # an older run: the cell says why, the answer too
+    tables = build_tables([tmp_path])
+    assert tables[CHECKPOINTING]["activations saved MiB"][0] == "n/a (not recorded)"
+    assert "memory saved: n/a (no GPU)" in tables[CHECKPOINTING].attrs["answers"][0]
+
+
 def test_more_gpu_memory_with_offload_is_unexpected(tmp_path):
     runs = zero_sweep(tmp_path)
     shutil.rmtree(runs["stage1_offload"])

@@ -310,6 +310,11 @@ def test_checkpointing_table_compares_each_pair(lesson_logs):
             assert row["time lost %"] == pytest.approx((with_ - without) / without * 100)
         assert row["memory saved MiB"] == row["peak GPU MiB with"] == "n/a (no GPU)"
         assert row["largest micro-batch without"] == row["largest micro-batch with"] == "n/a (no GPU)"
+        # no GPU peak, but the activations kept for the backward pass, counted exactly, show the saving
+        kept = [manifest(lesson_logs, f"{prefix}-fp32{gc}")["activation_peak_bytes"] / 2 ** 20 for gc in ("", "-gc")]
+        assert kept[0] > kept[1] > 0 and row["activations saved MiB"] == pytest.approx(kept[0] - kept[1])
+        assert f"saved {kept[0] - kept[1]:.3g} MiB of the activations a micro-batch keeps" in " ".join(
+            table.attrs["answers"])
         # CPU step times are noisy: either sign is possible here; checkpointing measured faster (it does more work)
         # is flagged, never stated as a saving; overlapping intervals state no difference
         lost, answers = (with_ - without) / without * 100, " ".join(table.attrs["answers"])

@@ -14,11 +14,12 @@ import re
 from workshop.logparse import Missing
 from workshop.report.cells import is_number, manifest_of
 from workshop.report.columns import RESERVED, STEADY_STEP
-from workshop.report.compare import HIGHER_OR_SAME, LOWER_OR_SAME, Side, compare, mismatch, refused
+from workshop.report.compare import Side, compare, mismatch, refused
 from workshop.report.speed_cells import STEADY_TOKENS, speed_row
 from workshop.report.spread import Spread
 from workshop.report.engine import Table
 from workshop.report.select import config_of, latest_runs, run_order, setup_label, setup_of
+from workshop.lessons.precision_and_checkpointing_answers import checkpointing_answers
 # the figures, shown by notebook 05 as lesson.precision_bars / lesson.checkpointing_bars
 from workshop.lessons.precision_and_checkpointing_figures import (PRECISIONS, TOKENS, checkpointing_bars,  # noqa: F401
                                                                   precision_bars)
@@ -187,6 +188,24 @@ WITHIN_NOISE = Missing("n/a (no measurable difference)", "the 95% intervals of t
                        "checkpointing overlap: no difference at this size, so no percentage (the answer says so too)")
 
 
+MIB = 2 ** 20
+
+
+def activations_mib(run):
+    """The activations one micro-batch keeps for the backward pass, MiB (workshop/activations.py: exact, any
+    device), or why the run has none."""
+    value = manifest_of(run).get("activation_peak_bytes")
+    return value / MIB if type(value) in (int, float) and value > 0 else Missing(
+        "n/a (not recorded)", "activation_peak_bytes: recorded by runs since 2026-12-05, not under --torch-compile")
+
+
+def _activations_saved(without, with_):
+    if without is None:
+        return Missing("n/a (no run without)", "the pair needs a run without checkpointing")
+    return without - with_ if is_number(without) and is_number(with_) else \
+        next(v for v in (without, with_) if not is_number(v))
+
+
 def time_lost(without, with_):
     """The time lost per step, % (with - without) / without: gated as the answer is, so where both steady figures'
     intervals overlap the cell says so instead of a percentage of noise; a missing side's marker where one is."""
@@ -204,7 +223,7 @@ def checkpointing_table(runs):
     groups = {}  # (model and data, stage, precision) -> {checkpointing: run}
     for run in chosen:
         groups.setdefault((setup_of(run), stage_of(run), precision_of(run)), {})[checkpointing_of(run)] = run
-    rows, differing = [], []
+    rows, differing, activations = [], [], []  # activations: (without, with) MiB per row, for the answers
     for (setup, stage, precision), pair in sorted(groups.items(), key=lambda g: (g[0][0], _stage_order(g[0][1]))):
         if True not in pair:
             continue  # no checkpointing run to compare: the precision table shows it
@@ -223,57 +242,14 @@ def checkpointing_table(runs):
                     next(v for v in (without, with_) if not is_number(v))
             else:
                 row["time lost %"] = time_lost(without, with_)
+        activations.append([activations_mib(pair[c]) if c in pair else None for c in (False, True)])
+        row["activations saved MiB"] = _activations_saved(*activations[-1])
         model = setup[0]
         for checkpointing in (False, True):
             row[f"largest micro-batch {'with' if checkpointing else 'without'}"] = largest_batch(
                 found.get((model, checkpointing)), model, any(map(_on_gpu, pair.values())), checkpointing)
         rows.append(row)
-    return rows, checkpointing_answers(rows, differing), notes
-
-
-RECOMPUTES = "checkpointing recomputes the forward pass during the backward pass"
-KEEPS_LESS = "checkpointing keeps fewer activations for the backward pass"
-SINGLE = " (whole-run figures without per-step times: no spread to judge the difference against)"
-
-
-def _checkpointing_time(row):
-    """The time clause: 'cost 38.1% time per step', 'no measurable difference ...', or 'unexpected: ...' when the
-    run with checkpointing was faster (it does more work: the mechanism cannot make it faster)."""
-    without, with_, lost = row["s/step without"], row["s/step with"], row["time lost %"]
-    clause = compare(Side("checkpointing off", without), Side("checkpointing on", with_), "seconds per step",
-                     expect=HIGHER_OR_SAME, why=RECOMPUTES)
-    if clause is None:
-        return f"time lost: {lost.cell}"
-    if clause.startswith(("unexpected", "no measurable")):
-        return clause
-    return f"{'cost' if lost >= 0 else 'saved'} {abs(lost):.1f}% time per step" + \
-        ("" if isinstance(with_, Spread) else SINGLE)
-
-
-def _checkpointing_memory(row):
-    saved, without = row["memory saved MiB"], row["peak GPU MiB without"]
-    if not is_number(saved):
-        return f"memory saved: {saved.cell}"
-    clause = compare(Side("checkpointing off", without), Side("checkpointing on", row["peak GPU MiB with"]),
-                     "peak GPU memory", expect=LOWER_OR_SAME, why=KEEPS_LESS)
-    return clause if clause.startswith("unexpected") else \
-        f"saved {saved:,.0f} MiB of peak GPU memory ({saved / without * 100:.0f}%)"
-
-
-def checkpointing_answers(rows, differing):
-    answers = []
-    for row, flags in zip(rows, differing):
-        where = f"{row['model']}, {row['stage']}, {row['precision']}"
-        if flags:
-            answers.append(refused(where, ("checkpointing off", "checkpointing on"), flags))
-            continue
-        batches = [row[f"largest micro-batch {w}"] for w in ("without", "with")]
-        shown = [b.cell if isinstance(b, Missing) else f"{b:.0f}" if is_number(b) else b for b in batches]
-        batch = f"; largest micro-batch {shown[0]} without, {shown[1]} with" if \
-            any(not isinstance(b, Missing) for b in batches) else ""
-        answers.append(f"{where}: gradient checkpointing {_checkpointing_memory(row)} and {_checkpointing_time(row)}"
-                       f"{batch}.")
-    return answers
+    return rows, checkpointing_answers(rows, differing, activations), notes
 
 
 TABLES = (Table("precision", "Precision: fp32 vs fp16 vs bf16 per ZeRO stage", precision_table, each_run=False),
