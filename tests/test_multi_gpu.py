@@ -22,12 +22,16 @@ from conftest import walkthrough_logs
 from test_slurm import check_loggers_stopped, job_env, wait_for_job
 from workshop.config import WorkshopError
 from workshop.fill_tables import ZERO_2GPU, build_tables, load_runs
+from workshop.lessons import BY_NAME
 from workshop.report.spread import steady_seconds, too_few_steps
 from workshop.launch import LOWEST_PORT, check_hostfile, ephemeral_ports, expand_nodelist, free_port, hostfile
 
 REPO = Path(__file__).resolve().parents[1]
 LESSON_FILES = ("slurm/", "deepspeed_single_gpu/", "deepspeed_multi_gpu/", "workshop/")
 TINY = ["--profile", "tiny", "--samples-per-gpu", "20", "--num-train-epochs", "1", "--save-strategy", "no"]
+# the walk-through's examples a process (the registry's arguments), which lesson_logs' runs were made with
+WALK = BY_NAME["deepspeed_multi_gpu"].walkthrough_args
+WALK_PER_GPU = int(WALK[WALK.index("--samples-per-gpu") + 1])
 
 
 @pytest.mark.parametrize("nodelist, names", [
@@ -141,7 +145,7 @@ def copy_lesson(copy):
     return copy_deepspeed_lesson(copy, prefixes=LESSON_FILES)
 
 
-def check_two_process_run(run_dir, samples_per_gpu=20):
+def check_two_process_run(run_dir, samples_per_gpu=WALK_PER_GPU):
     """A complete run folder of two DeepSpeed ranks: world size 2, data doubled, both ranks trained."""
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed", manifest["error"]
@@ -149,8 +153,8 @@ def check_two_process_run(run_dir, samples_per_gpu=20):
     assert manifest["world_size"] == 2
     assert manifest["subset_size"] == 2 * samples_per_gpu
     assert manifest["train_samples"] + manifest["eval_samples"] == 2 * samples_per_gpu
-    # Each rank reads half the training set: 18 examples in batches of 4 are 5 micro-batches; with
-    # gradient accumulation 4 that is 2 optimizer steps (one rank alone would take 9 batches, 3 steps).
+    # Each rank reads half the training set in micro-batches of 4, and takes an optimizer step every 4 of them
+    # (20 examples a process: 18 to train, 5 micro-batches a rank, 2 steps; one rank alone would take 3).
     per_rank = -(-manifest["train_samples"] // 2)
     assert manifest["steps_per_epoch"] == -(-(-(-per_rank // 4)) // 4)
 
@@ -170,8 +174,8 @@ def check_two_process_run(run_dir, samples_per_gpu=20):
 # ---------------------------------------------------------------------------------------------- the 2-process runs
 def two_process_logs(tmp_path_factory):
     """logs/ holding the lesson's tiny walk-through: a real 2-process run of the weak-scaling job and of each of
-    the six ZeRO configs through their .slurm files (GPUS=2 on the CPU, 20 examples a process, one epoch: two
-    optimizer steps), made once per session by conftest.py's walkthrough_logs. The tests below,
+    the six ZeRO configs through their .slurm files (GPUS=2 on the CPU, WALK_PER_GPU examples a process, one epoch:
+    enough optimizer steps for a steady state), made once per session by conftest.py's walkthrough_logs. The tests below,
     tests/test_smoke.py and notebooks/03_multi_gpu.ipynb's test (tests/test_notebooks.py) read them."""
     return walkthrough_logs(tmp_path_factory, "deepspeed_multi_gpu")
 
@@ -195,8 +199,8 @@ def test_weak_scaling_two_cpu_processes(lesson_logs):
     one, two = sorted(rows, key=lambda row: row["GPUs (processes)"])
     [single] = lesson_logs.glob("weak_scaling_1gpu-local*")
     assert json.loads((single / "manifest.json").read_text())["world_size"] == 1
-    assert (one["run"], one["GPUs (processes)"], one["samples per GPU"]) == (single.name, 1, 20)
-    assert (two["run"], two["GPUs (processes)"], two["samples per GPU"]) == (run_dir.name, 2, 20)
+    assert (one["run"], one["GPUs (processes)"], one["samples per GPU"]) == (single.name, 1, WALK_PER_GPU)
+    assert (two["run"], two["GPUs (processes)"], two["samples per GPU"]) == (run_dir.name, 2, WALK_PER_GPU)
     for row in (one, two):
         assert row["total runtime s (train_runtime)"] > 0 and row["train samples/s"] > 0
     assert one["efficiency (fewest-GPU runtime / runtime)"] == 1.0  # the fewest-process run is the baseline
@@ -210,7 +214,7 @@ def test_zero_config_on_two_cpu_processes(lesson_logs, config):
     assert manifest["deepspeed_config"] == f"deepspeed_single_gpu/configs/{config}.json"
     assert manifest["config_name"] == config and manifest["settings"]["num_train_epochs"] == 1  # the script's flag
     events = [json.loads(line) for line in (run_dir / "log_history.jsonl").read_text().splitlines()]
-    assert max(event["step"] for event in events) == 2  # one epoch of 20 examples a process: two optimizer steps
+    assert max(event["step"] for event in events) == manifest["steps_per_epoch"]  # one epoch, the script's flag
     # each process holds the model states its stage leaves it: every parameter (stages 1-2) or half (stage 3)
     states, whole = manifest["model_states"], 4 * manifest["parameters"]
     assert (states["world_size"], states["zero_stage"]) == (2, int(config[len("stage")]))
@@ -231,8 +235,8 @@ def test_zero_runs_fill_the_2gpu_tables(lesson_logs):
         assert row["peak GPU MiB per GPU (nvidia-smi)"] == "n/a (no GPU)"  # CPU ranks: the cell says why
     savings = tables["deepspeed_multi_gpu_zero_savings"]
     assert list(savings["stage"]) == ["stage1", "stage2", "stage3"]
-    # the walk-through's 2-process runs time a few steps each: too few for a steady state, so the cell (like the
-    # answer) gives no percentage of their whole-run runtimes; runs with a steady state get the percentage
+    # a pair with too few timed steps for a steady state gets no percentage of its whole-run runtimes (like the
+    # answer), nor a pair whose steady intervals overlap; the others get the percentage
     runs = {run.name: run for run in load_runs([lesson_logs])}
     for _, row in savings.iterrows():
         short = any(too_few_steps(runs[name]) is not None for name in row["run"].split(" vs "))
@@ -263,7 +267,7 @@ def test_sbatch_weak_scaling_on_two_fake_gpus(slurm_cluster, tmp_path):
     job_out = lesson / "logs" / f"weak_scaling-{job_id}.out"
     assert (state, exit_code) == ("COMPLETED", "0:0"), job_out.read_text()[-4000:]
     assert "weak scaling on 2 GPU(s)" in job_out.read_text()
-    check_two_process_run(lesson / "logs" / f"weak_scaling_2gpu-{job_id}")
+    check_two_process_run(lesson / "logs" / f"weak_scaling_2gpu-{job_id}", samples_per_gpu=20)  # TINY's
 
 
 def test_ranks_on_one_cpu_split_its_cores(monkeypatch):
