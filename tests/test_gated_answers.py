@@ -269,3 +269,17 @@ def test_the_offload_runtime_cell_gives_a_percentage_only_where_the_intervals_se
                savings.attrs["notes"])
     (stage1,) = [answer for answer in build_tables([tmp_path])[ZERO].attrs["answers"] if ", stage 1: " in answer]
     assert "no measurable difference at this size" in stage1
+
+
+def test_objective_1_shows_the_steady_training_speed_beside_the_trainers_figure(tmp_path):
+    """The Trainer's samples/s is one whole-run number; a run that timed its steps also gets the steady rate with its
+    interval, as its own row under the handout's. Older runs (no steps.jsonl) keep the handout's rows alone."""
+    run = shutil.copytree(GPU_RUN, tmp_path / GPU_RUN.name)
+    rows = build_tables([tmp_path])["baseline_objective_1"]["Metric"]
+    assert not any(label.startswith("Steady") for label in rows)
+    steady_seconds = write_steps(run, 0.1, seed=3)  # 16 samples a step
+    table = build_tables([tmp_path])["baseline_objective_1"]
+    cells = dict(zip(table["Metric"], table["Your Value"]))
+    shown = cells["Steady Training Speed (samples/sec, median, 95% interval)"]
+    expected = median_interval([16 / s for s in steady_seconds])
+    assert (shown.value, shown.low, shown.high) == pytest.approx(expected)

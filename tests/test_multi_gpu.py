@@ -175,8 +175,8 @@ def check_two_process_run(run_dir, samples_per_gpu=WALK_PER_GPU):
 def two_process_logs(tmp_path_factory):
     """logs/ holding the lesson's tiny walk-through: a real 2-process run of the weak-scaling job and of each of
     the six ZeRO configs through their .slurm files (GPUS=2 on the CPU, WALK_PER_GPU examples a process, one epoch:
-    enough optimizer steps for a steady state), made once per session by conftest.py's walkthrough_logs. The tests below,
-    tests/test_smoke.py and notebooks/03_multi_gpu.ipynb's test (tests/test_notebooks.py) read them."""
+    enough optimizer steps for a steady state), made once per session by conftest.py's walkthrough_logs. The tests
+    below, tests/test_smoke.py and notebooks/03_multi_gpu.ipynb's test (tests/test_notebooks.py) read them."""
     return walkthrough_logs(tmp_path_factory, "deepspeed_multi_gpu")
 
 

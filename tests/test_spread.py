@@ -68,6 +68,24 @@ def test_rates_come_from_each_steps_own_count(tmp_path):
     assert isinstance(no_counts, Missing) and "tokens" in no_counts.cell
 
 
+def test_an_epochs_partial_last_step_is_left_out_of_the_samples_rate(tmp_path):
+    """step_times.py counts no samples on an epoch's last step when the epoch is no whole number of steps (that step
+    holds fewer rows): the rate comes from the whole steps, instead of the run having no rate at all."""
+    lines = [json.dumps({"step": n, "seconds": 0.1 if n % 6 else 0.03, **({"samples": 16} if n % 6 else {})})
+             for n in range(1, 25)]  # 4 epochs of 6 steps, each ending in a short partial one
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "steps.jsonl").write_text("\n".join(lines) + "\n")
+    rate = steady(read_steps(folder), per="samples", unit="samples/s")
+    assert isinstance(rate, Spread) and rate.value == pytest.approx(160.0) and rate.steps == 17  # 21 kept, 4 partial
+    few = tmp_path / "f"  # whole steps too few for a steady rate: said, with how many there were
+    few.mkdir()
+    (few / "steps.jsonl").write_text("\n".join(lines[:6] + [json.dumps({"step": n, "seconds": 0.1})
+                                                            for n in range(7, 13)]) + "\n")
+    short = steady(read_steps(few), per="samples")
+    assert isinstance(short, Missing) and short.cell == "n/a (no samples per step)" and "3 of the 10" in short.detail
+
+
 def test_missing_and_damaged_step_files(tmp_path):
     absent = read_steps(tmp_path)
     assert isinstance(absent, Missing) and "steps.jsonl" in absent.detail

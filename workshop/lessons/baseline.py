@@ -6,14 +6,17 @@ handout's own `| Metric | Your Value |` layout from the latest completed run.
 
 import textwrap
 
+import pandas as pd
+
 from workshop.lessons import LESSONS
 from workshop.logparse import Missing, final_summary, read_answer_quality
 from workshop.report.cells import (absent, cpu_peak, epoch_label, expected_epochs, gpu_stat, manifest_value,
                                    steps_per_epoch)
-from workshop.report.columns import RESERVED_COL, RUN_COL, STATUS_COL, Column, row_of
+from workshop.report.columns import RESERVED_COL, RUN_COL, STATUS_COL, STEADY_SAMPLES, Column, row_of
 from workshop.report.engine import Table
 from workshop.report.figures import as_runs, damaged, figure, finish, no_gpu_reason, plot_rss, points, seconds
 from workshop.report.shapes import latest_completed, metric_table
+from workshop.report.spread import steady_rate
 
 def objective_1(run):
     row = {"run": run.name, "status": run.status}
@@ -42,6 +45,9 @@ def objective_1(run):
     row["eval samples/s (last eval)"] = evals[-1].get("eval_samples_per_second", absent(run, "eval samples/s")) \
         if evals else absent(run, "eval")
     row["steps/epoch"] = steps_per_epoch(run, summary)
+    steady = steady_rate(run, "samples", "samples/s")  # beside the Trainer's whole-run figure, where steps were timed
+    if getattr(steady, "cell", None) != "n/a (no per-step times)":  # an older run: the handout's rows alone
+        row[STEADY_SAMPLES] = steady
     return {**row, **answer_scores(run)}
 
 
@@ -157,25 +163,30 @@ OBJECTIVE_1 = [("Train Loss (Final)", "train_loss (run mean)"),
                ("Training Speed (samples/sec)", "train samples/s"),
                ("Evaluation Speed (samples/sec)", "eval samples/s (last eval)"),
                ("Steps per Epoch", "steps/epoch")]
+# beside the handout's rows where the run timed its steps: the steady rate with its interval (the Trainer's
+# "Training Speed" is the whole run's, warm-up and evaluation pauses included, one number without a spread)
+OBJECTIVE_1_EXTRA = [("Steady Training Speed (samples/sec, median, 95% interval)", STEADY_SAMPLES)]
 OBJECTIVE_2 = [("Peak GPU Memory Usage", GPU_PEAK_COL),
                ("Mean GPU Memory Usage", GPU_MEAN_COL),
                ("Minimum GPU Memory Usage", GPU_MIN_COL)]
 
 
-def handout(key, title, metrics, value_header):
+def handout(key, title, metrics, value_header, extra=()):
     def shape(df, runs):
         row, note = latest_completed(df, runs, [column for _, column in metrics])
+        metrics_shown = metrics + [(label, column) for label, column in extra
+                                   if pd.notna(row.get(column))]  # the run timed its steps
         notes = [note]
         if key.endswith("2") and not isinstance(row["host RSS MiB peak (psrecord)"], str):
             notes.append(f"host memory for comparison: peak RSS {row['host RSS MiB peak (psrecord)']:.0f} MiB "
                          "(psrecord, the training and its children)")
-        return [(key, title, metric_table(row, metrics, value_header), [], notes)]
+        return [(key, title, metric_table(row, metrics_shown, value_header), [], notes)]
     return shape
 
 
 TABLES = (
     Table("baseline_objective_1", "Baseline, objective 1: loss and throughput", objective_1,
-          handout=handout("baseline_objective_1", "Objective 1", OBJECTIVE_1, "Your Value")),
+          handout=handout("baseline_objective_1", "Objective 1", OBJECTIVE_1, "Your Value", OBJECTIVE_1_EXTRA)),
     Table("baseline_objective_2", "Baseline, objective 2: memory", objective_2,
           handout=handout("baseline_objective_2", "Objective 2", OBJECTIVE_2, "Your Value (MiB)")),
 )

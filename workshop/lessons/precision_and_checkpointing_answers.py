@@ -59,6 +59,6 @@ def checkpointing_answers(rows, differing, activations):
         shown = [b.cell if isinstance(b, Missing) else f"{b:.0f}" if is_number(b) else b for b in batches]
         batch = f"; largest micro-batch {shown[0]} without, {shown[1]} with" if \
             any(not isinstance(b, Missing) for b in batches) else ""
-        answers.append(f"{where}: gradient checkpointing {_checkpointing_memory(row, pair)} and {_checkpointing_time(row)}"
-                       f"{batch}.")
+        memory, time = _checkpointing_memory(row, pair), _checkpointing_time(row)
+        answers.append(f"{where}: gradient checkpointing {memory} and {time}{batch}.")
     return answers

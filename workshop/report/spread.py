@@ -120,9 +120,12 @@ def steady(records, per=None, unit="s"):
     if per is None:
         values = [record["seconds"] for record in kept]
     else:
+        # an epoch's last step, when the epoch is no whole number of steps, counts no samples (step_times.py): it
+        # holds fewer rows, so it is left out of the rate rather than making the whole run's rate unknown
         values = [record[per] / record["seconds"] for record in kept if _number(record.get(per))]
-        if len(values) < len(kept):
-            return Missing(f"n/a (no {per} per step)", f"{STEPS_FILE} does not count the {per} of every step")
+        if len(values) < MIN_STEADY:
+            return Missing(f"n/a (no {per} per step)", f"{STEPS_FILE} counts the {per} of {len(values)} of the "
+                           f"{len(kept)} steady steps; a steady rate needs {MIN_STEADY}")
     value, low, high = median_interval(values)
     return Spread(value, low, high, len(values), unit)
 
