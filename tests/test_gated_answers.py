@@ -283,3 +283,23 @@ def test_objective_1_shows_the_steady_training_speed_beside_the_trainers_figure(
     shown = cells["Steady Training Speed (samples/sec, median, 95% interval)"]
     expected = median_interval([16 / s for s in steady_seconds])
     assert (shown.value, shown.low, shown.high) == pytest.approx(expected)
+
+
+def test_a_precision_difference_on_a_cpu_says_it_is_the_cpus(tmp_path):
+    """bf16 against fp32 on a CPU: a difference there is the CPU's arithmetic, not the tensor cores the lesson is
+    about, and the answer says so (on a GPU it does not)."""
+    runs = {}
+    for precision, seconds in (("fp32", 0.1), ("bf16", 0.2)):
+        run = shutil.copytree(GPU_RUN, tmp_path / f"precision-none-{precision}-1")
+        edit_manifest(run, run_id=run.name, lesson="precision_and_checkpointing", config_name="precision",
+                      precision=precision, gradient_checkpointing=False,
+                      speed={"real_tokens_per_s": 1000 / seconds, "step_s": seconds})
+        runs[precision] = run
+    (on_gpu, *_) = build_tables([tmp_path])["precision"].attrs["answers"]
+    assert "bf16 is not faster than fp32" in on_gpu and "On a CPU" not in on_gpu
+    for run in runs.values():
+        no_gpu(run)
+    (on_cpu, *_) = build_tables([tmp_path])["precision"].attrs["answers"]
+    assert "bf16 is not faster than fp32" in on_cpu
+    assert on_cpu.endswith("says nothing of a GPU's tensor cores, where bf16 and fp16 pay off (the GPU reference in "
+                           "notebook 05 measures them).")

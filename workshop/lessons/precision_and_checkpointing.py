@@ -80,7 +80,7 @@ def precision_table(runs):
     groups = {}  # (model and data, stage) -> {precision: run}
     for run in chosen:
         groups.setdefault((setup_of(run), stage_of(run)), {})[precision_of(run)] = run
-    rows, pairs = [], []
+    rows, pairs, on_cpu = [], [], []
     for (setup, stage), by_precision in sorted(groups.items(), key=lambda g: (g[0][0], _stage_order(g[0][1]))):
         row = {"model": setup_label(setup), "stage": stage, "run": ", ".join(r.name for r in by_precision.values())}
         for precision in PRECISIONS:
@@ -95,11 +95,17 @@ def precision_table(runs):
         rows.append(row)
         pairs.append({p: mismatch(by_precision["fp32"], by_precision[p], PRECISION_FLAGS)
                       for p in ("fp16", "bf16") if "fp32" in by_precision and p in by_precision})
-    return rows, precision_answers(rows, pairs), notes
+        on_cpu.append(not any(map(_on_gpu, by_precision.values())))
+    return rows, precision_answers(rows, pairs, on_cpu), notes
 
 
-def _speedup(row, precision, differing):
-    """'fp16 is faster than fp32: 2.34x ...', gated by the steady tokens/s intervals where both runs have them."""
+ON_CPU = (" On a CPU: bf16 runs on the CPU's own arithmetic through autocast, so this says nothing of a GPU's "
+          "tensor cores, where bf16 and fp16 pay off (the GPU reference in notebook 05 measures them).")
+
+
+def _speedup(row, precision, differing, cpu=False):
+    """'fp16 is faster than fp32: 2.34x ...', gated by the steady tokens/s intervals where both runs have them; on a
+    CPU a difference is said to be the CPU's, not the lesson's (tensor cores)."""
     where = f"{row['model']}, {row['stage']}"
     if differing:
         return refused(where, ("fp32", precision), differing)
@@ -110,24 +116,25 @@ def _speedup(row, precision, differing):
         clause = compare(Side("fp32", steady[0]), Side(precision, steady[1]), "steady real tokens/s")
         if clause.startswith("no measurable"):
             return f"{where}: {clause}."
-        return f"{where}: {precision} is {'faster' if ratio > 1 else 'not faster'} than fp32: {clause}."
+        return f"{where}: {precision} is {'faster' if ratio > 1 else 'not faster'} than fp32: {clause}." + \
+            (ON_CPU if cpu else "")
     return (f"{where}: {precision} is {'faster' if ratio > 1 else 'not faster'} than fp32: {ratio:.2f}x its "
             f"{TOKENS} ({value:,.0f} vs {fp32:,.0f}; whole-run figures without per-step times: no spread to judge "
-            "the difference against).")
+            "the difference against).") + (ON_CPU if cpu else "")
 
 
-def precision_answers(rows, pairs):
+def precision_answers(rows, pairs, on_cpu):
     """Is fp16/bf16 faster than fp32, and by how much, at each stage (gated by the steady intervals, refused for runs
     that differ in more than the precision); and does that agree with the benchmark the issue cites (fp16 about 3x
     fp32 at ZeRO 0-2, less at ZeRO 3)?"""
     answers, fp16 = [], {}  # (model, stage) -> fp16 / fp32 throughput
-    for row, differing in zip(rows, pairs):
+    for row, differing, cpu in zip(rows, pairs, on_cpu):
         fp32, compared = row[f"fp32 {TOKENS}"], False
         for precision in ("fp16", "bf16"):
             value = row[f"{precision} {TOKENS}"]
             if is_number(fp32) and is_number(value):
                 compared = True
-                answers.append(_speedup(row, precision, differing.get(precision)))
+                answers.append(_speedup(row, precision, differing.get(precision), cpu))
                 if precision == "fp16" and not differing.get(precision):
                     fp16[row["model"], row["stage"]] = value / fp32
         if not compared:
