@@ -16,6 +16,7 @@ from workshop.report.columns import RESERVED_COL, RUN_COL, STATUS_COL, STEADY_SA
 from workshop.report.engine import Table
 from workshop.report.figures import as_runs, damaged, figure, finish, no_gpu_reason, plot_rss, points, seconds
 from workshop.report.shapes import latest_completed, metric_table
+from workshop.report.speed_cells import timed_steps
 from workshop.report.spread import steady_rate
 
 def objective_1(run):
@@ -45,9 +46,8 @@ def objective_1(run):
     row["eval samples/s (last eval)"] = evals[-1].get("eval_samples_per_second", absent(run, "eval samples/s")) \
         if evals else absent(run, "eval")
     row["steps/epoch"] = steps_per_epoch(run, summary)
-    steady = steady_rate(run, "samples", "samples/s")  # beside the Trainer's whole-run figure, where steps were timed
-    if getattr(steady, "cell", None) != "n/a (no per-step times)":  # an older run: the handout's rows alone
-        row[STEADY_SAMPLES] = steady
+    if timed_steps(run):  # beside the Trainer's whole-run figure; an older run keeps the handout's rows alone
+        row[STEADY_SAMPLES] = steady_rate(run, "samples", "samples/s")
     return {**row, **answer_scores(run)}
 
 

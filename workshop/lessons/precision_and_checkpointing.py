@@ -206,9 +206,8 @@ def activations_mib(run):
         "n/a (not recorded)", "activation_peak_bytes: recorded by runs since 2026-12-05, not under --torch-compile")
 
 
-def _activations_saved(without, with_):
-    if without is None:
-        return Missing("n/a (no run without)", "the pair needs a run without checkpointing")
+def _saved(without, with_):
+    """without - with_ (MiB), or the marker of the side that has no number."""
     return without - with_ if is_number(without) and is_number(with_) else \
         next(v for v in (without, with_) if not is_number(v))
 
@@ -245,12 +244,12 @@ def checkpointing_table(runs):
             without, with_ = off[source] if off else not_run("checkpointing off", how), on[source]
             row[f"{column} without"], row[f"{column} with"] = without, with_
             if column == "peak GPU MiB":
-                row["memory saved MiB"] = without - with_ if is_number(without) and is_number(with_) else \
-                    next(v for v in (without, with_) if not is_number(v))
+                row["memory saved MiB"] = _saved(without, with_)
             else:
                 row["time lost %"] = time_lost(without, with_)
-        activations.append([activations_mib(pair[c]) if c in pair else None for c in (False, True)])
-        row["activations saved MiB"] = _activations_saved(*activations[-1])
+        activations.append([activations_mib(pair[False]) if off else not_run("checkpointing off", how),
+                            activations_mib(pair[True])])
+        row["activations saved MiB"] = _saved(*activations[-1])
         model = setup[0]
         for checkpointing in (False, True):
             row[f"largest micro-batch {'with' if checkpointing else 'without'}"] = largest_batch(

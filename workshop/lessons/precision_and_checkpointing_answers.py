@@ -27,7 +27,7 @@ def _checkpointing_time(row):
 
 def _checkpointing_memory(row, activations):
     saved, without = row["memory saved MiB"], row["peak GPU MiB without"]
-    if not is_number(saved) and activations[0] is not None and all(map(is_number, activations)):
+    if not is_number(saved) and all(map(is_number, activations)):
         return _activations_clause(*activations)
     if not is_number(saved):
         return f"memory saved: {saved.cell}"

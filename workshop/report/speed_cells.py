@@ -51,7 +51,8 @@ def _final_eval_loss(run):
     return evals[-1]["eval_loss"] if evals else absent(run, "eval loss")
 
 
-def _timed_steps(run):
+def timed_steps(run):
+    """Whether the run folder timed every step (steps.jsonl): older runs did not."""
     return run.path.is_dir() and (run.path / STEPS_FILE).is_file()
 
 
@@ -75,4 +76,4 @@ SPEED_COLUMNS = (
 def speed_row(run):
     """make it fast's figures of one run (the manifest's `speed`, workshop/speed.py), beside its steady step time
     and tokens/s with their intervals where the run folder timed every step (steps.jsonl)."""
-    return row_of(run, SPEED_COLUMNS if _timed_steps(run) else SPEED_COLUMNS[:-2])
+    return row_of(run, SPEED_COLUMNS if timed_steps(run) else SPEED_COLUMNS[:-2])
