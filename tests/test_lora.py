@@ -7,6 +7,7 @@ The plain and ZeRO-3 runs are the lesson's walk-through (lesson_logs("lora"), ma
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import torch
 from conftest import made_once, walkthrough_logs
 from safetensors.torch import load_file
+from test_gated_answers import no_gpu
 from test_slurm import job_env
 
 from workshop.config import parse_args
@@ -266,6 +268,20 @@ def test_the_gpu_references_answers_stop_at_what_ran_out_of_memory_and_at_repeat
     # every method beside full fine-tuning is answered, QLoRA included
     assert sum(a.startswith("bigscience/bloom-1b7") and "plain Trainer: qlora trains" in a for a in answers) == 1
 
+
+
+def test_a_speed_difference_on_a_cpu_says_what_it_measures(tmp_path):
+    """The GPU reference's bloom-1b7 ZeRO 3 pair (LoRA 29.7% slower) says so plainly; the same pair marked as trained
+    on a CPU adds that a tiny model on a CPU times overhead and the adapters' matmuls, not LoRA on a GPU."""
+    runs = [shutil.copytree(H100_RUNS / name, tmp_path / name)
+            for name in ("full-stage3-local20261206-142223-2636", "lora-stage3-local20261206-141905-2003")]
+    [on_gpu] = build_tables([tmp_path])["lora"].attrs["answers"]
+    assert "lora lower steady real tokens/s than full by 29.7%" in on_gpu and "on a CPU" not in on_gpu
+    for run in runs:
+        no_gpu(run)
+    [on_cpu] = build_tables([tmp_path])["lora"].attrs["answers"]
+    assert "lora lower steady real tokens/s than full by 29.7% (" in on_cpu
+    assert "(on a CPU, with a model this small: " in on_cpu and "notebook 06 measures it)" in on_cpu
 
 # ---------------------------------------------------------------------------------------------- memory
 def test_the_estimate_counts_the_closed_form_and_the_frozen_base_in_its_dtype():
