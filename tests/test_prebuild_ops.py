@@ -147,9 +147,14 @@ def test_a_build_killed_midway_does_not_hang_the_next_job(tmp_path):
     assert build.returncode == 0, build.stderr
     shared = Path(build.stdout.split("export TORCH_EXTENSIONS_DIR=")[1].strip())
     shutil.copytree(shared / "cpu_adam", tmp_path / "cpu_adam", ignore=shutil.ignore_patterns("lock"))
+    objects = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "cpu_adam").glob("*.o")}
     (tmp_path / "cpu_adam" / "lock").touch()  # what the killed build left
+    # the shared folder's compiler, so that ninja sees the command lines it built with (a compiler named by its
+    # path in another folder is another command: the copy would be compiled again, a minute on 2 cores)
+    same_compiler = {**env, "CXX": str(shared / "c++-no-debug-info")}
     again = subprocess.run([sys.executable, "-m", "workshop.prebuild_ops", "--ops", "cpu_adam", "--dir",
-                            str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+                            str(tmp_path)], env=same_compiler, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "a build of cpu_adam was killed before it finished" in again.stdout
     assert "cpu_adam ... " in again.stdout and not (tmp_path / "cpu_adam" / "lock").exists()
+    assert objects and objects == {path.name: path.stat().st_mtime_ns for path in (tmp_path / "cpu_adam").glob("*.o")}
