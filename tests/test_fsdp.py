@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import made_once
+from conftest import made_once, walkthrough_logs
 from test_export import OFFLINE, STEPS, export, losses, probe, train_one_process
 from workshop.errors import WorkshopError
 from workshop.fsdp import check_wrapping
@@ -41,6 +41,12 @@ def train(folder, mode, processes=1, *args):
 def made(folder, mode, processes, *args):
     done = train(folder, mode, processes, *args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def walkthrough_runs(tmp_path_factory):
+    """The lesson's walk-through runs (slurm/fsdp.slurm, two processes, ten steps; made once per session, also read by
+    tests/test_smoke.py): tests/test_notebooks.py executes notebook 07 on them, whose own runs are the same two."""
+    return walkthrough_logs(tmp_path_factory, "fsdp")
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ baseline notebook, pointed at an empty WORKSHOP_LOGS, trains the tiny baseline i
 with the notebooks' own flags (MADE_ONCE). tests/test_notebooks_browser.py opens each notebook in JupyterLab.
 """
 
+import ast
 import functools
 import importlib
 import itertools
@@ -68,7 +69,10 @@ MADE_ONCE = {"deepspeed_single_gpu": ("test_fill_tables_zero", "part1_logs"),
              "deepspeed_multi_gpu": ("test_multi_gpu", "two_process_logs"),
              "make_it_fast": ("test_fast", "made_fast_logs"),
              "precision_and_checkpointing": ("test_precision_checkpointing", "lesson5_logs"),
-             "lora": ("test_lora", "lora_logs")}
+             "lora": ("test_lora", "lora_logs"),
+             "fsdp": ("test_fsdp", "walkthrough_runs")}
+# The lessons whose notebook is executed on the walk-through's own runs: their notebooks make those same runs
+READ_FROM_WALKTHROUGH = ("deepspeed_multi_gpu", "lora", "fsdp")
 # What a lesson's output must not show: a machine's absolute paths, a Python identifier as a header or legend
 # entry (stage2_offload, command_started), a number with more digits than the CLI prints.
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:tmp|work|home|root|usr|var|opt|scratch)/")
@@ -224,6 +228,18 @@ def test_notebooks_are_committed_without_outputs():
         dirty = [i for i, cell in enumerate(nb.cells)
                  if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
         assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("name", READ_FROM_WALKTHROUGH)
+def test_a_notebook_tested_on_the_walkthrough_makes_the_walkthroughs_runs(name):
+    """Its RUN_ARGS are the walk-through's (scripts/run_workshop.sh's) arguments: the runs the notebook is tested on
+    are the ones a student's notebook makes, with as many steps (notebook 07 made 4, the walk-through 10)."""
+    lesson = BY_NAME[name]
+    [line] = [line for cell in nbformat.read(NOTEBOOKS / lesson.notebook, as_version=4).cells
+              for line in cell.source.splitlines() if line.startswith("RUN_ARGS = ")]
+    run_args = ast.literal_eval(line.removeprefix("RUN_ARGS = ").split("  #")[0])
+    assert run_args == ["--profile", lesson.walkthrough_profile, *lesson.walkthrough_args]
+    assert MADE_ONCE[name][1] in ("two_process_logs", "lora_logs", "walkthrough_runs")
 
 
 @pytest.mark.parametrize("lesson", lesson_params())
