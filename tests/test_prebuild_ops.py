@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,10 +152,34 @@ def test_a_build_killed_midway_does_not_hang_the_next_job(tmp_path):
     (tmp_path / "cpu_adam" / "lock").touch()  # what the killed build left
     # the shared folder's compiler, so that ninja sees the command lines it built with (a compiler named by its
     # path in another folder is another command: the copy would be compiled again, a minute on 2 cores)
-    same_compiler = {**env, "CXX": str(shared / "c++-no-debug-info")}
+    # ... killed long enough ago: a `lock` in a folder that changed lately may be a live load's, and is waited for
+    same_compiler = {**env, "CXX": str(shared / "c++-no-debug-info"), "WORKSHOP_STALE_LOCK_S": "0"}
     again = subprocess.run([sys.executable, "-m", "workshop.prebuild_ops", "--ops", "cpu_adam", "--dir",
                             str(tmp_path)], env=same_compiler, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "a build of cpu_adam was killed before it finished" in again.stdout
     assert "cpu_adam ... " in again.stdout and not (tmp_path / "cpu_adam" / "lock").exists()
     assert objects and objects == {path.name: path.stat().st_mtime_ns for path in (tmp_path / "cpu_adam").glob("*.o")}
+
+
+def test_a_live_loads_lock_is_waited_for_not_removed(tmp_path):
+    """DeepSpeed loads its shared-memory collectives itself (init_distributed), holding torch's `lock` without the
+    workshop's flock: a workshop load that came then removed that `lock` as a killed build's, and the other load
+    failed at its end (a two-node job in CI). A fresh `lock` is waited for until its holder removes it."""
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_EXTENSIONS_DIR"}
+    build = subprocess.run([sys.executable, "-m", "workshop.prebuild_ops", "--ops", "cpu_adam"],
+                           env=env, capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stderr
+    shared = Path(build.stdout.split("export TORCH_EXTENSIONS_DIR=")[1].strip())
+    shutil.copytree(shared / "cpu_adam", tmp_path / "cpu_adam", ignore=shutil.ignore_patterns("lock"))
+    lock = tmp_path / "cpu_adam" / "lock"
+    lock.touch()  # another process's load, under way
+    loading = subprocess.Popen([sys.executable, "-m", "workshop.prebuild_ops", "--ops", "cpu_adam", "--dir",
+                                str(tmp_path)], env={**env, "CXX": str(shared / "c++-no-debug-info")},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    assert loading.poll() is None, loading.communicate()  # waiting for the other load
+    lock.unlink()  # the other load's end
+    out, err = loading.communicate(timeout=300)
+    assert loading.returncode == 0, err
+    assert "was killed" not in out and "cpu_adam ... ready" in out

@@ -184,18 +184,37 @@ def build_lock(op_name):
 
     torch marks a build in progress with a `lock` file in the op's folder and waits for it to go, forever, on
     every later load; a build killed mid-way (a job's time limit, Ctrl-C, the OOM killer) leaves it, and each
-    later job hung at start-up. An flock dies with its holder, so whoever holds this one knows any `lock` file is
-    a dead build's (every workshop process loads its ops through here)."""
+    later job hung at start-up. An flock dies with its holder, so no other workshop load holds that `lock` now; but
+    DeepSpeed loads its shared-memory collectives itself (init_distributed, in a one-process run) and takes torch's
+    `lock` without this flock, so a `lock` is only removed once nothing in the folder has changed for a while."""
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or extensions_dir())
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f".{op_name}.flock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel if this process dies
         stale = root / op_name / "lock"
-        if stale.exists():
+        if stale.exists() and not released_by_a_live_load(stale):
             print(f"[workshop] removed {stale}: a build of {op_name} was killed before it finished; "
                   "building it again", flush=True)
             stale.unlink(missing_ok=True)
         yield
+
+
+def released_by_a_live_load(lock: Path) -> bool:
+    """Wait while `lock` is there and its folder changed in the last WORKSHOP_STALE_LOCK_S seconds (default 120: a
+    live load checks the build in a second; a compile writes an object file every minute or two): True if its holder
+    removed it, False if it stayed put that long, as a killed build's does. Removing a live load's `lock` made that
+    load fail at its end (FileNotFoundError), and its job with it."""
+    quiet_s = float(os.environ.get("WORKSHOP_STALE_LOCK_S", "120"))
+    while True:
+        try:
+            newest = max(path.stat().st_mtime for path in lock.parent.iterdir())
+        except (FileNotFoundError, ValueError):  # a file went while we looked: look again
+            newest = time.time()
+        if not lock.exists():
+            return True
+        if time.time() - newest > quiet_s:
+            return False
+        time.sleep(0.2)
 
 
 def is_prebuilt(op_name) -> bool:
