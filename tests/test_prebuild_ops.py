@@ -137,25 +137,32 @@ def test_prebuilt_cpu_adam_loads_from_the_folder_without_compiling():
     assert build_files() == built
 
 
-@pytest.mark.slow
-def test_a_build_killed_midway_does_not_hang_the_next_job(tmp_path):
-    """A build killed mid-way leaves torch's `lock` file in the op's folder, and torch waits for it to go, forever:
-    every later job hung at start-up. The next load now clears it and finishes. The op is a copy of the shared
-    folder's cpu_adam (the test above builds it), so this loads without compiling."""
+def copy_of_the_shared_cpu_adam(tmp_path):
+    """The shared folder's cpu_adam (built if need be) copied into tmp_path/cpu_adam, and an environment whose loads
+    of the copy compile nothing: the shared folder's compiler, so that ninja sees the command lines it built with (a
+    compiler named by its path in another folder is another command: the copy would be compiled again, a minute on
+    2 cores)."""
     env = {k: v for k, v in os.environ.items() if k != "TORCH_EXTENSIONS_DIR"}
     build = subprocess.run([sys.executable, "-m", "workshop.prebuild_ops", "--ops", "cpu_adam"],
                            env=env, capture_output=True, text=True, timeout=900)
     assert build.returncode == 0, build.stderr
     shared = Path(build.stdout.split("export TORCH_EXTENSIONS_DIR=")[1].strip())
     shutil.copytree(shared / "cpu_adam", tmp_path / "cpu_adam", ignore=shutil.ignore_patterns("lock"))
+    return {**env, "CXX": str(shared / "c++-no-debug-info")}
+
+
+@pytest.mark.slow
+def test_a_build_killed_midway_does_not_hang_the_next_job(tmp_path):
+    """A build killed mid-way leaves torch's `lock` file in the op's folder, and torch waits for it to go, forever:
+    every later job hung at start-up. The next load now clears it and finishes. The op is a copy of the shared
+    folder's cpu_adam (the test above builds it), so this loads without compiling."""
+    same_compiler = copy_of_the_shared_cpu_adam(tmp_path)
     objects = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "cpu_adam").glob("*.o")}
     (tmp_path / "cpu_adam" / "lock").touch()  # what the killed build left
-    # the shared folder's compiler, so that ninja sees the command lines it built with (a compiler named by its
-    # path in another folder is another command: the copy would be compiled again, a minute on 2 cores)
-    # ... killed long enough ago: a `lock` in a folder that changed lately may be a live load's, and is waited for
-    same_compiler = {**env, "CXX": str(shared / "c++-no-debug-info"), "WORKSHOP_STALE_LOCK_S": "0"}
+    # killed long enough ago: a `lock` in a folder that changed lately may be a live load's, and is waited for
     again = subprocess.run([sys.executable, "-m", "workshop.prebuild_ops", "--ops", "cpu_adam", "--dir",
-                            str(tmp_path)], env=same_compiler, capture_output=True, text=True, timeout=300)
+                            str(tmp_path)], env={**same_compiler, "WORKSHOP_STALE_LOCK_S": "0"},
+                           capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "a build of cpu_adam was killed before it finished" in again.stdout
     assert "cpu_adam ... " in again.stdout and not (tmp_path / "cpu_adam" / "lock").exists()
@@ -166,16 +173,11 @@ def test_a_live_loads_lock_is_waited_for_not_removed(tmp_path):
     """DeepSpeed loads its shared-memory collectives itself (init_distributed), holding torch's `lock` without the
     workshop's flock: a workshop load that came then removed that `lock` as a killed build's, and the other load
     failed at its end (a two-node job in CI). A fresh `lock` is waited for until its holder removes it."""
-    env = {k: v for k, v in os.environ.items() if k != "TORCH_EXTENSIONS_DIR"}
-    build = subprocess.run([sys.executable, "-m", "workshop.prebuild_ops", "--ops", "cpu_adam"],
-                           env=env, capture_output=True, text=True, timeout=900)
-    assert build.returncode == 0, build.stderr
-    shared = Path(build.stdout.split("export TORCH_EXTENSIONS_DIR=")[1].strip())
-    shutil.copytree(shared / "cpu_adam", tmp_path / "cpu_adam", ignore=shutil.ignore_patterns("lock"))
+    same_compiler = copy_of_the_shared_cpu_adam(tmp_path)
     lock = tmp_path / "cpu_adam" / "lock"
     lock.touch()  # another process's load, under way
     loading = subprocess.Popen([sys.executable, "-m", "workshop.prebuild_ops", "--ops", "cpu_adam", "--dir",
-                                str(tmp_path)], env={**env, "CXX": str(shared / "c++-no-debug-info")},
+                                str(tmp_path)], env=same_compiler,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(3)
     assert loading.poll() is None, loading.communicate()  # waiting for the other load
