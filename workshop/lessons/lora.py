@@ -171,11 +171,11 @@ def _clauses(full, lora, runs, repeats):
     return clauses
 
 
-# A tiny model on a CPU times per-operation overhead and the adapters' own matmuls (a large share of its few
-# parameters), not the frozen weights' gradients and optimizer states LoRA saves on a real model and a GPU.
-ON_CPU = (" (on a CPU, with a model this small: the adapters are a large share of its parameters and each step is "
-          "mostly per-operation overhead, so this says nothing of LoRA's speed on a GPU at a real size; the GPU "
-          "reference in notebook 06 measures it)")
+# On the tiny model the adapters are 12% of the parameters (under 1% of a real BLOOM's), so the work LoRA saves, the
+# frozen weights' gradients and optimizer states, is small beside what its adapters add.
+ON_CPU = (" (on a CPU, with a model this small: the adapters are a large share of its parameters, so the work LoRA "
+          "saves is small beside the work they add; this says nothing of LoRA's speed on a GPU at a real size; the "
+          "GPU reference in notebook 06 measures it)")
 
 
 def _repeats_disagree(full, lora, repeats):
