@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from workshop.deepspeed.compiler import compiler, remove_precompiled_headers
 from workshop.deepspeed.ops import cache_cpu_info, extensions_dir, fix_arch_list, setup_build_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +71,51 @@ def test_ops_compile_without_debug_information(tmp_path):
                                  str(tmp_path / "op.o")], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert (b".debug_info" in (tmp_path / "op.o").read_bytes()) is debug, flags
+
+
+def ninja_compile(op, unit, *flags):
+    """One unit compiled the way torch's build.ninja does it, in the op's folder, with gcc's -H (the headers read:
+    a precompiled one used is marked `!`, one that did not fit `x`)."""
+    return subprocess.run([str(compiler(op.parent)), "-MMD", "-MF", f"{unit}.o.d", *flags, "-H", "-c",
+                           str(op / f"{unit}.cpp"), "-o", f"{unit}.o"], cwd=op, capture_output=True, text=True)
+
+
+def test_a_build_of_many_units_a_core_starts_each_from_one_precompiled_header(tmp_path):
+    """async_io's 12 units on 2 cores: torch/extension.h is compiled once and each unit starts from it (a stand-in
+    header here: torch's takes 40 CPU-s); a build of fewer units compiles plainly; the header is not among an
+    object's dependencies, so deleting it after the build leaves nothing for ninja to compile again."""
+    include = tmp_path / "include"
+    (include / "torch").mkdir(parents=True)
+    (include / "torch" / "extension.h").write_text("#pragma once\ninline int forty_two() { return 42; }\n")
+    flags = ["-isystem", str(include), "-O0", "-g", "-std=c++17"]
+    cores = len(os.sched_getaffinity(0))
+    for units, precompiled in ((2, False), (4 * cores, True)):
+        op = tmp_path / f"op{units}"
+        op.mkdir()
+        (op / "build.ninja").write_text("".join(f"build u{i}.o: compile {op}/u{i}.cpp\n" for i in range(units)))
+        for unit in ("u0", "u1"):
+            (op / f"{unit}.cpp").write_text(f"#include <torch/extension.h>\nint {unit}() {{ return forty_two(); }}\n")
+            compiled = ninja_compile(op, unit, *flags)
+            assert compiled.returncode == 0, compiled.stderr
+            used = [line for line in compiled.stderr.splitlines() if line.endswith("torch_extension.h.gch")]
+            assert [line.split()[0] for line in used] == (["!"] if precompiled else []), compiled.stderr
+            assert "pch-" not in (op / f"{unit}.o.d").read_text()  # found as a system header: not a dependency
+        assert len(list(op.glob("pch-*/torch_extension.h.gch"))) == precompiled  # one for the build's flags
+        remove_precompiled_headers(op)
+        assert not list(op.glob("pch-*"))
+
+
+def test_a_precompiled_header_that_cannot_be_made_leaves_the_plain_compile(tmp_path):
+    """No torch/extension.h to precompile (or a full disk): the unit is compiled the plain way, and the build does
+    not try again for each unit."""
+    op = tmp_path / "op"
+    op.mkdir()
+    units = 4 * len(os.sched_getaffinity(0))
+    (op / "build.ninja").write_text("".join(f"build u{i}.o: compile u{i}.cpp\n" for i in range(units)))
+    (op / "u0.cpp").write_text("int u0() { return 42; }\n")
+    compiled = ninja_compile(op, "u0", "-O0")
+    assert compiled.returncode == 0, compiled.stderr
+    assert (op / "u0.o").exists() and len(list(op.glob("pch-*/failed"))) == 1
 
 
 def test_cpu_info_is_asked_once_for_every_process_on_this_cpu(monkeypatch, tmp_path):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from workshop.deepspeed.compiler import compiler, remove_precompiled_headers
 from workshop.deepspeed.config import quiet_deepspeed
 
 def extensions_dir() -> Path:
@@ -82,14 +83,14 @@ def pin_ninja(env=os.environ):
 
 
 def setup_build_env(env=os.environ) -> Path:
-    """Point DeepSpeed's JIT builds at the shared folder, build them with one ninja and one compiler without debug
-    information, and fix the arch list (call before deepspeed builds)."""
+    """Point DeepSpeed's JIT builds at the shared folder, build them with one ninja and the workshop's compiler
+    script (workshop.deepspeed.compiler), and fix the arch list (call before deepspeed builds)."""
     path = extensions_dir()
     env["TORCH_EXTENSIONS_DIR"] = str(path)
     fix_arch_list(env)
     pin_ninja(env)
     if "CXX" not in env:  # a compiler the user chose stays theirs
-        env["CXX"] = str(no_debug_info_compiler(path))
+        env["CXX"] = str(compiler(path))
     cache_cpu_info(path)
     return path
 
@@ -135,31 +136,6 @@ def cache_cpu_info(folder: Path, described_in=Path("/proc/cpuinfo")):
 
     get_cpu_info.workshop_cached = True
     cpuinfo.get_cpu_info = get_cpu_info
-
-
-NO_DEBUG_INFO = """#!/bin/sh
-# Written by workshop.deepspeed.ops: c++ without the -g that DeepSpeed passes to every op's build.
-for arg; do shift; [ "$arg" = -g ] || set -- "$@" "$arg"; done
-exec c++ "$@"
-"""
-
-
-def no_debug_info_compiler(folder: Path) -> Path:
-    """A c++ that drops -g, kept in the build folder (torch builds with $CXX).
-
-    DeepSpeed compiles every C++ op with -g; the debug information took 40% of a translation unit's compile
-    time here (async_io's deepspeed_py_copy.cpp: 33.7 s with it, 19.9 s without, 2 cores), and nobody steps
-    into these ops with a debugger in class. The script lives beside the builds, not in the package: ninja
-    compiles an object again when its command line changes, so every process that uses the folder (a test's
-    copy of the repository too) must name the same path."""
-    wrapper = folder / "c++-no-debug-info"
-    if not wrapper.exists() or wrapper.read_text() != NO_DEBUG_INFO:
-        folder.mkdir(parents=True, exist_ok=True)
-        draft = folder / f".c++-no-debug-info.{os.getpid()}"
-        draft.write_text(NO_DEBUG_INFO)
-        draft.chmod(0o755)
-        os.replace(draft, wrapper)  # whole, for the other processes that may read it now
-    return wrapper
 
 
 def default_ops():
@@ -236,6 +212,7 @@ def build(op_name):
     start = time.perf_counter()
     with build_lock(op_name):
         ALL_OPS[op_name].load(verbose=False)
+        remove_precompiled_headers(Path(os.environ.get("TORCH_EXTENSIONS_DIR") or extensions_dir()) / op_name)
     return time.perf_counter() - start
 
 
