@@ -343,6 +343,7 @@ _workshop_on_signal() {
     say "got SIG$1: stopping the training$why"
     if [[ -n $TRAIN_PID ]] && kill -0 "$TRAIN_PID" 2>/dev/null; then
         kill -TERM "$TRAIN_PID" 2>/dev/null || true
+        kill -CONT "$TRAIN_PID" 2>/dev/null || true  # a paused training (kill -STOP, a debugger) must hear it too
         _wait_gone "$TRAIN_PID" 10 || kill -KILL "$TRAIN_PID" 2>/dev/null || true
         TRAIN_STATUS=0
         wait "$TRAIN_PID" 2>/dev/null || TRAIN_STATUS=$?

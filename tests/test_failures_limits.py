@@ -6,6 +6,8 @@ tests/test_slurm.py and tests/test_failures.py.
 """
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -66,6 +68,11 @@ def test_time_limit_shows_timeout(slurm_cluster, repo_copy):  # noqa: F811
     job_id = sbatch(repo_copy, "--time=1", "--output=job-%j.out", "slurm/baseline.slurm", *ENDLESS)
     run_dir = repo_copy / "logs" / f"baseline-{job_id}"
     wait_for_events(run_dir, timeout=300)
+    # Paused (SIGSTOP) once it has logged, the training waits out the limit without spending a minute of a core;
+    # common.sh wakes it (SIGCONT) with the SIGTERM it forwards, so it ends as a running training does.
+    [pid] = [line.split()[3].rstrip(":") for line in (repo_copy / f"job-{job_id}.out").read_text().splitlines()
+             if line.startswith("[workshop] training pid ")]
+    os.kill(int(pid), signal.SIGSTOP)
     state, _ = wait_for_job(job_id, timeout=300)  # SLURM checks limits every ~30 s; KillWait adds at most 30 s
     job_out = (repo_copy / f"job-{job_id}.out").read_text()
     assert state == "TIMEOUT" and "DUE TO TIME LIMIT" in job_out, job_out
