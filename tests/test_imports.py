@@ -131,3 +131,32 @@ def test_fill_tables_imports_neither_torch_nor_transformers(tmp_path):
     modules = set(json.loads(modules_file.read_text()))
     assert "workshop.lessons.fsdp" in modules and "workshop.fill_tables" in modules  # every lesson's tables loaded
     assert not {"torch", "transformers"} & modules, {"torch", "transformers"} & modules
+
+
+RUN_TOOLS = """
+import contextlib, io, json, sys
+from workshop import answer_quality, export, merge
+said = {}
+for tool in (answer_quality, export, merge):
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        try:
+            code = tool.main(["--run-dir", sys.argv[2]])
+        except SystemExit as exit:
+            code = exit.code
+    said[tool.__name__] = [code, err.getvalue()]
+json.dump({"said": said, "torch": "torch" in sys.modules}, open(sys.argv[1], "w"))
+"""
+
+
+def test_the_run_folder_tools_refuse_a_wrong_folder_before_torch_loads(tmp_path):
+    """answer_quality, export and merge read the run folder first: a wrong one is an `error:` line in a tenth of a
+    second, where importing torch and transformers first took 7.5 CPU-s (answer_quality, 2026-12-07)."""
+    out = tmp_path / "out.json"
+    result = subprocess.run([sys.executable, "-c", RUN_TOOLS, str(out), str(tmp_path / "no-such-run")],
+                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(out.read_text())
+    for tool, (code, stderr) in found["said"].items():
+        assert code == 2 and stderr.startswith("error: ") and stderr.count("\n") == 1, (tool, stderr)
+    assert found["torch"] is False
+

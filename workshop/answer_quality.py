@@ -8,17 +8,11 @@ greedily; the answer ends at end-of-text or a newline. `--baseline` also scores 
 as training built it, so the JSON holds `before` and `after`. Writes `<run-dir>/answer_quality.json`.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import torch
-
 from workshop.errors import WorkshopError
-from workshop.data import format_prompt, load_squad, split
-from workshop.model import load_model
-from workshop.peft_model import load_run_model
-from workshop.runlog import utc_now, write_json
+from workshop.run_settings import read_settings, saved_model
 
 METRIC_DIR = Path(__file__).parent / "metrics" / "squad_em_f1"
 SHOWN_EXAMPLES = 5
@@ -35,6 +29,8 @@ def new_tokens(model, tokenizer, prompts, max_new_tokens=16, max_length=None, fi
     """Greedy generation for a batch of prompts: the tensor of each prompt's new tokens (padding after the end).
 
     fixed_length: exactly max_new_tokens each, past any newline or end-of-text (to time engines on equal work)."""
+    import torch
+
     device = next(model.parameters()).device
     model.eval()
     # Left padding and left truncation keep every prompt's last token "Answer:" right before the new tokens.
@@ -60,6 +56,8 @@ def as_answer(text):
 
 def generate_answers(model, tokenizer, examples, max_new_tokens=16, batch_size=8, max_length=None):
     """Greedy answers (stripped strings) to each example's prompt, in order."""
+    from workshop.data import format_prompt
+
     answers = []
     for start in range(0, len(examples), batch_size):
         prompts = [format_prompt(e["question"], e["context"]) for e in examples[start:start + batch_size]]
@@ -81,31 +79,10 @@ def score(model, tokenizer, examples, max_new_tokens=16, max_length=None, metric
             "examples": shown}
 
 
-def read_settings(run_dir: Path) -> dict:
-    path = run_dir / "manifest.json"
-    try:
-        settings = json.loads(path.read_text())["settings"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise WorkshopError(f"cannot read the run's settings from {path} ({type(err).__name__}: {err})") from err
-    needed = ("model", "init", "data", "subset_size", "seed", "eval_fraction", "max_length", "output_dir")
-    lacking = [key for key in needed if key not in settings]
-    if lacking:
-        raise WorkshopError(f"{path} settings lack {', '.join(lacking)}")
-    return settings
-
-
-def saved_model(settings: dict, model_dir=None) -> Path:
-    """The run's fine-tuned model folder (<output_dir>/final unless given), checked to hold a model or a LoRA adapter
-    (a --peft run's, which workshop.peft_model.load_run_model puts on its rebuilt base)."""
-    model_dir = Path(model_dir or Path(settings["output_dir"]) / "final")
-    if not any((model_dir / name).is_file() for name in ("config.json", "adapter_config.json")):
-        raise WorkshopError(f"no saved model in {model_dir} (training saves <output_dir>/final; a relative "
-                            "output_dir is relative to where training ran): pass --model-dir")
-    return model_dir
-
-
 def eval_examples(settings: dict) -> list[dict]:
     """The held-out examples of the run, rebuilt exactly as workshop.train split them."""
+    from workshop.data import load_squad, split
+
     subset = load_squad(settings["subset_size"], source=settings["data"])
     return split(subset, settings["eval_fraction"], settings["seed"])[1]
 
@@ -114,6 +91,12 @@ def evaluate_run(run_dir, model_dir=None, limit=None, baseline=False, max_new_to
     run_dir = Path(run_dir)
     settings = read_settings(run_dir)
     model_dir = saved_model(settings, model_dir)
+    import torch  # after the checks above: a wrong run folder is an error line within a second
+
+    from workshop.model import load_model
+    from workshop.peft_model import load_run_model
+    from workshop.runlog import utc_now, write_json
+
     examples = eval_examples(settings)[:limit]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     metric = load_metric()

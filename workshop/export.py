@@ -24,18 +24,17 @@ import time
 from pathlib import Path
 
 from workshop.errors import WorkshopError
+from workshop.run_settings import read_settings
 
 PROBE_IDS = [[3, 17, 42, 99, 7, 250, 11, 5, 64, 128, 31, 2]]  # token ids every vocabulary has (the tiny one: 300)
 
 
 def find_checkpoint(run_dir: Path, checkpoint=None) -> Path:
     """The checkpoint to export: the one named, else the run's last whole checkpoint-N."""
-    from workshop.answer_quality import read_settings
-    from workshop.guards import last_whole_checkpoint
-
     if not run_dir.is_dir():
         raise WorkshopError(f"--run-dir {run_dir}: no such folder")
     settings = read_settings(run_dir)
+    from workshop.guards import last_whole_checkpoint  # transformers: after the checks that need none
     found = checkpoint or last_whole_checkpoint(settings["output_dir"])
     if found is None:
         raise WorkshopError(f"{run_dir} has no whole checkpoint in its output folder {settings['output_dir']} (a run "
@@ -102,11 +101,11 @@ def logits(model):
 
 def export(run_dir, checkpoint=None, out=None) -> dict:
     """Write the checkpoint's model as a plain Hugging Face folder; returns (and writes) its export.json record."""
+    checkpoint = find_checkpoint(Path(run_dir), checkpoint)  # before transformers loads: a wrong folder is quick
     from transformers import AutoTokenizer
 
     from workshop.model import load_saved
 
-    checkpoint = find_checkpoint(Path(run_dir), checkpoint)
     kind = checkpoint_format(checkpoint)
     out = Path(out or Path(run_dir) / "exported")
     started = time.perf_counter()

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
-from workshop.answer_quality import as_answer, eval_examples, new_tokens, read_settings, saved_model
+from workshop.answer_quality import as_answer, eval_examples, new_tokens
 from workshop.data import format_prompt
 from workshop.errors import WorkshopError
 from workshop.peft_model import load_run_model
+from workshop.run_settings import read_settings, saved_model
 
 
 def deepspeed_inference(model, kernel_inject=True):

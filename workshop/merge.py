@@ -11,15 +11,15 @@ from pathlib import Path
 
 from workshop.entry import fail
 from workshop.errors import WorkshopError
+from workshop.run_settings import read_settings, saved_model
 
 
 def merge(run_dir, model_dir=None, out=None) -> Path:
-    from workshop.answer_quality import read_settings, saved_model
+    settings = read_settings(Path(run_dir))
+    folder = saved_model(settings, model_dir)  # before torch loads: a wrong folder is an error line at once
     from workshop.model import save_model
     from workshop.peft_model import is_adapter, load_run_model
 
-    settings = read_settings(Path(run_dir))
-    folder = saved_model(settings, model_dir)
     if not is_adapter(folder):
         raise WorkshopError(f"{folder} holds a whole model already (a full fine-tune, or merged): nothing to merge")
     model, tokenizer = load_run_model(settings, folder)
