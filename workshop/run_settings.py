@@ -1,9 +1,10 @@
-"""What a finished run folder says about itself, read without torch: the tools that start from a run folder
-(answer_quality, generate, export, merge) refuse a wrong one with an `error:` line within a second."""
+"""What a finished run folder says about itself, read without torch: answer_quality, export and merge refuse a wrong
+run folder with an `error:` line within a second (generate reads these too)."""
 import json
 from pathlib import Path
 
 from workshop.errors import WorkshopError
+
 
 def read_settings(run_dir: Path) -> dict:
     path = run_dir / "manifest.json"

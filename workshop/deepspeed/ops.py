@@ -163,7 +163,7 @@ def build_lock(op_name):
     later job hung at start-up. An flock dies with its holder, so no other workshop load holds that `lock` now; but
     DeepSpeed loads its shared-memory collectives itself (init_distributed, in a one-process run) and takes torch's
     `lock` without this flock, so a `lock` is only removed once nothing in the folder has changed for a while."""
-    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or extensions_dir())
+    root = extensions_dir()  # TORCH_EXTENSIONS_DIR when set
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f".{op_name}.flock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel if this process dies
@@ -212,7 +212,7 @@ def build(op_name):
     start = time.perf_counter()
     with build_lock(op_name):
         ALL_OPS[op_name].load(verbose=False)
-        remove_precompiled_headers(Path(os.environ.get("TORCH_EXTENSIONS_DIR") or extensions_dir()) / op_name)
+        remove_precompiled_headers(extensions_dir() / op_name)
     return time.perf_counter() - start
 
 
